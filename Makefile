@@ -1,0 +1,49 @@
+# mess_ros developer entry points. `make demo` and `make test` set up .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Every ROS process started from here stays on this machine.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_large_data.xml
+export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
+export PYTHONHASHSEED := 0
+
+.PHONY: setup test lint typecheck pytest demo model bench colcon clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py package.xml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+pytest: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+# The main job: the node on the bundled model, a synthetic camera, a load change midway.
+demo: setup
+	$(VENV)/bin/mess_demo $(DEMO_ARGS)
+
+# Trains the bundled default model (models/) on synthetic data; see README for timings.
+model: setup
+	$(VENV)/bin/mess_train --preset default --out runs/default $(TRAIN_ARGS)
+	$(PY) -m mess_ros.train.bundle runs/default models
+
+bench: setup
+	for script in bench/*.py; do $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf build install log .pytest_cache .mypy_cache .ruff_cache

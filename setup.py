@@ -1,0 +1,43 @@
+"""ament_python package definition: builds with colcon and installs with pip."""
+
+from __future__ import annotations
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mess_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["py.typed"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
+        (f"share/{PACKAGE}/models", glob("models/*.pt") + glob("models/*.json")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="mess_ros maintainers",
+    maintainer_email="maintainers@mess-ros.dev",
+    description="Multi-Exit Semantic Segmentation for ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "segmentation_node = mess_ros.ros.node:main",
+            "synthetic_camera = mess_ros.ros.synthetic_camera:main",
+            "mess_demo = mess_ros.ros.demo:main",
+            "mess_train = mess_ros.train.cli:main",
+            "mess_profile = mess_ros.deploy.cli:profile_main",
+            "mess_configure = mess_ros.deploy.cli:configure_main",
+            "mess_evaluate = mess_ros.eval.cli:evaluate_main",
+            "mess_bag = mess_ros.eval.cli:bag_main",
+        ],
+    },
+)
