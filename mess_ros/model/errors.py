@@ -1,0 +1,19 @@
+"""Errors of the model subsystem.
+
+Building a network from a spec, looking up exits and reading checkpoints are
+the places where user input (names typed in a config, files on disk) meets the
+model; these classes let callers report such mistakes without catching
+programming errors.
+"""
+
+from __future__ import annotations
+
+from mess_ros.errors import MessError
+
+
+class ModelError(MessError):
+    """A model spec, name or request that the network cannot honour."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint file that cannot be written or read back; the message names the file."""
