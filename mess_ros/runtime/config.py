@@ -1,0 +1,805 @@
+"""Deployment configuration: the single source of truth for every parameter.
+
+The node declares its ROS parameters from :func:`parameter_specs`, the deploy
+tool writes per-robot parameter files with :meth:`SegmentationConfig.to_yaml`,
+and the CLIs read those files with :meth:`SegmentationConfig.from_yaml`. All of
+them derive names, defaults, ranges and descriptions from the dataclass fields
+below, so a parameter cannot exist in one place and be missing in another.
+
+Nested dataclasses map to dotted ROS parameter names: ``policy.name``,
+``deadline.deadline_ms``, ``engine.device`` ... A configuration is validated
+as a whole (:meth:`SegmentationConfig.validate`), and every problem is
+reported with the parameter name, the rejected value and what is allowed, so
+a rejected ``ros2 param set`` tells the user exactly what to change.
+"""
+
+from __future__ import annotations
+
+import array
+import copy
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeAlias, cast, get_type_hints
+
+import yaml
+
+from mess_ros.runtime.errors import ConfigError
+
+ParamValue: TypeAlias = bool | int | float | str | list[bool] | list[int] | list[float] | list[str]
+"""Value types a ROS 2 parameter of this package can take."""
+
+FINAL_EXIT: Final = "final"
+"""Exit id of the final head (matches ``mess_ros.model.messnet.FINAL_EXIT``)."""
+
+POLICY_NAMES: Final = ("final", "fixed", "confidence", "deadline", "hybrid")
+"""Exit policies the engine knows (``mess_ros.runtime.policies.POLICIES`` registers these)."""
+
+PRECISIONS: Final = ("fp32", "fp16", "bf16")
+LATE_FRAME_ACTIONS: Final = ("earliest", "drop")
+QOS_RELIABILITIES: Final = ("best_effort", "reliable")
+DEVICE_PATTERN: Final = r"cpu|cuda(:[0-9]+)?"
+
+ROS_PARAMETERS_KEY: Final = "ros__parameters"
+WILDCARD_NODE: Final = "/**"
+
+# Metadata keys of the dataclass fields.
+_DESCRIPTION = "description"
+_READ_ONLY = "read_only"
+_MIN = "min"
+_MAX = "max"
+_CHOICES = "choices"
+_PATTERN = "pattern"
+_PATTERN_TEXT = "pattern_text"
+
+
+def _meta(
+    description: str,
+    *,
+    read_only: bool = False,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    choices: Sequence[str] = (),
+    pattern: str = "",
+    pattern_text: str = "",
+) -> dict[str, Any]:
+    """Field metadata: everything a ROS parameter descriptor needs (ranges apply per element)."""
+    return {
+        _DESCRIPTION: description,
+        _READ_ONLY: read_only,
+        _MIN: min_value,
+        _MAX: max_value,
+        _CHOICES: tuple(choices),
+        _PATTERN: pattern,
+        _PATTERN_TEXT: pattern_text,
+    }
+
+
+def _param(default: bool | int | float | str, description: str, **limits: Any) -> Any:
+    """A scalar parameter field (list parameters use ``field(default_factory=...)``)."""
+    return field(default=default, metadata=_meta(description, **limits))
+
+
+@dataclass
+class EngineConfig:
+    """How the network is loaded and run; changing any of it needs a restart."""
+
+    model_path: str = _param(
+        "",
+        "Checkpoint file (.pt) to load; empty selects the bundled default model.",
+        read_only=True,
+    )
+    device: str = _param(
+        "cpu",
+        "Device to run on: cpu, cuda or cuda:N.",
+        read_only=True,
+        pattern=DEVICE_PATTERN,
+        pattern_text="cpu, cuda or cuda:N",
+    )
+    require_cuda: bool = _param(
+        False,
+        "Fail at start instead of falling back to the CPU when CUDA is requested but missing.",
+        read_only=True,
+    )
+    input_height: int = _param(
+        256,
+        "Height in pixels the network runs at; frames of any size are resized to it.",
+        read_only=True,
+        min_value=16,
+        max_value=4096,
+    )
+    input_width: int = _param(
+        512,
+        "Width in pixels the network runs at; frames of any size are resized to it.",
+        read_only=True,
+        min_value=16,
+        max_value=4096,
+    )
+    precision: str = _param(
+        "fp32",
+        "Arithmetic on CUDA: fp32, or fp16/bf16 autocast. The CPU always runs fp32.",
+        read_only=True,
+        choices=PRECISIONS,
+    )
+    num_threads: int = _param(
+        0,
+        "Threads torch uses on the CPU; 0 keeps torch's default.",
+        read_only=True,
+        min_value=0,
+        max_value=256,
+    )
+    channels_last: bool = _param(
+        False,
+        "Run convolutions in channels-last memory format (usually faster on CUDA).",
+        read_only=True,
+    )
+    warmup_frames: int = _param(
+        3,
+        "Full passes run at start so the first real frame is not slowed by lazy initialisation.",
+        read_only=True,
+        min_value=0,
+        max_value=1000,
+    )
+    latency_table: str = _param(
+        "",
+        "Latency table (JSON) profiled on this device; empty runs a quick self-profile at start.",
+        read_only=True,
+    )
+    profile_repeats: int = _param(
+        5,
+        "Repetitions of the quick self-profile at start when no latency table is given.",
+        read_only=True,
+        min_value=1,
+        max_value=1000,
+    )
+
+
+@dataclass
+class PolicyConfig:
+    """Which exits run and how the engine picks one per frame; changeable at run time."""
+
+    name: str = _param(
+        "hybrid",
+        "Exit policy: final (always the last exit), fixed (always fixed_exit), confidence "
+        "(first confident exit), deadline (deepest exit predicted to meet the deadline), "
+        "hybrid (first confident exit that meets the deadline).",
+        choices=POLICY_NAMES,
+    )
+    active_exits: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Exit ids to use, a subset of the model's (e.g. 'layer2_1:fcn_c64_k2_d1'); the "
+            "final exit is always active. Empty uses every exit of the model."
+        ),
+    )
+    fixed_exit: str = _param(
+        FINAL_EXIT,
+        "Exit id the fixed policy always takes.",
+    )
+    pixel_threshold: float = _param(
+        0.9,
+        "A pixel is confident when its top-1 class probability reaches this value.",
+        min_value=0.0,
+        max_value=1.0,
+    )
+    image_thresholds: list[float] = field(
+        default_factory=lambda: [0.8],
+        metadata=_meta(
+            "An exit is confident when this share of its pixels is confident: one value shared "
+            "by all intermediate exits, or one per active intermediate exit in depth order.",
+            min_value=0.0,
+            max_value=1.0,
+        ),
+    )
+    class_thresholds: list[float] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Optional per-class pixel thresholds (one per class, indexed by the pixel's top-1 "
+            "class) replacing pixel_threshold; empty uses pixel_threshold for every class.",
+            min_value=0.0,
+            max_value=1.0,
+        ),
+    )
+    late_frame_action: str = _param(
+        "earliest",
+        "What to do with a frame whose deadline has already passed when inference starts: "
+        "earliest (run the earliest exit) or drop (publish nothing).",
+        choices=LATE_FRAME_ACTIONS,
+    )
+
+
+@dataclass
+class DeadlineConfig:
+    """Deadline and latency-model settings; changeable at run time."""
+
+    deadline_ms: float = _param(
+        0.0,
+        "Time budget per frame in ms, counted from the frame's stamp (node) or from the start "
+        "of inference (engine without an explicit deadline); 0 disables deadlines.",
+        min_value=0.0,
+        max_value=3_600_000.0,
+    )
+    use_load: bool = _param(
+        True,
+        "Scale latency predictions with the load reported on system_load.",
+    )
+    load_timeout_ms: float = _param(
+        1000.0,
+        "A load report older than this is ignored (treated as unknown).",
+        min_value=1.0,
+        max_value=3_600_000.0,
+    )
+    latency_quantile: float = _param(
+        0.9,
+        "Quantile of the predicted frame time used in deadline decisions (higher = fewer "
+        "misses, earlier exits).",
+        min_value=0.5,
+        max_value=0.999,
+    )
+    ewma_alpha: float = _param(
+        0.2,
+        "Weight of each new measurement in the online latency correction (0 = never adapt).",
+        min_value=0.01,
+        max_value=1.0,
+    )
+    load_beta: float = _param(
+        1.0,
+        "Initial slope of the load relation time = base * (1 + beta * load); learned online "
+        "from measured times afterwards.",
+        min_value=0.0,
+        max_value=20.0,
+    )
+    safety_margin_ms: float = _param(
+        0.0,
+        "Added to every prediction in deadline decisions, e.g. to cover publishing the mask.",
+        min_value=0.0,
+        max_value=10_000.0,
+    )
+
+
+@dataclass
+class NodeConfig:
+    """Settings only the ROS node uses (QoS, outputs, input limits, diagnostics)."""
+
+    image_qos_reliability: str = _param(
+        "best_effort",
+        "Reliability of the image subscription: best_effort (camera drivers) or reliable "
+        "(needed for some bag replays).",
+        read_only=True,
+        choices=QOS_RELIABILITIES,
+    )
+    image_qos_depth: int = _param(
+        1,
+        "History depth of the image subscription (1: the latest frame wins).",
+        read_only=True,
+        min_value=1,
+        max_value=100,
+    )
+    use_compressed: bool = _param(
+        False,
+        "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.",
+        read_only=True,
+    )
+    publish_color_mask: bool = _param(
+        True,
+        "Publish mask_color (rgb8 palette image) when someone subscribes to it.",
+    )
+    max_image_pixels: int = _param(
+        16_777_216,
+        "Frames with more pixels than this are dropped as absurd (protects memory).",
+        min_value=1,
+        max_value=2**31 - 1,
+    )
+    diagnostics_period_s: float = _param(
+        1.0,
+        "Period of the aggregate status published on /diagnostics.",
+        read_only=True,
+        min_value=0.1,
+        max_value=60.0,
+    )
+
+
+_SECTIONS: Final[dict[str, type[Any]]] = {
+    "engine": EngineConfig,
+    "policy": PolicyConfig,
+    "deadline": DeadlineConfig,
+    "node": NodeConfig,
+}
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """Everything needed to declare one ROS parameter with a descriptor.
+
+    ``type_name`` is explicit because an empty list default carries no element
+    type, which ROS needs to declare an array parameter.
+    """
+
+    name: str
+    default: ParamValue
+    type_name: (
+        str  # bool, integer, double, string, bool_array, integer_array, double_array, string_array
+    )
+    description: str
+    read_only: bool
+    min: float | None
+    max: float | None
+    choices: tuple[str, ...]
+    constraints: str
+
+    @property
+    def is_array(self) -> bool:
+        return self.type_name.endswith("_array")
+
+    @property
+    def is_integer(self) -> bool:
+        return self.type_name.startswith("integer")
+
+
+@dataclass(frozen=True)
+class _Field:
+    """Resolved description of one leaf parameter (section field)."""
+
+    name: str
+    section: str
+    attr: str
+    kind: type[Any]  # bool, int, float or str
+    is_list: bool
+    description: str
+    read_only: bool
+    min: float | None
+    max: float | None
+    choices: tuple[str, ...]
+    pattern: str
+    pattern_text: str
+
+    @property
+    def type_name(self) -> str:
+        base = {bool: "bool", int: "integer", float: "double", str: "string"}[self.kind]
+        return f"{base}_array" if self.is_list else base
+
+    def allowed(self) -> str:
+        """Human sentence of what the parameter accepts."""
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[
+            self.kind
+        ]
+        if self.choices:
+            text = "one of: " + ", ".join(self.choices)
+        elif self.pattern_text:
+            text = self.pattern_text
+        elif self.min is not None and self.max is not None:
+            text = f"{kind} in [{_fmt_number(self.min)}, {_fmt_number(self.max)}]"
+        else:
+            text = kind
+        return f"a list, each {text}" if self.is_list else text
+
+
+def _fmt_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _resolve_fields() -> tuple[_Field, ...]:
+    result = []
+    for section, cls in _SECTIONS.items():
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            is_list = getattr(hint, "__origin__", None) is list
+            kind = hint.__args__[0] if is_list else hint
+            if kind not in (bool, int, float, str):  # pragma: no cover - guards future edits
+                raise TypeError(f"unsupported parameter type {hint!r} for {section}.{f.name}")
+            meta = f.metadata
+            result.append(
+                _Field(
+                    name=f"{section}.{f.name}",
+                    section=section,
+                    attr=f.name,
+                    kind=kind,
+                    is_list=is_list,
+                    description=meta[_DESCRIPTION],
+                    read_only=meta[_READ_ONLY],
+                    min=meta[_MIN],
+                    max=meta[_MAX],
+                    choices=meta[_CHOICES],
+                    pattern=meta[_PATTERN],
+                    pattern_text=meta[_PATTERN_TEXT],
+                )
+            )
+    return tuple(result)
+
+
+_FIELDS: Final = _resolve_fields()
+_FIELDS_BY_NAME: Final = {f.name: f for f in _FIELDS}
+
+
+def parameter_names() -> list[str]:
+    """Every dotted parameter name, in declaration order."""
+    return [f.name for f in _FIELDS]
+
+
+def _coerce(spec: _Field, value: object) -> tuple[ParamValue | None, str]:
+    """Convert a raw parameter value to the field's type, or explain the mismatch.
+
+    Integers are accepted for float fields (YAML ``100`` for ``100.0``), and an
+    empty list for any list field because ROS cannot type an empty array.
+    """
+    if spec.is_list:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple | array.array):
+            return None, f"expected {spec.allowed()}"
+        items = []
+        for item in value:
+            converted = _coerce_scalar(spec.kind, item)
+            if converted is None:
+                return None, f"expected {spec.allowed()}"
+            items.append(converted)
+        return cast(ParamValue, items), ""
+    converted = _coerce_scalar(spec.kind, value)
+    if converted is None:
+        return None, f"expected {spec.allowed()}"
+    return converted, ""
+
+
+def _coerce_scalar(kind: type[Any], value: object) -> bool | int | float | str | None:
+    if kind is bool:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if kind is int:
+        return value if isinstance(value, int) else None
+    if kind is float:
+        return float(value) if isinstance(value, int | float) else None
+    return value if isinstance(value, str) else None
+
+
+def _check_value(spec: _Field, value: ParamValue) -> str:
+    """Range, choice and pattern checks of one already-typed value ('' when fine)."""
+    values: list[Any] = list(value) if isinstance(value, list) else [value]
+    for item in values:
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"expected {spec.allowed()}"
+        if spec.choices and item not in spec.choices:
+            return f"expected {spec.allowed()}"
+        if spec.pattern and not re.fullmatch(spec.pattern, str(item)):
+            return f"expected {spec.allowed()}"
+        if isinstance(item, int | float) and not isinstance(item, bool):
+            too_low = spec.min is not None and item < spec.min
+            too_high = spec.max is not None and item > spec.max
+            if too_low or too_high:
+                return f"expected {spec.allowed()}"
+    return ""
+
+
+def _problem(name: str, value: object, why: str) -> str:
+    return f"{name} = {value!r} is not allowed: {why}"
+
+
+def _is_exit_id(text: str) -> bool:
+    if text == FINAL_EXIT:
+        return True
+    point, sep, head = text.partition(":")
+    return bool(sep and point and head)
+
+
+@dataclass
+class SegmentationConfig:
+    """The whole deployment configuration (engine, policy, deadline, node)."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    deadline: DeadlineConfig = field(default_factory=DeadlineConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+
+    # --- flat ROS parameters -------------------------------------------------------------
+
+    def to_parameters(self) -> dict[str, ParamValue]:
+        """Flat ``{dotted name: value}`` in declaration order (lists are copies)."""
+        params: dict[str, ParamValue] = {}
+        for spec in _FIELDS:
+            value = getattr(getattr(self, spec.section), spec.attr)
+            params[spec.name] = list(value) if isinstance(value, list) else value
+        return params
+
+    @classmethod
+    def from_parameters(
+        cls, params: Mapping[str, object], base: SegmentationConfig | None = None
+    ) -> SegmentationConfig:
+        """Apply flat parameters on top of ``base`` (defaults when None) and validate.
+
+        All-or-nothing: unknown names, wrong types and out-of-range values are
+        collected and raised together as one :class:`ConfigError`; ``base`` is
+        never modified.
+        """
+        config = copy.deepcopy(base) if base is not None else cls()
+        unknown = sorted(name for name in params if name not in _FIELDS_BY_NAME)
+        if unknown:
+            msg = (
+                f"unknown parameter(s) {', '.join(unknown)}; valid parameters: "
+                f"{', '.join(parameter_names())}"
+            )
+            raise ConfigError(msg)
+        problems = []
+        for name, raw in params.items():
+            spec = _FIELDS_BY_NAME[name]
+            value, why = _coerce(spec, raw)
+            if why:
+                problems.append(_problem(name, raw, why))
+                continue
+            setattr(getattr(config, spec.section), spec.attr, value)
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems), problems)
+        config.validate()
+        return config
+
+    # --- validation ----------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """Every reason this configuration is invalid (empty when valid)."""
+        problems = []
+        for spec in _FIELDS:
+            raw = getattr(getattr(self, spec.section), spec.attr)
+            value, why = _coerce(spec, raw)
+            if not why and value is not None:
+                why = _check_value(spec, value)
+            if why:
+                problems.append(_problem(spec.name, raw, why))
+        if problems:
+            return problems  # cross-field checks assume well-typed fields
+        return self._cross_field_problems()
+
+    def _cross_field_problems(self) -> list[str]:
+        policy = self.policy
+        problems = []
+        bad_ids = [e for e in policy.active_exits if not _is_exit_id(e)]
+        if bad_ids:
+            problems.append(
+                _problem(
+                    "policy.active_exits",
+                    policy.active_exits,
+                    f"{', '.join(map(repr, bad_ids))} are not exit ids "
+                    "('final' or '<point>:<head>', e.g. 'layer2_1:fcn_c64_k2_d1')",
+                )
+            )
+        duplicates = sorted({e for e in policy.active_exits if policy.active_exits.count(e) > 1})
+        if duplicates:
+            problems.append(
+                _problem(
+                    "policy.active_exits",
+                    policy.active_exits,
+                    f"each exit may appear once, repeated: {', '.join(duplicates)}",
+                )
+            )
+        intermediate = [e for e in policy.active_exits if e != FINAL_EXIT]
+        n_thresholds = len(policy.image_thresholds)
+        if n_thresholds == 0:
+            problems.append(
+                _problem(
+                    "policy.image_thresholds",
+                    policy.image_thresholds,
+                    "expected one shared value or one per active intermediate exit",
+                )
+            )
+        elif policy.active_exits and n_thresholds not in (1, len(intermediate)):
+            problems.append(
+                _problem(
+                    "policy.image_thresholds",
+                    policy.image_thresholds,
+                    f"expected 1 value or {len(intermediate)} (one per active intermediate exit "
+                    f"{', '.join(intermediate)})",
+                )
+            )
+        if policy.name == "fixed":
+            if not _is_exit_id(policy.fixed_exit):
+                problems.append(
+                    _problem(
+                        "policy.fixed_exit",
+                        policy.fixed_exit,
+                        "the fixed policy needs an exit id ('final' or '<point>:<head>')",
+                    )
+                )
+            elif (
+                policy.active_exits
+                and policy.fixed_exit != FINAL_EXIT
+                and policy.fixed_exit not in policy.active_exits
+            ):
+                problems.append(
+                    _problem(
+                        "policy.fixed_exit",
+                        policy.fixed_exit,
+                        f"expected one of the active exits: {', '.join([*intermediate, 'final'])}",
+                    )
+                )
+        return problems
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` listing every problem, or return when valid."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems), problems)
+
+    # --- introspection -------------------------------------------------------------------
+
+    @classmethod
+    def parameter_specs(cls, base: SegmentationConfig | None = None) -> list[ParameterSpec]:
+        """Descriptors of every parameter; defaults come from ``base`` (or the dataclass)."""
+        return parameter_specs(base)
+
+    def changed_parameters(self, other: SegmentationConfig) -> list[str]:
+        """Names of the parameters whose values differ between ``self`` and ``other``."""
+        mine, theirs = self.to_parameters(), other.to_parameters()
+        return [name for name in mine if mine[name] != theirs[name]]
+
+    def read_only_changes(self, other: SegmentationConfig) -> list[str]:
+        """Changed parameters that only take effect after a restart."""
+        return [n for n in self.changed_parameters(other) if _FIELDS_BY_NAME[n].read_only]
+
+    # --- parameter files -----------------------------------------------------------------
+
+    def to_yaml(
+        self,
+        path: str | Path,
+        node_name: str = WILDCARD_NODE,
+        header_comment: str = "",
+        *,
+        describe: bool = True,
+    ) -> None:
+        """Write a standard ROS 2 parameter file (``<node>: ros__parameters: ...``).
+
+        Parameters are nested by section and, with ``describe``, preceded by
+        their description as a comment so the file documents itself. Empty
+        lists are written as comments: ROS cannot type an empty array in a
+        parameter file, and the declared default (empty) applies instead.
+        """
+        self.validate()
+        text = self.to_yaml_text(node_name, header_comment, describe=describe)
+        target = Path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(target)
+        except OSError as err:
+            raise ConfigError(f"cannot write parameter file {target}: {err}") from err
+
+    def to_yaml_text(
+        self, node_name: str = WILDCARD_NODE, header_comment: str = "", *, describe: bool = True
+    ) -> str:
+        """The text :meth:`to_yaml` writes."""
+        lines = [f"# {line}".rstrip() for line in header_comment.splitlines()]
+        lines.append(f"{json.dumps(node_name)}:")
+        lines.append(f"  {ROS_PARAMETERS_KEY}:")
+        params = self.to_parameters()
+        section = ""
+        for spec in _FIELDS:
+            if spec.section != section:
+                section = spec.section
+                lines.append(f"    {section}:")
+            if describe:
+                lines.append(f"      # {spec.description} Allowed: {spec.allowed()}.")
+            value = params[spec.name]
+            if isinstance(value, list) and not value:
+                lines.append(f"      # {spec.attr}: []  (empty: the declared default applies)")
+            else:
+                lines.append(f"      {spec.attr}: {_yaml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_yaml(
+        cls,
+        path: str | Path,
+        node_name: str | None = None,
+        base: SegmentationConfig | None = None,
+    ) -> SegmentationConfig:
+        """Read a ROS 2 parameter file; every error names the file.
+
+        ``node_name`` picks the entry for that node (merged over ``/**`` as ROS
+        does); without it the file must hold one entry, or a ``/**`` one.
+        """
+        source = Path(path)
+        try:
+            data = yaml.safe_load(source.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"cannot read parameter file {source}: {err}") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"parameter file {source} is not valid YAML: {err}") from err
+        try:
+            params = _select_parameters(data, node_name)
+            return cls.from_parameters(params, base)
+        except ConfigError as err:
+            problems = [f"{source}: {p}" for p in err.problems]
+            raise ConfigError(f"parameter file {source}: {err}", problems) from err
+
+
+def parameter_specs(base: SegmentationConfig | None = None) -> list[ParameterSpec]:
+    """Descriptors of every parameter, defaults taken from ``base`` (dataclass defaults if None)."""
+    values = (base or SegmentationConfig()).to_parameters()
+    return [
+        ParameterSpec(
+            name=spec.name,
+            default=values[spec.name],
+            type_name=spec.type_name,
+            description=spec.description,
+            read_only=spec.read_only,
+            min=spec.min,
+            max=spec.max,
+            choices=spec.choices,
+            constraints=spec.allowed(),
+        )
+        for spec in _FIELDS
+    ]
+
+
+def _yaml_value(value: ParamValue) -> str:
+    """One YAML scalar or flow list that both PyYAML and ROS's rcl parser read back exactly."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    return _yaml_scalar(value)
+
+
+def _yaml_scalar(value: bool | int | float | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        if "." not in mantissa:  # YAML 1.1 needs a dot to read it as a float
+            mantissa += ".0"
+        return mantissa + e + exponent
+    return json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
+
+
+def _parameter_blocks(data: object, prefix: str) -> Iterator[tuple[str, Mapping[str, object]]]:
+    """``(node path, ros__parameters mapping)`` pairs, following namespace nesting."""
+    if not isinstance(data, Mapping):
+        return
+    for key, value in data.items():
+        if not isinstance(value, Mapping):
+            continue
+        name = f"{prefix}/{key}".replace("//", "/") if prefix else str(key)
+        if ROS_PARAMETERS_KEY in value:
+            block = value[ROS_PARAMETERS_KEY]
+            yield name, block if isinstance(block, Mapping) else {}
+        else:
+            yield from _parameter_blocks(value, name)
+
+
+def _flatten(params: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in params.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _select_parameters(data: object, node_name: str | None) -> dict[str, object]:
+    blocks = dict(_parameter_blocks(data, ""))
+    if not blocks:
+        key = ROS_PARAMETERS_KEY
+        msg = f"no '<node>: {key}:' section found (expected '/**: {key}:')"
+        raise ConfigError(msg)
+    if node_name is not None:
+        wanted = [n for n in (WILDCARD_NODE, node_name, node_name.lstrip("/")) if n in blocks]
+        if not wanted:
+            raise ConfigError(
+                f"no parameters for node {node_name!r}; the file has: {', '.join(blocks)}"
+            )
+    elif len(blocks) == 1:
+        wanted = list(blocks)
+    elif WILDCARD_NODE in blocks:
+        wanted = [WILDCARD_NODE]
+    else:
+        raise ConfigError(
+            f"the file has parameters for several nodes ({', '.join(blocks)}); name the node"
+        )
+    params: dict[str, object] = {}
+    for name in dict.fromkeys(wanted):
+        params.update(_flatten(blocks[name]))
+    return params

@@ -1,0 +1,509 @@
+"""The inference engine: progressive multi-exit segmentation of one frame at a time.
+
+A frame goes through the backbone block by block. At each active exit the
+policy decides whether to stop (run that exit's head and output), skip the
+head and go deeper, or evaluate the head's confidence first. Each block and
+head runs at most once, and only the exit finally taken is upsampled to the
+frame size. Every stage is timed; the times feed the online latency model
+that the deadline-aware policies consult for the next decision.
+
+The running configuration lives in an immutable plan object that
+:meth:`SegmentationEngine.reconfigure` replaces in one assignment, so a
+change made from another thread (a ROS parameter callback) applies between
+frames and never half-way through one.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+
+import mess_ros
+from mess_ros.data.labels import LabelSet
+from mess_ros.data.transforms import normalize_image
+from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint, model_fingerprint
+from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError
+from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
+from mess_ros.runtime.latency import (
+    PREPROCESS_KEY,
+    FrameLatency,
+    LatencyModelParams,
+    LatencyTable,
+    OnlineLatencyModel,
+    head_key,
+    output_key,
+    segment_key,
+)
+from mess_ros.runtime.policies import (
+    Action,
+    Decision,
+    ExitContext,
+    ExitPolicy,
+    PathCosts,
+    build_policy,
+    late_frame_decision,
+)
+from mess_ros.runtime.profiling import profile_model
+
+DEFAULT_MODEL_FILE: Final = "default.pt"
+"""File name of the bundled model under ``models/`` (checkout) or ``share/mess_ros/models``."""
+
+Clock = Callable[[], int]
+
+
+def default_model_candidates() -> list[Path]:
+    """Where the bundled model is looked for, in order: checkout, pip prefix, ament prefixes."""
+    candidates = [Path(mess_ros.__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_FILE]
+    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
+    for prefix in filter(None, prefixes):
+        candidates.append(Path(prefix) / "share" / "mess_ros" / "models" / DEFAULT_MODEL_FILE)
+    return list(dict.fromkeys(candidates))
+
+
+def resolve_model_path(model_path: str) -> Path:
+    """``engine.model_path`` as a file; empty means the bundled default model."""
+    if model_path:
+        return Path(model_path).expanduser()
+    candidates = default_model_candidates()
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(c) for c in candidates)
+    raise EngineError(
+        f"engine.model_path is empty and the bundled model was not found (searched {searched}); "
+        "set engine.model_path to a checkpoint"
+    )
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """One frame's outcome.
+
+    ``mask`` is HxW uint8 class ids at the frame's size; a dropped frame gets
+    a mask of the ignore label (255) so consumers never handle a missing
+    array. ``deadline_ms`` is the budget left when inference started (None
+    without a deadline); ``predicted_ms`` the mean prediction, at the start
+    of the frame, of the stages that then ran.
+    """
+
+    mask: npt.NDArray[np.uint8]
+    exit_id: str
+    exit_index: int
+    num_exits: int
+    confidence: float
+    reason: str
+    stage_times_ms: dict[str, float]
+    predicted_ms: float
+    measured_ms: float
+    deadline_ms: float | None
+    met_deadline: bool | None
+    load: float | None
+    dropped: bool
+    evaluated_exits: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a frame needs from the configuration, immutable once built."""
+
+    config: SegmentationConfig
+    exits: tuple[str, ...]
+    exit_segments: tuple[tuple[str, ...], ...]
+    image_thresholds: tuple[float, ...]  # per active exit (unused for the final one)
+    class_thresholds: Tensor | None
+    policy: ExitPolicy
+    latency_params: LatencyModelParams
+
+
+class SegmentationEngine:
+    """Loads a checkpoint and segments frames progressively under an exit policy.
+
+    ``infer`` is meant to be called from one inference thread; ``report_load``
+    and ``reconfigure`` may be called from any thread at any time.
+    """
+
+    def __init__(
+        self,
+        config: SegmentationConfig,
+        checkpoint: Checkpoint | None = None,
+        *,
+        latency_table: LatencyTable | None = None,
+        clock_ns: Clock = time.monotonic_ns,
+    ) -> None:
+        config.validate()
+        engine = config.engine
+        choice = resolve_device(engine.device, engine.require_cuda, engine.precision)
+        self.device = choice.device
+        self.warnings: list[str] = list(choice.warnings)
+        if self.device.type == "cpu" and engine.num_threads > 0:
+            torch.set_num_threads(engine.num_threads)
+        if checkpoint is None:
+            checkpoint = load_checkpoint(resolve_model_path(engine.model_path))
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model
+        self.labels = LabelSet.from_dict(checkpoint.labels)
+        if self.labels.num_classes != self.model.spec.num_classes:
+            raise EngineError(
+                f"checkpoint {checkpoint.path or '(in memory)'}: its label set has "
+                f"{self.labels.num_classes} classes but the model predicts "
+                f"{self.model.spec.num_classes}"
+            )
+        self.input_hw = (engine.input_height, engine.input_width)
+        self._clock = clock_ns
+        self._executor = ModelExecutor(
+            self.model, self.device, choice.precision, engine.channels_last
+        )
+        self._plan = self._build_plan(copy.deepcopy(config))
+        self._reconfigure_lock = threading.Lock()
+        self._infer_lock = threading.Lock()
+
+        if latency_table is None and engine.latency_table:
+            latency_table = LatencyTable.load(engine.latency_table)
+        if latency_table is not None:
+            self._check_table(latency_table, engine.latency_table or "(given)")
+            self._warm_up(engine.warmup_frames)
+        else:
+            latency_table = profile_model(
+                self.model,
+                self.input_hw,
+                warmup=max(engine.warmup_frames, 1),
+                repeats=engine.profile_repeats,
+                executor=self._executor,
+                model_fingerprint_hex=model_fingerprint(self.model),
+            )
+        self.latency_table = latency_table
+        self.latency_model = OnlineLatencyModel(latency_table, self._plan.latency_params)
+
+    # --- configuration -------------------------------------------------------------------
+
+    @property
+    def config(self) -> SegmentationConfig:
+        """A copy of the configuration in force."""
+        return copy.deepcopy(self._plan.config)
+
+    @property
+    def active_exits(self) -> tuple[str, ...]:
+        return self._plan.exits
+
+    def reconfigure(self, config: SegmentationConfig) -> None:
+        """Validate ``config`` as a whole and make it the running one from the next frame.
+
+        Raises :class:`ConfigError` (and changes nothing) when the configuration
+        is invalid, names exits the model lacks, or changes parameters that need
+        a restart.
+        """
+        config = copy.deepcopy(config)
+        config.validate()
+        with self._reconfigure_lock:
+            read_only = self._plan.config.read_only_changes(config)
+            if read_only:
+                raise ConfigError(
+                    "these parameters are read-only while running (restart to change them): "
+                    + ", ".join(read_only)
+                )
+            plan = self._build_plan(config)
+            self._plan = plan  # one reference swap: a running frame keeps its own plan
+
+    def _build_plan(self, config: SegmentationConfig) -> _Plan:
+        policy_config = config.policy
+        model_exits = self.model.exit_ids
+        problems = []
+        requested = policy_config.active_exits or model_exits
+        unknown = [e for e in requested if e not in model_exits]
+        if unknown:
+            problems.append(
+                f"policy.active_exits = {policy_config.active_exits!r} is not allowed: unknown "
+                f"exit(s) {', '.join(unknown)}; the model has: {', '.join(model_exits)}"
+            )
+        exits = tuple(e for e in model_exits if e in requested or e == FINAL_EXIT)
+        intermediate = len(exits) - 1
+        thresholds = policy_config.image_thresholds
+        if len(thresholds) not in (1, intermediate):
+            problems.append(
+                f"policy.image_thresholds = {thresholds!r} is not allowed: expected 1 value or "
+                f"{intermediate} (one per active intermediate exit)"
+            )
+        num_classes = self.model.spec.num_classes
+        if policy_config.class_thresholds and len(policy_config.class_thresholds) != num_classes:
+            problems.append(
+                f"policy.class_thresholds = {policy_config.class_thresholds!r} is not allowed: "
+                f"expected {num_classes} values (one per class: "
+                f"{', '.join(self.labels.class_names)}) or none"
+            )
+        if policy_config.name == "fixed" and policy_config.fixed_exit not in exits:
+            problems.append(
+                f"policy.fixed_exit = {policy_config.fixed_exit!r} is not allowed: expected one "
+                f"of the active exits: {', '.join(exits)}"
+            )
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems), problems)
+        blocks = self._executor.blocks
+        segments = []
+        done = 0
+        for exit_id in exits:
+            end = blocks.index(self.model.exit_point(exit_id)) + 1
+            segments.append(tuple(blocks[done:end]))
+            done = max(done, end)
+        per_exit = [*(thresholds * intermediate if len(thresholds) == 1 else thresholds), 0.0]
+        class_thresholds = None
+        if policy_config.class_thresholds:
+            class_thresholds = torch.tensor(
+                policy_config.class_thresholds, dtype=torch.float32, device=self.device
+            )
+        return _Plan(
+            config=config,
+            exits=exits,
+            exit_segments=tuple(segments),
+            image_thresholds=tuple(per_exit),
+            class_thresholds=class_thresholds,
+            policy=build_policy(policy_config),
+            latency_params=LatencyModelParams.from_config(config.deadline),
+        )
+
+    def _check_table(self, table: LatencyTable, source: str) -> None:
+        if tuple(table.input_hw) != self.input_hw:
+            raise LatencyTableError(
+                f"latency table {source} was measured at input {table.input_hw[0]}x"
+                f"{table.input_hw[1]}, but the engine runs at {self.input_hw[0]}x"
+                f"{self.input_hw[1]} (engine.input_height/input_width)"
+            )
+        table.check_covers(self._executor.blocks, self.model.exit_ids, source)
+        notes = []
+        fingerprint = model_fingerprint(self.model)
+        if table.model_fingerprint != fingerprint:
+            notes.append(
+                f"latency table {source} was profiled with weights {table.model_fingerprint}, "
+                f"the model is {fingerprint}; timings carry over if the architecture is the same"
+            )
+        if table.device.partition(":")[0] != self.device.type:
+            notes.append(
+                f"latency table {source} was measured on {table.device}, the engine runs on "
+                f"{self.device}; the online correction will adapt, but first frames may mispredict"
+            )
+        for text in notes:
+            LOGGER.warning(text)
+        self.warnings.extend(notes)
+
+    # --- load ----------------------------------------------------------------------------
+
+    def report_load(self, load: float, stamp_ns: int | None = None) -> None:
+        """Record the external load (0..1); NaN or out of range raises LoadValueError (counted).
+
+        ``stamp_ns`` is on the engine's clock (``clock_ns`` of the constructor);
+        None stamps the reading now. Its age is judged on the same clock, so a
+        node may run deadlines on ROS time without making every reading stale.
+        """
+        self.latency_model.report_load(load, self._clock() if stamp_ns is None else stamp_ns)
+
+    @property
+    def rejected_loads(self) -> dict[str, int]:
+        """Rejected or expired load reports by reason: nan, out_of_range, stale."""
+        return self.latency_model.rejected_loads
+
+    # --- inference -----------------------------------------------------------------------
+
+    def preprocess(self, image: npt.NDArray[np.uint8]) -> Tensor:
+        """(1, 3, h, w) network input on the engine's device (resize + normalisation)."""
+        _check_image(image)
+        return self._executor.to_device(normalize_image(image, self.input_hw))
+
+    def forward_to_exit(
+        self, tensor: Tensor, exit_id: str, size_hw: tuple[int, int] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """Bare path to one exit: backbone to its point, its head, its mask at ``size_hw``.
+
+        No policy, no timing, no other head: the reference the engine's
+        overhead is measured against, and the direct answer for "what does
+        exit X say about this input".
+        """
+        if exit_id not in self.model.exit_ids:
+            raise EngineError(
+                f"unknown exit {exit_id!r}; the model has: {', '.join(self.model.exit_ids)}"
+            )
+        executor = self._executor
+        with executor.context():
+            x = tensor.to(self.device).contiguous(memory_format=executor.memory_format)
+            features = executor.segment(x, None, self.model.exit_point(exit_id))
+            logits = executor.head(exit_id, features)
+            target = size_hw or (int(x.shape[-2]), int(x.shape[-1]))
+            return executor.output(logits, target)
+
+    def infer(
+        self,
+        image: npt.NDArray[np.uint8],
+        deadline_ns: int | None = None,
+        now_ns: Clock | None = None,
+    ) -> SegmentationResult:
+        """Segment one HxWx3 uint8 RGB frame; the mask comes back at the frame's size.
+
+        ``deadline_ns`` is an absolute time on the ``now_ns`` clock (default:
+        the engine's clock, monotonic unless given at construction), e.g. the
+        frame's stamp plus the budget with ``now_ns`` reading ROS time. Without
+        it, a positive ``deadline.deadline_ms`` counts from the start of this
+        call. Load readings are always aged on the engine's own clock.
+        """
+        clock = now_ns or self._clock
+        with self._infer_lock:
+            return self._infer(image, deadline_ns, clock)
+
+    def _infer(
+        self, image: npt.NDArray[np.uint8], deadline_ns: int | None, clock: Clock
+    ) -> SegmentationResult:
+        plan = self._plan  # this frame's configuration, whatever reconfigure does meanwhile
+        start_ns = clock()
+        _check_image(image)
+        frame_hw = (int(image.shape[0]), int(image.shape[1]))
+        latency = self.latency_model
+        latency.params = plan.latency_params
+        deadline_ms = plan.config.deadline.deadline_ms
+        if deadline_ns is None and deadline_ms > 0:
+            deadline_ns = start_ns + round(deadline_ms * 1e6)
+        remaining_at_start = None if deadline_ns is None else (deadline_ns - start_ns) / 1e6
+        load = latency.load_at(start_ns if clock is self._clock else self._clock())
+        output_scale = (frame_hw[0] * frame_hw[1]) / (self.input_hw[0] * self.input_hw[1])
+        frame = latency.begin_frame(load, output_scale)
+        late = late_frame_decision(remaining_at_start, plan.config.policy.late_frame_action)
+        if late is not None and late.action is Action.DROP:
+            return SegmentationResult(
+                mask=np.full(frame_hw, self.labels.ignore_index, dtype=np.uint8),
+                exit_id="",
+                exit_index=-1,
+                num_exits=len(plan.exits),
+                confidence=0.0,
+                reason=late.reason,
+                stage_times_ms={},
+                predicted_ms=0.0,
+                measured_ms=(clock() - start_ns) / 1e6,
+                deadline_ms=remaining_at_start,
+                met_deadline=False,
+                load=load,
+                dropped=True,
+            )
+        run = _FrameRun(self._executor, plan, frame, deadline_ns, clock)
+        mask, position, confidence, decision = run.execute(image, self.input_hw, late)
+        end_ns = clock()
+        latency.end_frame(frame)
+        return SegmentationResult(
+            mask=mask,
+            exit_id=plan.exits[position],
+            exit_index=position,
+            num_exits=len(plan.exits),
+            confidence=confidence,
+            reason=decision.reason,
+            stage_times_ms=dict(frame.measurements),
+            predicted_ms=sum(frame.expected_ms(k) for k, _ in frame.measurements),
+            measured_ms=(end_ns - start_ns) / 1e6,
+            deadline_ms=remaining_at_start,
+            met_deadline=None if deadline_ns is None else end_ns <= deadline_ns,
+            load=load,
+            dropped=False,
+            evaluated_exits=tuple(run.evaluated),
+        )
+
+    def _warm_up(self, frames: int) -> None:
+        """Run every block and head ``frames`` times so lazy initialisation happens now."""
+        if frames <= 0:
+            return
+        image = np.zeros((*self.input_hw, 3), dtype=np.uint8)
+        executor = self._executor
+        for _ in range(frames):
+            with executor.context():
+                features = self.preprocess(image)
+                previous: str | None = None
+                for point in executor.blocks:
+                    features = executor.segment(features, previous, point)
+                    previous = point
+                    for exit_id in self.model.exit_ids:
+                        if self.model.exit_point(exit_id) == point:
+                            logits = executor.head(exit_id, features)
+                            executor.confidence(logits, 0.5)
+                            executor.output(logits, self.input_hw)
+            executor.synchronize()
+
+
+class _FrameRun:
+    """The walk of one frame through the active exits (kept apart from the engine's state)."""
+
+    def __init__(
+        self,
+        executor: ModelExecutor,
+        plan: _Plan,
+        frame: FrameLatency,
+        deadline_ns: int | None,
+        clock: Clock,
+    ) -> None:
+        self.executor = executor
+        self.plan = plan
+        self.frame = frame
+        self.deadline_ns = deadline_ns
+        self.clock = clock
+        self.costs = PathCosts(plan.exits, plan.exit_segments, frame.predict_ms)
+        self.evaluated: list[str] = []
+        self._tick_ms = 0.0
+
+    def _record(self, key: str) -> None:
+        now = self.executor.clock_ms()
+        self.frame.record(key, now - self._tick_ms)
+        self._tick_ms = now
+
+    def _context(self, position: int) -> ExitContext:
+        remaining = None
+        if self.deadline_ns is not None:
+            remaining = (self.deadline_ns - self.clock()) / 1e6
+        return ExitContext(position, self.plan.image_thresholds[position], remaining, self.costs)
+
+    def execute(
+        self, image: npt.NDArray[np.uint8], input_hw: tuple[int, int], late: Decision | None
+    ) -> tuple[npt.NDArray[np.uint8], int, float, Decision]:
+        executor, plan = self.executor, self.plan
+        frame_hw = (int(image.shape[0]), int(image.shape[1]))
+        pixel_threshold = plan.config.policy.pixel_threshold
+        with executor.context():
+            self._tick_ms = executor.clock_ms()
+            features = executor.to_device(normalize_image(image, input_hw))
+            self._record(PREPROCESS_KEY)
+            previous: str | None = None
+            for position, exit_id in enumerate(plan.exits):
+                for point in plan.exit_segments[position]:
+                    features = executor.segment(features, previous, point)
+                    previous = point
+                    self._record(segment_key(point))
+                decision = late or plan.policy.before_head(self._context(position))
+                if decision.action is Action.CONTINUE:
+                    continue
+                logits = executor.head(exit_id, features)
+                confidence = executor.confidence(logits, pixel_threshold, plan.class_thresholds)
+                self._record(head_key(exit_id))
+                self.evaluated.append(exit_id)
+                if decision.action is Action.EVALUATE:
+                    decision = plan.policy.after_head(self._context(position), confidence)
+                    if decision.action is Action.CONTINUE:
+                        continue
+                mask = executor.output(logits, frame_hw)
+                self._record(output_key(exit_id))
+                return mask, position, confidence, decision
+        raise EngineError(f"policy {plan.policy.name!r} never stopped, not even at the last exit")
+
+
+def _check_image(image: object) -> None:
+    if not isinstance(image, np.ndarray):
+        raise EngineError(f"expected an HxWx3 uint8 numpy image, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise EngineError(
+            f"expected an HxWx3 uint8 RGB image, got shape {image.shape} of {image.dtype}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise EngineError(f"image has no pixels (shape {image.shape})")

@@ -1,0 +1,359 @@
+"""The engine on a tiny random model saved as a real checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from mess_ros.data.transforms import normalize_image
+from mess_ros.model import Checkpoint, logits_to_mask
+from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.runtime.engine import (
+    DEFAULT_MODEL_FILE,
+    SegmentationEngine,
+    default_model_candidates,
+    resolve_model_path,
+)
+from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError, LoadValueError
+from mess_ros.runtime.latency import LatencyTable
+from tests.runtime.conftest import ALL_EXITS, EXITS, INPUT_HW, constructed_table
+
+MS = 1_000_000
+
+
+def make_config(**policy: object) -> SegmentationConfig:
+    config = SegmentationConfig()
+    config.engine.input_height, config.engine.input_width = INPUT_HW
+    config.engine.warmup_frames = 1
+    config.engine.profile_repeats = 2
+    for key, value in policy.items():
+        setattr(config.policy, key, value)
+    return config
+
+
+def make_engine(
+    checkpoint: Checkpoint, table: LatencyTable | None = None, **policy: object
+) -> SegmentationEngine:
+    return SegmentationEngine(make_config(**policy), checkpoint, latency_table=table)
+
+
+def full_forward_masks(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> dict[str, npt.NDArray[np.uint8]]:
+    """Every exit's mask at the frame size from the model's ordinary (training) forward."""
+    x = torch.from_numpy(normalize_image(image, INPUT_HW)).unsqueeze(0)
+    with torch.inference_mode():
+        logits = checkpoint.model(x)
+    size = (image.shape[0], image.shape[1])
+    return {e: logits_to_mask(v, size)[0].to(torch.uint8).numpy() for e, v in logits.items()}
+
+
+@pytest.mark.parametrize("exit_id", ALL_EXITS)
+def test_progressive_result_equals_full_forward(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8], exit_id: str
+) -> None:
+    engine = make_engine(checkpoint, name="fixed", fixed_exit=exit_id)
+    result = engine.infer(image)
+    expected = full_forward_masks(checkpoint, image)[exit_id]
+    assert result.mask.shape == image.shape[:2] and result.mask.dtype == np.uint8
+    assert np.array_equal(result.mask, expected)
+    assert (result.exit_id, result.reason, result.dropped) == (exit_id, "fixed", False)
+    assert result.exit_index == ALL_EXITS.index(exit_id) and result.num_exits == 4
+    assert result.evaluated_exits == (exit_id,)  # no other head ran
+    assert np.array_equal(
+        engine.forward_to_exit(engine.preprocess(image), exit_id, image.shape[:2]), expected
+    )
+
+
+def test_result_carries_times_and_predictions(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    engine = make_engine(checkpoint, name="final")
+    result = engine.infer(image)
+    keys = list(result.stage_times_ms)
+    assert keys[0] == "preprocess"
+    assert keys[1:5] == [
+        "segment:layer1_0",
+        "segment:layer2_0",
+        "segment:layer3_0",
+        "segment:layer4_0",
+    ]
+    assert keys[5:] == ["head:final", "output:final"]
+    assert all(v >= 0 for v in result.stage_times_ms.values())
+    assert result.measured_ms >= sum(result.stage_times_ms.values()) * 0.99
+    assert result.predicted_ms > 0
+    assert result.deadline_ms is None and result.met_deadline is None and result.load is None
+    assert 0.0 <= result.confidence <= 1.0
+    assert engine.labels.class_names == ("floor", "wall", "person", "box")
+
+
+def test_confidence_policy_stops_early_or_late_by_threshold(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    masks = full_forward_masks(checkpoint, image)
+    eager = make_engine(checkpoint, name="confidence", pixel_threshold=0.0)
+    result = eager.infer(image)
+    assert result.exit_id == EXITS[0] and result.evaluated_exits == (EXITS[0],)
+    assert result.confidence == 1.0 and result.reason.startswith("confident: 100.0%")
+    assert np.array_equal(result.mask, masks[EXITS[0]])
+
+    never = make_engine(checkpoint, name="confidence", pixel_threshold=1.0)
+    result = never.infer(image)
+    assert result.exit_id == "final" and result.evaluated_exits == ALL_EXITS
+    assert result.reason == "final: no earlier exit was confident"
+    assert np.array_equal(result.mask, masks["final"])
+
+
+def test_confidence_equals_the_share_of_the_exit_taken(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    from mess_ros.model import confident_share
+
+    engine = make_engine(checkpoint, name="fixed", fixed_exit=EXITS[1], pixel_threshold=0.3)
+    result = engine.infer(image)
+    x = torch.from_numpy(normalize_image(image, INPUT_HW)).unsqueeze(0)
+    with torch.inference_mode():
+        logits = checkpoint.model(x)[EXITS[1]]
+    assert result.confidence == pytest.approx(float(confident_share(logits, 0.3)[0]))
+    # per-class thresholds: a class threshold of 0 makes every pixel of that class confident
+    top1 = logits.argmax(dim=1)
+    engine.reconfigure(
+        make_config(name="fixed", fixed_exit=EXITS[1], class_thresholds=[0.0, 1.0, 1.0, 1.0])
+    )
+    result = engine.infer(image)
+    assert result.confidence == pytest.approx(float((top1 == 0).float().mean()))
+
+
+def test_active_exit_subset(checkpoint: Checkpoint, image: npt.NDArray[np.uint8]) -> None:
+    engine = make_engine(
+        checkpoint, name="confidence", pixel_threshold=0.0, active_exits=[EXITS[2]]
+    )
+    result = engine.infer(image)
+    assert engine.active_exits == (EXITS[2], "final")
+    assert (result.exit_id, result.num_exits, result.exit_index) == (EXITS[2], 2, 0)
+    assert np.array_equal(result.mask, full_forward_masks(checkpoint, image)[EXITS[2]])
+
+
+def test_deadline_policy_with_tight_and_loose_deadlines(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    # blocks "take" 100 ms each according to the table; the real tiny model is far faster
+    table = constructed_table(100.0, 20.0, 10.0)
+    engine = make_engine(checkpoint, table, name="deadline")
+    now = time.monotonic_ns()
+    tight = engine.infer(image, deadline_ns=now + 50 * MS)
+    assert tight.exit_id == EXITS[0] and tight.evaluated_exits == (EXITS[0],)
+    assert tight.reason.startswith("deadline: next exit needs")
+    assert tight.met_deadline is True and tight.deadline_ms == pytest.approx(50, abs=5)
+
+    engine = make_engine(checkpoint, table, name="deadline")
+    loose = engine.infer(image, deadline_ns=time.monotonic_ns() + 2000 * MS)
+    assert loose.exit_id == "final" and loose.evaluated_exits == ("final",)
+
+
+def test_deadline_from_config_counts_from_the_call(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    config = make_config(name="hybrid", pixel_threshold=1.0)
+    config.deadline.deadline_ms = 50.0
+    engine = SegmentationEngine(
+        config, checkpoint, latency_table=constructed_table(100.0, 20.0, 10.0)
+    )
+    result = engine.infer(image)
+    assert result.exit_id == EXITS[0]
+    assert result.reason.startswith("deadline: next exit needs")
+    assert result.deadline_ms == pytest.approx(50.0)
+
+
+def test_late_frame_earliest_or_drop(checkpoint: Checkpoint, image: npt.NDArray[np.uint8]) -> None:
+    engine = make_engine(checkpoint, name="final", late_frame_action="earliest")
+    late = engine.infer(image, deadline_ns=time.monotonic_ns() - 5 * MS)
+    assert late.exit_id == EXITS[0] and not late.dropped
+    assert late.reason.startswith("late frame: deadline passed") and late.reason.endswith(
+        "earliest exit"
+    )
+    assert late.met_deadline is False and late.deadline_ms is not None and late.deadline_ms < -4
+
+    engine = make_engine(checkpoint, name="final", late_frame_action="drop")
+    dropped = engine.infer(image, deadline_ns=time.monotonic_ns() - 5 * MS)
+    assert dropped.dropped and dropped.exit_id == "" and dropped.exit_index == -1
+    assert dropped.reason.endswith("dropped")
+    assert dropped.mask.shape == image.shape[:2] and (dropped.mask == 255).all()
+
+
+def test_load_reports(checkpoint: Checkpoint, image: npt.NDArray[np.uint8]) -> None:
+    engine = make_engine(checkpoint, name="final")
+    engine.report_load(0.7)
+    assert engine.infer(image).load == 0.7
+    engine.report_load(0.9, stamp_ns=time.monotonic_ns() - 5_000 * MS)  # 5 s old, timeout 1 s
+    assert engine.infer(image).load is None
+    assert engine.rejected_loads["stale"] == 1
+    # deadlines on another clock (ROS time) do not age load readings taken on the engine's
+    engine.report_load(0.4)
+    result = engine.infer(image, time.time_ns() + 1000 * MS, now_ns=time.time_ns)
+    assert result.load == 0.4 and result.met_deadline is True
+    for bad in (math.nan, 2.0, -1.0):
+        with pytest.raises(LoadValueError):
+            engine.report_load(bad)
+    assert engine.rejected_loads == {"nan": 1, "out_of_range": 2, "stale": 1}
+
+
+def test_reported_load_changes_the_next_decision(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    """A reported load changes the exit of the very next frame.
+
+    Each step to the next exit (block + head + output) is predicted at about 133 ms with no
+    load and twice that at full load (initial beta 1), so a 200 ms deadline lets the deadline
+    policy go on at no load (the real tiny model takes far less) but not at full load.
+    """
+    table = constructed_table(100.0, 20.0, 10.0)
+    engine = make_engine(checkpoint, table, name="deadline")
+    deadline_ms = 200.0
+    engine.report_load(0.0)
+    assert engine.infer(image, time.monotonic_ns() + int(deadline_ms * MS)).exit_id == "final"
+    engine = make_engine(checkpoint, table, name="deadline")
+    engine.report_load(1.0)
+    result = engine.infer(image, time.monotonic_ns() + int(deadline_ms * MS))
+    assert (result.exit_id, result.load) == (EXITS[0], 1.0)
+
+
+def test_invalid_reconfigure_keeps_the_running_config(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    engine = make_engine(checkpoint, name="confidence", pixel_threshold=0.0)
+    before = engine.config
+    bad_configs = []
+    unknown_exit = make_config(name="confidence", active_exits=["layer9_0:linear"])
+    bad_configs.append((unknown_exit, "policy.active_exits"))
+    out_of_range = make_config(name="final")
+    out_of_range.policy.pixel_threshold = 1.5
+    bad_configs.append((out_of_range, "policy.pixel_threshold"))
+    read_only = make_config(name="final")
+    read_only.engine.device = "cuda"
+    bad_configs.append((read_only, "engine.device"))
+    too_many = make_config(name="final", image_thresholds=[0.5, 0.5])
+    bad_configs.append((too_many, "policy.image_thresholds"))
+    class_count = make_config(name="final", class_thresholds=[0.5, 0.5])
+    bad_configs.append((class_count, "policy.class_thresholds"))
+    for config, parameter in bad_configs:
+        with pytest.raises(ConfigError, match=parameter.replace(".", r"\.")):
+            engine.reconfigure(config)
+        assert engine.config == before
+    assert engine.infer(image).exit_id == EXITS[0]
+
+
+def test_valid_reconfigure_applies_on_the_next_frame(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    engine = make_engine(checkpoint, name="confidence", pixel_threshold=0.0)
+    assert engine.infer(image).exit_id == EXITS[0]
+    config = engine.config
+    config.policy.name = "final"
+    engine.reconfigure(config)
+    assert engine.config.policy.name == "final"
+    assert engine.infer(image).exit_id == "final"
+    config.policy.name = "fixed"  # the engine holds its own copy
+    assert engine.infer(image).exit_id == "final"
+
+
+def test_reconfigure_from_another_thread_never_mixes_plans(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    engine = make_engine(checkpoint, name="fixed", fixed_exit=EXITS[0])
+    stop = threading.Event()
+
+    def toggle() -> None:
+        choices = [make_config(name="fixed", fixed_exit=e) for e in (EXITS[1], EXITS[0])]
+        i = 0
+        while not stop.is_set():
+            engine.reconfigure(choices[i % 2])
+            i += 1
+
+    thread = threading.Thread(target=toggle)
+    thread.start()
+    try:
+        results = [engine.infer(image) for _ in range(30)]
+    finally:
+        stop.set()
+        thread.join()
+    for result in results:
+        assert result.exit_id in EXITS[:2]
+        assert result.evaluated_exits == (result.exit_id,)  # one plan for the whole frame
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_fallback_warns_or_fails(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(name="final")
+    config.engine.device = "cuda:0"
+    config.engine.precision = "fp16"
+    with caplog.at_level(logging.WARNING, logger="mess_ros.runtime"):
+        engine = SegmentationEngine(config, checkpoint)
+    assert engine.device == torch.device("cpu")
+    assert any("CUDA is not available" in w and "CPU instead" in w for w in engine.warnings)
+    assert "CUDA is not available" in caplog.text
+    assert engine.infer(image).exit_id == "final"
+
+    config.engine.require_cuda = True
+    with pytest.raises(EngineError, match="require_cuda"):
+        SegmentationEngine(config, checkpoint)
+
+
+def test_latency_table_from_file_and_mismatch(checkpoint: Checkpoint, tmp_path: Path) -> None:
+    path = tmp_path / "latency.json"
+    constructed_table().save(path)
+    config = make_config(name="final")
+    config.engine.latency_table = str(path)
+    engine = SegmentationEngine(config, checkpoint)
+    assert engine.latency_table == constructed_table()
+    assert any("weights" in w for w in engine.warnings)  # constructed fingerprint differs
+
+    config.engine.input_width = 96
+    with pytest.raises(LatencyTableError, match=r"measured at input 32x64.*runs at 32x96"):
+        SegmentationEngine(config, checkpoint)
+    table = constructed_table()
+    del table.heads["layer1_0:linear"], table.outputs["layer1_0:linear"]
+    with pytest.raises(LatencyTableError, match="no entry for exit"):
+        make_engine(checkpoint, table)
+
+
+def test_self_profile_when_no_table(checkpoint: Checkpoint) -> None:
+    engine = make_engine(checkpoint)
+    assert list(engine.latency_table.heads) == list(ALL_EXITS)
+    assert engine.latency_table.input_hw == INPUT_HW
+
+
+def test_model_path_from_config(checkpoint_path: Path, image: npt.NDArray[np.uint8]) -> None:
+    config = make_config(name="final")
+    config.engine.model_path = str(checkpoint_path)
+    engine = SegmentationEngine(config)
+    assert engine.checkpoint.path == checkpoint_path
+    assert engine.infer(image).exit_id == "final"
+    assert resolve_model_path(str(checkpoint_path)) == checkpoint_path
+    assert all(c.name == DEFAULT_MODEL_FILE for c in default_model_candidates())
+    if not any(c.is_file() for c in default_model_candidates()):
+        with pytest.raises(EngineError, match=r"set engine\.model_path"):
+            resolve_model_path("")
+
+
+def test_bad_images_are_rejected(checkpoint: Checkpoint) -> None:
+    engine = make_engine(checkpoint, name="final")
+    bad_images: list[npt.NDArray[Any]] = [
+        np.zeros((10, 10), dtype=np.uint8),
+        np.zeros((10, 10, 3), dtype=np.float32),
+        np.zeros((0, 10, 3), dtype=np.uint8),
+    ]
+    for bad in bad_images:
+        with pytest.raises(EngineError, match="image"):
+            engine.infer(bad)
