@@ -19,7 +19,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
-        (f"share/{PACKAGE}/models", glob("models/*.pt") + glob("models/*.json")),
+        (f"share/{PACKAGE}/models", glob("models/*.pt") + glob("models/*.json") + glob("models/*.npz")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

@@ -1,0 +1,355 @@
+"""Command lines of the deployment tools: ``mess_profile`` and ``mess_configure``.
+
+``mess_profile`` measures a latency table on the machine it runs on (the
+robot, ideally). ``mess_configure`` turns a training run and a latency table
+into a robot's parameter file: it searches every exit configuration, keeps
+the Pareto front, picks the configuration that meets the target and writes
+the parameter file, a pruned checkpoint, the front as table and plot, and a
+JSON record; ``--verify`` then runs the written file with the real engine.
+
+Errors the user can fix are printed as one message (no traceback) and give
+exit status 1; an unreachable target gives 3 (the closest configuration is
+printed and the Pareto reports are still written); a failed verification 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mess_ros.deploy.errors import DeployError, UnreachableTargetError
+from mess_ros.deploy.export import (
+    ExportPaths,
+    Provenance,
+    apply_configuration,
+    configuration_from_parameters,
+    header_comment,
+    write_pruned_checkpoint,
+    write_reports,
+    write_summary,
+)
+from mess_ros.deploy.inputs import DeployInputs, load_inputs, run_paths
+from mess_ros.deploy.problem import STATS, ScoredConfiguration, SearchProblem, evaluate
+from mess_ros.deploy.profile import format_table, parse_hw, profile_checkpoint
+from mess_ros.deploy.search import (
+    DEFAULT_IMAGE_THRESHOLDS,
+    DEFAULT_PIXEL_THRESHOLDS,
+    THRESHOLD_MODES,
+    SearchResult,
+    SearchSpace,
+    Target,
+    search,
+    select,
+)
+from mess_ros.deploy.verify import calibration_dataset, verify_configuration
+from mess_ros.errors import MessError
+from mess_ros.model import load_checkpoint
+from mess_ros.runtime.config import SegmentationConfig
+
+EXIT_UNREACHABLE = 3
+EXIT_VERIFICATION_FAILED = 4
+_ROBOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _fail(program: str, err: Exception) -> int:
+    print(f"{program}: error: {err}", file=sys.stderr)
+    return 1
+
+
+# --------------------------------------------------------------------------------------------
+# mess_profile
+# --------------------------------------------------------------------------------------------
+
+
+def profile_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mess_profile",
+        description="Measure the latency of every backbone block, exit head and exit output of a "
+        "checkpoint on this machine and write a latency table (JSON).",
+    )
+    parser.add_argument(
+        "--model", default="", help="checkpoint to profile (default: the bundled model)"
+    )
+    parser.add_argument(
+        "--input-size", required=True, help="HEIGHTxWIDTH the network runs at, e.g. 128x256"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed passes first (default 5)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed passes (default 50)")
+    parser.add_argument(
+        "--quantile", type=float, default=0.9, help="high quantile recorded (default 0.9)"
+    )
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="latency table file to write")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def profile_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mess_profile``."""
+    args = profile_parser().parse_args(argv)
+    try:
+        table = profile_checkpoint(
+            args.model,
+            parse_hw(args.input_size),
+            args.device,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            quantile=args.quantile,
+            precision=args.precision,
+            channels_last=args.channels_last,
+            threads=args.threads,
+            progress=not args.no_progress,
+        )
+        table.save(args.out)
+    except MessError as err:
+        return _fail("mess_profile", err)
+    print(format_table(table))
+    print(f"latency table written to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# mess_configure
+# --------------------------------------------------------------------------------------------
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from err
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(v.strip() for v in text.split(",") if v.strip())
+
+
+def configure_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mess_configure",
+        description="Search the exit configuration that best fits a robot and write its "
+        "parameter file, a pruned checkpoint and the Pareto front.",
+    )
+    source = parser.add_argument_group("inputs")
+    source.add_argument("--run", type=Path, help="training run directory (checkpoint + cache)")
+    source.add_argument("--model", type=Path, help="checkpoint (instead of --run)")
+    source.add_argument("--cache", type=Path, help="calibration cache .npz (with --model)")
+    source.add_argument(
+        "--latency-table", type=Path, required=True, help="latency table from mess_profile"
+    )
+    source.add_argument(
+        "--allow-other-weights",
+        action="store_true",
+        help="accept a latency table profiled with other weights of the same architecture",
+    )
+    target = parser.add_argument_group("target (exactly one)")
+    goal = target.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--budget-ms", type=float, help="maximise mIoU within this latency")
+    goal.add_argument("--min-miou", type=float, help="minimise latency at this mIoU (0..1)")
+    target.add_argument(
+        "--stat", default="mean", choices=STATS, help="latency the budget bounds (default mean)"
+    )
+    space = parser.add_argument_group("search space and limits")
+    space.add_argument(
+        "--max-exits", type=int, default=4, help="active exits incl. final (default 4)"
+    )
+    space.add_argument(
+        "--heads", type=_names, help="allowed head architectures or names, comma-separated"
+    )
+    space.add_argument(
+        "--max-head-mparams",
+        type=float,
+        help="limit on the parameters of the chosen intermediate heads, in millions",
+    )
+    space.add_argument(
+        "--thresholds",
+        default="per_exit",
+        choices=THRESHOLD_MODES,
+        help="image thresholds shared by all exits or one per exit (default per_exit)",
+    )
+    space.add_argument(
+        "--pixel-thresholds",
+        type=_floats,
+        default=DEFAULT_PIXEL_THRESHOLDS,
+        help="pixel threshold grid (multiples of 0.01)",
+    )
+    space.add_argument(
+        "--image-thresholds",
+        type=_floats,
+        default=DEFAULT_IMAGE_THRESHOLDS,
+        help="image threshold grid",
+    )
+    output = parser.add_argument_group("outputs")
+    output.add_argument("--robot", required=True, help="robot name: <out-dir>/<robot>.yaml")
+    output.add_argument("--out-dir", type=Path, default=Path("config/robots"))
+    output.add_argument(
+        "--report-dir", type=Path, help="where the Pareto table/plot go (default: --out-dir)"
+    )
+    output.add_argument(
+        "--base-params", type=Path, help="parameter file whose other settings are kept"
+    )
+    output.add_argument(
+        "--param-model-path",
+        help="engine.model_path written in the file (default: the pruned checkpoint's path)",
+    )
+    output.add_argument(
+        "--param-latency-table",
+        help="engine.latency_table written in the file (default: the copied table's path)",
+    )
+    check = parser.add_argument_group("verification")
+    check.add_argument("--verify", action="store_true", help="run the written file with the engine")
+    check.add_argument(
+        "--verify-passes", type=int, default=1, help="passes over the images (default 1)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _input_paths(args: argparse.Namespace) -> tuple[Path, Path, str]:
+    if args.run is not None:
+        if args.model is not None or args.cache is not None:
+            raise DeployError("give either --run or --model with --cache, not both")
+        checkpoint, cache = run_paths(args.run)
+        return checkpoint, cache, str(args.run)
+    if args.model is None or args.cache is None:
+        raise DeployError("give --run RUN_DIR, or --model CHECKPOINT with --cache CACHE.npz")
+    return args.model, args.cache, f"{args.model} + {args.cache}"
+
+
+def _space(args: argparse.Namespace) -> SearchSpace:
+    limit = None
+    if args.max_head_mparams is not None:
+        limit = round(args.max_head_mparams * 1e6)
+    return SearchSpace(
+        max_exits=args.max_exits,
+        allowed_heads=args.heads,
+        max_head_params=limit,
+        pixel_thresholds=tuple(args.pixel_thresholds),
+        image_thresholds=tuple(args.image_thresholds),
+        thresholds=args.thresholds,
+    )
+
+
+def configure_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mess_configure``."""
+    args = configure_parser().parse_args(argv)
+    try:
+        return _configure(args)
+    except MessError as err:
+        return _fail("mess_configure", err)
+
+
+def _configure(args: argparse.Namespace) -> int:
+    if not _ROBOT_NAME.match(args.robot):
+        raise DeployError(f"robot name {args.robot!r} must be letters, digits, '_', '-' or '.'")
+    target = Target(budget_ms=args.budget_ms, min_miou=args.min_miou, stat=args.stat)
+    checkpoint_path, cache_path, source = _input_paths(args)
+    inputs = load_inputs(
+        checkpoint_path,
+        cache_path,
+        args.latency_table,
+        allow_other_weights=args.allow_other_weights,
+    )
+    base = SegmentationConfig.from_yaml(args.base_params) if args.base_params else None
+    problem = inputs.problem()
+    result = search(problem, _space(args), target.stat, progress=not args.no_progress)
+    print(result.report())
+    paths = ExportPaths.for_robot(args.out_dir, args.robot, args.report_dir)
+    provenance = Provenance(
+        source=source,
+        checkpoint_fingerprint=inputs.checkpoint.fingerprint,
+        latency_table=str(args.latency_table),
+        num_images=problem.num_images,
+    )
+    title = f"{args.robot}: {inputs.table.device_name}, {target.describe()}"
+    try:
+        chosen = select(result, target)
+    except UnreachableTargetError as err:
+        write_reports(paths, result, None, target, title)
+        print(f"mess_configure: {err}", file=sys.stderr)
+        print(f"Pareto front written to {paths.pareto_md} and {paths.pareto_png}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    _export(args, inputs, result, chosen, target, paths, provenance, base, title)
+    print(f"chosen: {chosen.summary()}")
+    print(f"single exit (final only): {result.baseline.summary()}")
+    for path in paths.all():
+        print(f"wrote {path}")
+    if not args.verify:
+        return 0
+    return _verify(args, inputs, problem, result, chosen, target, paths, provenance)
+
+
+def _export(
+    args: argparse.Namespace,
+    inputs: DeployInputs,
+    result: SearchResult,
+    chosen: ScoredConfiguration,
+    target: Target,
+    paths: ExportPaths,
+    provenance: Provenance,
+    base: SegmentationConfig | None,
+    title: str,
+) -> None:
+    write_pruned_checkpoint(inputs.checkpoint_path, chosen.config, paths.checkpoint)
+    paths.latency_table.parent.mkdir(parents=True, exist_ok=True)
+    if paths.latency_table.resolve() != inputs.table_path.resolve():
+        shutil.copyfile(inputs.table_path, paths.latency_table)
+    params = apply_configuration(
+        chosen.config,
+        inputs.table,
+        model_path=args.param_model_path or str(paths.checkpoint),
+        latency_table_path=args.param_latency_table or str(paths.latency_table),
+        base=base,
+    )
+    header = header_comment(
+        args.robot,
+        chosen,
+        result.baseline,
+        target,
+        inputs.table,
+        provenance,
+        str(paths.checkpoint),
+    )
+    params.to_yaml(paths.params, header_comment=header)
+    write_reports(paths, result, chosen, target, title)
+    write_summary(paths.summary_json, result, chosen, target, provenance)
+
+
+def _verify(
+    args: argparse.Namespace,
+    inputs: DeployInputs,
+    problem: SearchProblem,
+    result: SearchResult,
+    chosen: ScoredConfiguration,
+    target: Target,
+    paths: ExportPaths,
+    provenance: Provenance,
+) -> int:
+    params = SegmentationConfig.from_yaml(paths.params)  # what the robot will read
+    config = configuration_from_parameters(params)
+    predicted = evaluate(problem, config)
+    dataset = calibration_dataset(inputs.cache.dataset, f"calibration cache {inputs.cache_path}")
+    report = verify_configuration(
+        params,
+        load_checkpoint(paths.checkpoint),
+        inputs.table,
+        problem,
+        predicted,
+        dataset,
+        passes=args.verify_passes,
+        progress=not args.no_progress,
+    )
+    print(report.summary())
+    write_summary(paths.summary_json, result, chosen, target, provenance, report.to_dict())
+    return 0 if report.passed else EXIT_VERIFICATION_FAILED

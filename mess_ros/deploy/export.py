@@ -1,0 +1,241 @@
+"""Turning a chosen configuration into what a robot runs: parameter file and pruned checkpoint.
+
+The parameter file is produced by :class:`mess_ros.runtime.config.SegmentationConfig`
+(the same dataclasses the node declares its parameters from), so its names
+cannot drift from the node's. The comment header is for the person who opens
+the file on the robot months later: where the configuration came from and
+what it was promised to achieve.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mess_ros.deploy.errors import DeployError
+from mess_ros.deploy.pareto import PlotPoint, front_csv, front_markdown, plot_front
+from mess_ros.deploy.problem import FINAL_EXIT, ExitConfiguration, ScoredConfiguration
+from mess_ros.deploy.search import SearchResult, Target
+from mess_ros.model import Checkpoint, prune_checkpoint
+from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.runtime.latency import LatencyTable
+
+
+def apply_configuration(
+    config: ExitConfiguration,
+    table: LatencyTable,
+    model_path: str,
+    latency_table_path: str = "",
+    base: SegmentationConfig | None = None,
+) -> SegmentationConfig:
+    """Node parameters that run ``config`` with the confidence policy on the table's device.
+
+    Engine settings that the latency depends on (device, input size,
+    precision, memory format, CPU threads when recorded) come from the latency
+    table, so the robot runs what was priced. Everything else is taken from ``base``.
+    """
+    params = copy.deepcopy(base) if base is not None else SegmentationConfig()
+    engine = params.engine
+    engine.model_path = model_path
+    engine.device = table.device
+    engine.input_height, engine.input_width = (int(v) for v in table.input_hw)
+    engine.precision = table.precision
+    engine.channels_last = bool(table.notes.get("channels_last", False))
+    engine.latency_table = latency_table_path
+    threads = table.notes.get("cpu_threads")
+    if table.device == "cpu" and isinstance(threads, int) and threads > 0:
+        engine.num_threads = threads
+    policy = params.policy
+    policy.active_exits = [*config.exits, FINAL_EXIT]
+    policy.class_thresholds = []
+    if config.exits:
+        policy.name = "confidence"
+        policy.pixel_threshold = float(config.pixel_threshold)
+        thresholds = [float(t) for t in config.image_thresholds]
+        policy.image_thresholds = thresholds[:1] if config.shared_threshold else thresholds
+    else:
+        policy.name = "final"
+    params.validate()
+    return params
+
+
+def configuration_from_parameters(params: SegmentationConfig) -> ExitConfiguration:
+    """The exit configuration a parameter set runs (inverse of :func:`apply_configuration`)."""
+    policy = params.policy
+    exits = tuple(e for e in policy.active_exits if e != FINAL_EXIT)
+    if policy.name == "final" or not exits:
+        return ExitConfiguration((), 0.0, ())
+    if policy.name != "confidence":
+        raise DeployError(f"policy {policy.name!r} is not the confidence policy the search models")
+    thresholds = list(policy.image_thresholds)
+    image = thresholds * len(exits) if len(thresholds) == 1 else thresholds
+    return ExitConfiguration(exits, float(policy.pixel_threshold), tuple(float(t) for t in image))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a configuration came from, for the parameter file's header and the summary JSON."""
+
+    source: str
+    checkpoint_fingerprint: str
+    latency_table: str
+    num_images: int
+    tool_version: str = ""
+
+
+def header_comment(
+    robot: str,
+    chosen: ScoredConfiguration,
+    baseline: ScoredConfiguration,
+    target: Target,
+    table: LatencyTable,
+    provenance: Provenance,
+    pruned_checkpoint: str,
+) -> str:
+    """The human-readable summary written as comments at the top of the parameter file."""
+    estimated = table.notes.get("estimated")
+    device = f"{table.device_name} ({table.device}, {table.precision})"
+    hw = f"{table.input_hw[0]}x{table.input_hw[1]}"
+    shares = ", ".join(
+        f"{exit_id} {share:.0%}"
+        for exit_id, share in zip(chosen.config.active_exits, chosen.exit_shares, strict=True)
+    )
+    lines = [
+        f"mess_ros parameters for robot '{robot}', written by mess_configure "
+        f"on {datetime.date.today().isoformat()}.",
+        f"Source run: {provenance.source} (checkpoint {provenance.checkpoint_fingerprint}).",
+        f"Latency table: {provenance.latency_table}, {device}, input {hw}, "
+        f"stage quantile {table.quantile:g}.",
+    ]
+    if estimated:
+        lines.append(f"ESTIMATED latencies, not measured on the robot: {estimated}")
+    lines += [
+        f"Target: {target.describe()}.",
+        f"Predicted on {provenance.num_images} calibration images: mIoU "
+        f"{100 * chosen.miou:.2f}%, mean {chosen.mean_ms:.2f} ms, p95 {chosen.p95_ms:.2f} ms.",
+        f"Configuration: {chosen.config.describe()}.",
+        f"Exit taken: {shares}.",
+        f"Final exit only (single-exit baseline): mIoU {100 * baseline.miou:.2f}%, mean "
+        f"{baseline.mean_ms:.2f} ms, p95 {baseline.p95_ms:.2f} ms.",
+        f"Pruned checkpoint: {pruned_checkpoint}.",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ExportPaths:
+    """Files written for one robot."""
+
+    params: Path
+    checkpoint: Path
+    latency_table: Path
+    pareto_png: Path
+    pareto_md: Path
+    pareto_csv: Path
+    summary_json: Path
+
+    @classmethod
+    def for_robot(cls, out_dir: Path, robot: str, report_dir: Path | None = None) -> ExportPaths:
+        reports = report_dir or out_dir
+        return cls(
+            params=out_dir / f"{robot}.yaml",
+            checkpoint=out_dir / f"{robot}.pt",
+            latency_table=out_dir / f"{robot}.latency.json",
+            pareto_png=reports / f"{robot}_pareto.png",
+            pareto_md=reports / f"{robot}_pareto.md",
+            pareto_csv=reports / f"{robot}_pareto.csv",
+            summary_json=reports / f"{robot}_search.json",
+        )
+
+    def all(self) -> list[Path]:
+        return [
+            self.params,
+            self.checkpoint,
+            self.latency_table,
+            self.pareto_png,
+            self.pareto_md,
+            self.pareto_csv,
+            self.summary_json,
+        ]
+
+
+def write_pruned_checkpoint(
+    checkpoint_path: Path, config: ExitConfiguration, dst: Path
+) -> Checkpoint:
+    """A copy of the checkpoint holding only the configuration's heads (and the final one)."""
+    return prune_checkpoint(checkpoint_path, dst, list(config.exits))
+
+
+def write_reports(
+    paths: ExportPaths,
+    result: SearchResult,
+    chosen: ScoredConfiguration | None,
+    target: Target,
+    title: str,
+    extra_points: Sequence[PlotPoint] = (),
+) -> None:
+    """The Pareto table (markdown and CSV) and plot (``chosen`` None: no target was met)."""
+    paths.pareto_md.parent.mkdir(parents=True, exist_ok=True)
+    paths.pareto_md.write_text(front_markdown(result.front), encoding="utf-8")
+    paths.pareto_csv.write_text(front_csv(result.front), encoding="utf-8")
+    plot_front(
+        paths.pareto_png,
+        result.front,
+        result.stat,
+        chosen=chosen,
+        baseline=result.baseline,
+        extra_points=extra_points,
+        budget_ms=target.budget_ms,
+        min_miou=target.min_miou,
+        title=title,
+    )
+
+
+def scored_to_dict(scored: ScoredConfiguration) -> dict[str, Any]:
+    """JSON form of a scored configuration (summary files, scripts)."""
+    return {
+        "exits": list(scored.config.exits),
+        "pixel_threshold": scored.config.pixel_threshold,
+        "image_thresholds": list(scored.config.image_thresholds),
+        "miou": scored.miou,
+        "mean_ms": scored.mean_ms,
+        "p95_ms": scored.p95_ms,
+        "exit_counts": list(scored.exit_counts),
+    }
+
+
+def write_summary(
+    path: Path,
+    result: SearchResult,
+    chosen: ScoredConfiguration,
+    target: Target,
+    provenance: Provenance,
+    verification: dict[str, Any] | None = None,
+) -> None:
+    """Machine-readable record of the search: inputs, speed, front, choice (and verification)."""
+    data = {
+        "source": provenance.source,
+        "checkpoint_fingerprint": provenance.checkpoint_fingerprint,
+        "latency_table": provenance.latency_table,
+        "calibration_images": provenance.num_images,
+        "target": {"budget_ms": target.budget_ms, "min_miou": target.min_miou, "stat": target.stat},
+        "search": {
+            "configurations_in_space": result.configurations_in_space,
+            "configurations_scored": result.configurations_scored,
+            "configurations_per_second": result.configurations_per_second,
+            "exit_sets": result.exit_sets,
+            "elapsed_s": result.elapsed_s,
+            "pruned_heads": [list(pair) for pair in result.pruned_heads],
+        },
+        "chosen": scored_to_dict(chosen),
+        "baseline": scored_to_dict(result.baseline),
+        "front": [scored_to_dict(s) for s in result.front],
+        "verification": verification,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

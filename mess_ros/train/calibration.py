@@ -1,0 +1,359 @@
+"""The calibration cache: per image and per candidate exit, a confusion matrix and a
+histogram of pixel confidences.
+
+Confusion matrices add, and the confidence policy only looks at the share of
+pixels whose top-1 probability passes a threshold, which the histogram gives
+exactly for thresholds on its bin edges. So the accuracy of *any* exit
+configuration and threshold on the calibration images can be computed by
+summing cached arrays, without running the network again; this is what makes
+the exhaustive deployment search run in seconds.
+
+The cache is only worth anything if its numbers equal what the engine would
+measure. It therefore uses the very functions the engine uses:
+:func:`mess_ros.data.transforms.normalize_image` for preprocessing and
+:mod:`mess_ros.model.outputs` for masks and confidences, batch size 1, eval
+mode, one bilinear upsample of each exit's logits to the label resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from tqdm import tqdm
+
+from mess_ros.data.datasets import Sample, SegmentationDataset
+from mess_ros.data.synthetic import DIFFICULTY_LEVELS
+from mess_ros.data.transforms import normalize_image
+from mess_ros.eval.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from mess_ros.model.checkpoint import Checkpoint
+from mess_ros.model.messnet import FINAL_EXIT, MESSNet
+from mess_ros.model.outputs import CONFIDENCE_BINS, confidence_histogram, logits_to_mask
+from mess_ros.train.errors import CalibrationError
+
+CACHE_FORMAT = "mess_ros.calibration"
+CACHE_VERSION = 1
+_ARRAYS = ("confusion", "conf_hist", "difficulty")
+
+
+@dataclass
+class CalibrationCache:
+    """Cached per-image, per-exit outcomes of one checkpoint on one image set."""
+
+    exit_ids: list[str]
+    confusion: npt.NDArray[np.int64]  # [N_images, N_exits, C, C], rows = ground truth
+    conf_hist: npt.NDArray[np.int64]  # [N_images, N_exits, CONFIDENCE_BINS]
+    difficulty: npt.NDArray[np.int64]  # [N_images], -1 when unknown
+    input_hw: tuple[int, int]
+    num_classes: int
+    class_names: list[str]
+    checkpoint_fingerprint: str
+    dataset: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise CalibrationError("inconsistent calibration cache: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every inconsistency between the arrays and the metadata (empty when valid)."""
+        problems: list[str] = []
+        n_exits, n_classes = len(self.exit_ids), self.num_classes
+        if len(set(self.exit_ids)) != n_exits:
+            problems.append(f"exit ids are not unique: {self.exit_ids}")
+        if FINAL_EXIT not in self.exit_ids:
+            problems.append(f"exit ids {self.exit_ids} lack {FINAL_EXIT!r}")
+        if len(self.class_names) != n_classes:
+            problems.append(f"{len(self.class_names)} class names for {n_classes} classes")
+        arrays = {
+            "confusion": (self.confusion, 4),
+            "conf_hist": (self.conf_hist, 3),
+            "difficulty": (self.difficulty, 1),
+        }
+        for name, (array, ndim) in arrays.items():
+            if not isinstance(array, np.ndarray) or array.dtype != np.int64 or array.ndim != ndim:
+                problems.append(f"{name} must be an int64 array with {ndim} dimensions")
+        if problems:
+            return problems
+        n_images = self.difficulty.shape[0]
+        if self.confusion.shape != (n_images, n_exits, n_classes, n_classes):
+            problems.append(
+                f"confusion has shape {self.confusion.shape}, expected "
+                f"{(n_images, n_exits, n_classes, n_classes)}"
+            )
+        if self.conf_hist.shape != (n_images, n_exits, CONFIDENCE_BINS):
+            problems.append(
+                f"conf_hist has shape {self.conf_hist.shape}, expected "
+                f"{(n_images, n_exits, CONFIDENCE_BINS)}"
+            )
+        if (self.confusion < 0).any() or (self.conf_hist < 0).any():
+            problems.append("counts must not be negative")
+        return problems
+
+    @property
+    def num_images(self) -> int:
+        return int(self.difficulty.shape[0])
+
+    def exit_index(self, exit_id: str) -> int:
+        try:
+            return self.exit_ids.index(exit_id)
+        except ValueError as err:
+            msg = f"exit {exit_id!r} is not in the calibration cache; cached exits: {self.exit_ids}"
+            raise CalibrationError(msg) from err
+
+    def image_selection(self, difficulty: int | None = None) -> npt.NDArray[np.bool_]:
+        """Boolean mask over images: all of them, or those of one difficulty level."""
+        if difficulty is None:
+            return np.ones(self.num_images, dtype=bool)
+        return np.asarray(self.difficulty == difficulty, dtype=bool)
+
+    def exit_confusion(
+        self, exit_id: str, images: npt.NDArray[np.bool_] | None = None
+    ) -> npt.NDArray[np.int64]:
+        """(C, C) confusion of one exit summed over the selected images (all by default)."""
+        per_image = self.confusion[:, self.exit_index(exit_id)]
+        if images is not None:
+            per_image = per_image[images]
+        return np.asarray(per_image.sum(axis=0, dtype=np.int64), dtype=np.int64)
+
+    def exit_miou(self, exit_id: str, difficulty: int | None = None) -> float:
+        """mIoU of always taking ``exit_id`` (NaN when no image has that difficulty)."""
+        images = self.image_selection(difficulty)
+        if not images.any():
+            return float("nan")
+        return mean_iou(self.exit_confusion(exit_id, images))
+
+    def miou_by_exit(self, difficulty: int | None = None) -> dict[str, float]:
+        return {exit_id: self.exit_miou(exit_id, difficulty) for exit_id in self.exit_ids}
+
+    def metrics(self) -> dict[str, Any]:
+        """Per-exit mIoU and pixel accuracy, overall and per difficulty level (JSON-able).
+
+        Absent difficulty levels (e.g. a real dataset, difficulty -1) are left
+        out rather than reported as NaN, which JSON cannot represent.
+        """
+        levels = {
+            name: level
+            for level, name in enumerate(DIFFICULTY_LEVELS)
+            if self.image_selection(level).any()
+        }
+        exits: dict[str, Any] = {}
+        for exit_id in self.exit_ids:
+            conf = self.exit_confusion(exit_id)
+            exits[exit_id] = {
+                "miou": _json_float(mean_iou(conf)),
+                "pixel_accuracy": _json_float(pixel_accuracy(conf)),
+                "miou_per_difficulty": {
+                    name: _json_float(self.exit_miou(exit_id, level))
+                    for name, level in levels.items()
+                },
+            }
+        return {
+            "num_images": self.num_images,
+            "images_per_difficulty": {
+                name: int(self.image_selection(level).sum()) for name, level in levels.items()
+            },
+            "input_hw": list(self.input_hw),
+            "dataset": self.dataset,
+            "checkpoint_fingerprint": self.checkpoint_fingerprint,
+            "exits": exits,
+        }
+
+    def save(self, path: Path) -> None:
+        """Write a compressed ``.npz`` (atomically: a reader never sees half a file)."""
+        path = Path(path)
+        meta = {
+            "format": CACHE_FORMAT,
+            "version": CACHE_VERSION,
+            "exit_ids": self.exit_ids,
+            "input_hw": list(self.input_hw),
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "checkpoint_fingerprint": self.checkpoint_fingerprint,
+            "dataset": self.dataset,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez_compressed(
+                    handle,
+                    meta=np.array(json.dumps(meta)),
+                    confusion=self.confusion,
+                    conf_hist=self.conf_hist,
+                    difficulty=self.difficulty,
+                )
+            Path(tmp_name).chmod(0o644)  # mkstemp makes 0600; the cache is meant to be shared
+            Path(tmp_name).replace(path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> CalibrationCache:
+        """Read and validate a cache written by :meth:`save`; CalibrationError names the file."""
+        path = Path(path)
+        where = f"calibration cache {str(path)!r}"
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                missing = [key for key in ("meta", *_ARRAYS) if key not in npz.files]
+                if missing:
+                    raise CalibrationError(f"{where} lacks {', '.join(missing)}")
+                meta = json.loads(str(npz["meta"]))
+                arrays = {key: npz[key] for key in _ARRAYS}
+        except CalibrationError:
+            raise
+        except FileNotFoundError as err:
+            raise CalibrationError(f"{where} does not exist") from err
+        except (OSError, ValueError, EOFError) as err:
+            msg = f"{where} is not a readable .npz calibration cache: {err}"
+            raise CalibrationError(msg) from err
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+            raise CalibrationError(f"{where} is not a mess_ros calibration cache")
+        if meta.get("version") != CACHE_VERSION:
+            msg = (
+                f"{where} has version {meta.get('version')!r}; this mess_ros reads {CACHE_VERSION}"
+            )
+            raise CalibrationError(msg)
+        try:
+            height, width = (int(v) for v in meta["input_hw"])
+            return cls(
+                exit_ids=[str(e) for e in meta["exit_ids"]],
+                confusion=arrays["confusion"],
+                conf_hist=arrays["conf_hist"],
+                difficulty=arrays["difficulty"],
+                input_hw=(height, width),
+                num_classes=int(meta["num_classes"]),
+                class_names=[str(n) for n in meta["class_names"]],
+                checkpoint_fingerprint=str(meta["checkpoint_fingerprint"]),
+                dataset=dict(meta["dataset"]),
+            )
+        except CalibrationError as err:
+            raise CalibrationError(f"{where}: {err}") from err
+        except (KeyError, TypeError, ValueError) as err:
+            raise CalibrationError(f"{where} has malformed metadata: {err!r}") from err
+
+
+def _json_float(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 6)
+
+
+def iter_exit_outcomes(
+    model: MESSNet,
+    samples: Iterator[Sample],
+    input_hw: tuple[int, int],
+    device: torch.device,
+    num_classes: int,
+    ignore_index: int = 255,
+) -> Iterator[tuple[Sample, npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Per sample: ``(sample, confusion [E, C, C], conf_hist [E, BINS])`` over ``model.exit_ids``.
+
+    One image at a time, exactly as the engine sees frames: the shared
+    preprocessing, every exit's logits at its own resolution, one bilinear
+    upsample to the label size, argmax.
+    """
+    model.eval()
+    exit_ids = model.exit_ids
+    with torch.inference_mode():
+        for sample in samples:
+            image = torch.from_numpy(normalize_image(sample.image, input_hw))[None].to(device)
+            logits = model(image)
+            label_hw = (int(sample.mask.shape[0]), int(sample.mask.shape[1]))
+            confusion = np.empty((len(exit_ids), num_classes, num_classes), dtype=np.int64)
+            hist = np.empty((len(exit_ids), CONFIDENCE_BINS), dtype=np.int64)
+            for index, exit_id in enumerate(exit_ids):
+                mask = logits_to_mask(logits[exit_id], label_hw)[0].cpu().numpy()
+                confusion[index] = confusion_matrix(sample.mask, mask, num_classes, ignore_index)
+                hist[index] = confidence_histogram(logits[exit_id])[0].cpu().numpy()
+            yield sample, confusion, hist
+
+
+def build_calibration_cache(
+    checkpoint: Checkpoint,
+    dataset: SegmentationDataset,
+    input_hw: tuple[int, int],
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    dataset_info: dict[str, Any] | None = None,
+) -> CalibrationCache:
+    """Run every candidate exit of ``checkpoint`` on every image of ``dataset``; cache the outcome.
+
+    ``dataset_info`` (typically the dataset spec as a dict) is recorded so
+    the search can tell which images a cache describes; by default the
+    dataset's type, size and label set are recorded.
+    """
+    device = torch.device(device)
+    model = checkpoint.model.to(device)
+    num_classes = model.spec.num_classes
+    labels = dataset.labels
+    if labels.num_classes != num_classes:
+        msg = (
+            f"dataset label set {labels.name!r} has {labels.num_classes} classes but the "
+            f"checkpoint predicts {num_classes}"
+        )
+        raise CalibrationError(msg)
+    count = len(dataset)
+    if count == 0:
+        raise CalibrationError("cannot calibrate on an empty dataset")
+    exit_ids = list(model.exit_ids)
+    confusion = np.zeros((count, len(exit_ids), num_classes, num_classes), dtype=np.int64)
+    conf_hist = np.zeros((count, len(exit_ids), CONFIDENCE_BINS), dtype=np.int64)
+    difficulty = np.full(count, -1, dtype=np.int64)
+    samples = (dataset[i] for i in range(count))
+    outcomes = iter_exit_outcomes(
+        model, samples, input_hw, device, num_classes, labels.ignore_index
+    )
+    bar = tqdm(outcomes, total=count, desc="calibration", unit="img", disable=not progress)
+    for index, (sample, image_confusion, image_hist) in enumerate(bar):
+        confusion[index] = image_confusion
+        conf_hist[index] = image_hist
+        difficulty[index] = sample.difficulty
+    return CalibrationCache(
+        exit_ids=exit_ids,
+        confusion=confusion,
+        conf_hist=conf_hist,
+        difficulty=difficulty,
+        input_hw=(int(input_hw[0]), int(input_hw[1])),
+        num_classes=num_classes,
+        class_names=list(labels.class_names),
+        checkpoint_fingerprint=checkpoint.fingerprint,
+        dataset=dataset_info if dataset_info is not None else _dataset_description(dataset),
+    )
+
+
+def evaluate_exits(
+    model: MESSNet,
+    dataset: SegmentationDataset,
+    input_hw: tuple[int, int],
+    device: torch.device,
+    indices: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """mIoU of every exit of ``model`` over some images (periodic validation during training)."""
+    chosen = range(len(dataset)) if indices is None else indices
+    total: npt.NDArray[np.int64] | None = None
+    samples = (dataset[i] for i in chosen)
+    labels = dataset.labels
+    outcomes = iter_exit_outcomes(
+        model, samples, input_hw, device, labels.num_classes, labels.ignore_index
+    )
+    for _, confusion, _ in outcomes:
+        total = confusion if total is None else total + confusion
+    if total is None:
+        return {}
+    return {exit_id: mean_iou(total[i]) for i, exit_id in enumerate(model.exit_ids)}
+
+
+def _dataset_description(dataset: SegmentationDataset) -> dict[str, Any]:
+    return {
+        "kind": type(dataset).__name__,
+        "num_images": len(dataset),
+        "labels": dataset.labels.name,
+    }

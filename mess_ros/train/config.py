@@ -1,0 +1,381 @@
+"""Training configuration: one dataclass, two presets, YAML in and out.
+
+The configuration is written into every run directory (``config.yaml``) and
+into the checkpoint, so a model can always be traced back to how it was
+trained and a run can be resumed with exactly the settings it started with.
+Loading is strict: an unknown key or a value of the wrong type is an error
+naming the file and the key, because a silently ignored typo in a training
+config costs a training run.
+
+Presets
+-------
+``tiny``
+    Seconds on one CPU core; used by the tests. ResNet-10 of width 8 on 32x64
+    synthetic images, two heads in the pool.
+``default``
+    The model bundled under ``models/`` (``make model``). ResNet-18 of base
+    width 32 (a quarter of the classic ResNet-18's compute), output stride
+    16, 128x256 input, trained on the synthetic robot-camera scenes: 1200
+    stage-1 steps then 500 stage-2 steps of batch 16, losses at half label
+    resolution. Measured on one core at batch 4: about 55 ms per image for a
+    stage-1 step and 80 ms for a stage-2 step (3.6 ms of it rendering and
+    augmenting the scene), so about 20 minutes on an idle 2-core CPU and up
+    to 30 when the cores are shared; calibration on the 240 validation
+    images adds well under a minute. The head pool
+    (:func:`mess_ros.model.heads.default_head_pool` with 32 channels: a 1x1
+    classifier, two FCN heads and an ASPP-lite head) sits at each of the 7
+    candidate points: 28 candidate exits, so that the deployment search has
+    real choices between cost and accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mess_ros.data.datasets import DatasetSpec
+from mess_ros.errors import MessError
+from mess_ros.model.backbones import BackboneSpec
+from mess_ros.model.heads import HeadSpec, default_head_pool
+from mess_ros.train.device import AMP_MODES
+from mess_ros.train.errors import TrainError
+
+MODES = ("two_stage", "single_exit", "naive_joint")
+# Hidden channels of the FCN and ASPP-lite heads of the default pool.
+DEFAULT_HEAD_CHANNELS = 32
+
+
+def _pool_names(channels: int) -> list[str]:
+    return [head.name for head in default_head_pool(channels)]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (and nothing about where it is written).
+
+    Steps, not epochs, measure training: the synthetic dataset is generated on
+    the fly and has no natural epoch, and a step count gives the same budget
+    whatever the dataset size.
+    """
+
+    dataset: DatasetSpec
+    val_dataset: DatasetSpec
+    input_hw: tuple[int, int] = (128, 256)
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    # 0 takes the class count of the dataset's label set; otherwise it must match it.
+    num_classes: int = 0
+    final_head: str = "deeplabv3_c128"
+    # Light heads attached at every candidate point during stage 1 (exit-aware backbone).
+    stage1_head: str = "linear"
+    # Stage 2 trains every one of these head architectures at every candidate point.
+    head_pool: list[str] = field(default_factory=lambda: _pool_names(DEFAULT_HEAD_CHANNELS))
+    mode: str = "two_stage"
+    # naive_joint trains for stage1_steps + stage2_steps (the whole two-stage budget).
+    stage1_steps: int = 1200
+    stage2_steps: int = 500
+    batch_size: int = 16
+    lr: float = 2e-3
+    stage2_lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 50
+    grad_clip: float = 0.0
+    # Stage-1 loss weights of the shallowest and deepest intermediate exits (linear in
+    # depth between them); the final exit always weighs 1.0, the most of all.
+    exit_loss_weights: tuple[float, float] = (0.1, 0.4)
+    distill_weight: float = 1.0
+    distill_temperature: float = 2.0
+    # Losses are computed on labels subsampled by this factor (1 = full label resolution).
+    # Up to the finest exit's stride (4) no exit's logits lose detail, only labels do;
+    # 2 makes the label-resolution losses of a large head pool 4x cheaper.
+    loss_stride: int = 1
+    augment: bool = True
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    hflip: bool = True
+    color_jitter: float = 0.2
+    eval_every: int = 250
+    # Images of the validation split used by periodic validation (0 = all of them).
+    val_images: int = 48
+    checkpoint_every: int = 250
+    seed: int = 0
+    device: str = "cpu"
+    amp: str = "off"
+    workers: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (YAML/JSON/``torch.load(weights_only=True)`` safe)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (DatasetSpec, BackboneSpec)):
+                out[f.name] = value.to_dict()
+            elif isinstance(value, (tuple, list)):
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], base: TrainConfig | None = None, source: str = "config"
+    ) -> TrainConfig:
+        """Build a config from plain data, optionally as overrides on top of ``base``.
+
+        Nested mappings (``dataset``, ``backbone``...) are merged key by key
+        into the base, so a YAML file can change one dataset field without
+        repeating the others; except a dataset of another ``kind``, which
+        replaces the base's entirely (a synthetic preset's ``num_images``
+        must not silently cap a folder dataset). ``source`` (usually the file
+        name) prefixes every error message.
+        """
+        if not isinstance(data, Mapping):
+            raise TrainError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+        merged = base.to_dict() if base is not None else {}
+        valid = {f.name for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in valid:
+                msg = f"{source}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}"
+                raise TrainError(msg)
+            previous = merged.get(key)
+            if isinstance(value, Mapping) and isinstance(previous, Mapping):
+                other_kind = "kind" in value and value["kind"] != previous.get("kind")
+                merged[key] = dict(value) if other_kind else {**previous, **value}
+            else:
+                merged[key] = value
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in merged
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        if missing:
+            raise TrainError(f"{source}: missing required key(s): {', '.join(missing)}")
+        kwargs = {
+            key: _PARSERS[key](value, f"{source}: key {key!r}") for key, value in merged.items()
+        }
+        config = cls(**kwargs)
+        config.validate(source)
+        return config
+
+    def validate(self, source: str = "config") -> None:
+        """Reject settings that would only fail (or silently misbehave) mid-run."""
+
+        def fail(key: str, problem: str) -> None:
+            raise TrainError(f"{source}: key {key!r} {problem}")
+
+        if self.mode not in MODES:
+            fail("mode", f"is {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.amp not in AMP_MODES:
+            fail("amp", f"is {self.amp!r}; expected one of {', '.join(AMP_MODES)}")
+        if min(self.input_hw) < 16:
+            fail("input_hw", f"is {list(self.input_hw)}; both sides must be >= 16 pixels")
+        for key in ("batch_size", "stage1_steps"):
+            if getattr(self, key) < 1:
+                fail(key, f"is {getattr(self, key)}; must be >= 1")
+        for key in ("stage2_steps", "warmup_steps", "num_classes", "val_images", "workers"):
+            if getattr(self, key) < 0:
+                fail(key, f"is {getattr(self, key)}; must be >= 0")
+        for key in ("eval_every", "checkpoint_every", "loss_stride"):
+            if getattr(self, key) < 1:
+                fail(key, f"is {getattr(self, key)}; must be >= 1")
+        for key in ("lr", "stage2_lr", "distill_temperature"):
+            if not getattr(self, key) > 0:
+                fail(key, f"is {getattr(self, key)}; must be > 0")
+        for key in ("weight_decay", "grad_clip", "distill_weight", "color_jitter"):
+            if getattr(self, key) < 0:
+                fail(key, f"is {getattr(self, key)}; must be >= 0")
+        if min(self.exit_loss_weights) < 0:
+            fail("exit_loss_weights", f"is {list(self.exit_loss_weights)}; must be >= 0")
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            fail("scale_range", f"is {[low, high]}; expected 0 < low <= high")
+        if self.mode != "single_exit" and not self.head_pool:
+            fail("head_pool", f"is empty; mode {self.mode!r} needs at least one head")
+        for key, names in (
+            ("final_head", [self.final_head]),
+            ("stage1_head", [self.stage1_head]),
+            ("head_pool", self.head_pool),
+        ):
+            for name in names:
+                try:
+                    HeadSpec.parse(name)
+                except MessError as err:
+                    raise TrainError(f"{source}: key {key!r}: {err}") from err
+        if len(set(self.head_pool)) != len(self.head_pool):
+            fail("head_pool", f"lists a head twice: {self.head_pool}")
+
+    def yaml_text(self) -> str:
+        """The config as YAML that :func:`load_config` reads back identically."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+    def to_yaml(self, path: Path) -> None:
+        Path(path).write_text(self.yaml_text(), encoding="utf-8")
+
+
+def load_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a YAML config file (overrides on top of ``base`` when given)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise TrainError(f"cannot read config file {str(path)!r}: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise TrainError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    if data is None:
+        data = {}
+    return TrainConfig.from_dict(data, base=base, source=f"config file {str(path)!r}")
+
+
+def preset(name: str) -> TrainConfig:
+    """A fresh copy of a named preset."""
+    try:
+        factory = PRESETS[name]
+    except KeyError as err:
+        msg = f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}"
+        raise TrainError(msg) from err
+    return factory()
+
+
+def tiny_preset() -> TrainConfig:
+    """Seconds on one core: for tests and for trying the pipeline end to end."""
+    return TrainConfig(
+        dataset=DatasetSpec(kind="synthetic", split="train", num_images=32, height=32, width=64),
+        val_dataset=DatasetSpec(kind="synthetic", split="val", num_images=8, height=32, width=64),
+        input_hw=(32, 64),
+        backbone=BackboneSpec(name="resnet10", base_width=8, output_stride=16),
+        final_head="deeplabv3_c16",
+        head_pool=_pool_names(8),
+        stage1_steps=12,
+        stage2_steps=8,
+        batch_size=4,
+        lr=5e-3,
+        stage2_lr=5e-3,
+        warmup_steps=2,
+        eval_every=6,
+        val_images=4,
+        checkpoint_every=4,
+    )
+
+
+def default_preset() -> TrainConfig:
+    """The bundled default model (see the module docstring for its budget)."""
+    return TrainConfig(
+        dataset=DatasetSpec(
+            kind="synthetic", split="train", num_images=20000, height=128, width=256
+        ),
+        val_dataset=DatasetSpec(
+            kind="synthetic", split="val", num_images=240, height=128, width=256
+        ),
+        input_hw=(128, 256),
+        backbone=BackboneSpec(name="resnet18", base_width=32, output_stride=16),
+        loss_stride=2,
+    )
+
+
+PRESETS: dict[str, Callable[[], TrainConfig]] = {"tiny": tiny_preset, "default": default_preset}
+
+
+# --- strict conversion of plain values to field types --------------------------------------
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TrainError(f"{where} must be an integer, got {value!r}")
+    return value
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TrainError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise TrainError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise TrainError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _pair(item: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    def parse(value: Any, where: str) -> tuple[Any, Any]:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise TrainError(f"{where} must be a list of two values, got {value!r}")
+        return (item(value[0], where), item(value[1], where))
+
+    return parse
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        raise TrainError(f"{where} must be a list of strings, got {value!r}")
+    return [_str(item, where) for item in value]
+
+
+def _dataset(value: Any, where: str) -> DatasetSpec:
+    if isinstance(value, DatasetSpec):
+        return value
+    if not isinstance(value, Mapping):
+        raise TrainError(f"{where} must be a mapping of dataset settings, got {value!r}")
+    try:
+        return DatasetSpec.from_dict(dict(value))
+    except (MessError, TypeError, ValueError, KeyError) as err:
+        raise TrainError(f"{where}: {err}") from err
+
+
+def _backbone(value: Any, where: str) -> BackboneSpec:
+    if isinstance(value, BackboneSpec):
+        return value
+    if not isinstance(value, Mapping):
+        raise TrainError(f"{where} must be a mapping of backbone settings, got {value!r}")
+    try:
+        return BackboneSpec.from_dict(dict(value))
+    except (MessError, TypeError, ValueError, KeyError) as err:
+        raise TrainError(f"{where}: {err}") from err
+
+
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "dataset": _dataset,
+    "val_dataset": _dataset,
+    "input_hw": _pair(_int),
+    "backbone": _backbone,
+    "num_classes": _int,
+    "final_head": _str,
+    "stage1_head": _str,
+    "head_pool": _str_list,
+    "mode": _str,
+    "stage1_steps": _int,
+    "stage2_steps": _int,
+    "batch_size": _int,
+    "lr": _float,
+    "stage2_lr": _float,
+    "weight_decay": _float,
+    "warmup_steps": _int,
+    "grad_clip": _float,
+    "exit_loss_weights": _pair(_float),
+    "distill_weight": _float,
+    "distill_temperature": _float,
+    "loss_stride": _int,
+    "augment": _bool,
+    "scale_range": _pair(_float),
+    "hflip": _bool,
+    "color_jitter": _float,
+    "eval_every": _int,
+    "val_images": _int,
+    "checkpoint_every": _int,
+    "seed": _int,
+    "device": _str,
+    "amp": _str,
+    "workers": _int,
+}

@@ -1,0 +1,98 @@
+"""mess_train: user mistakes end with exit code 2 and one clear line, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mess_ros.train.cli import main
+from tests.train.helpers import Runs
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main([*args, "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    assert err.startswith("mess_train: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("kind", ["folder", "cityscapes"])
+def test_missing_dataset_folder(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no_such_dataset"
+    config = tmp_path / "data.yaml"
+    config.write_text(f"dataset:\n  kind: {kind}\n  path: {missing}\n  labels: ''\n")
+    out = tmp_path / "run"
+    code, _, err = run_cli(["--preset", "tiny", "--config", str(config), "--out", str(out)], capsys)
+    assert_clean_error(code, err, "dataset:", str(missing), "does not exist")
+    assert not out.exists()  # nothing written for a run that could not start
+
+
+def test_folder_with_mismatched_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "pairs"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "images" / "a.png").write_bytes(b"")
+    (root / "masks" / "b.png").write_bytes(b"")
+    config = tmp_path / "data.yaml"
+    config.write_text(f"val_dataset:\n  kind: folder\n  path: {root}\n  labels: synthetic\n")
+    code, _, err = run_cli(
+        ["--preset", "tiny", "--config", str(config), "--out", str(tmp_path / "r")], capsys
+    )
+    assert_clean_error(code, err, "val_dataset:", "a.png", "b.png")
+
+
+def test_bad_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("stage1_step: 5\n")
+    code, _, err = run_cli(["--config", str(config), "--out", str(tmp_path / "r")], capsys)
+    assert_clean_error(code, err, "typo.yaml", "unknown key 'stage1_step'", "stage1_steps")
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(
+        ["--config", str(tmp_path / "absent.yaml"), "--out", str(tmp_path / "r")], capsys
+    )
+    assert_clean_error(code, err, "absent.yaml")
+
+
+def test_bad_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "r")
+    code, _, err = run_cli(["--preset", "tiny", "--out", out, "--batch-size", "0"], capsys)
+    assert_clean_error(code, err, "command line", "'batch_size' is 0")
+    code, _, err = run_cli(["--preset", "tiny", "--out", out, "--device", "tpu"], capsys)
+    assert_clean_error(code, err, "device 'tpu' is not valid")
+
+
+def test_resume_needs_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["--out", str(tmp_path / "nothing"), "--resume"], capsys)
+    assert_clean_error(code, err, "cannot resume", "config.yaml")
+
+
+def test_resume_takes_the_runs_own_config(runs: Runs, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["--out", str(runs.straight), "--resume", "--preset", "tiny"], capsys)
+    assert_clean_error(code, err, "do not pass --preset or --config")
+    code, _, err = run_cli(["--out", str(runs.straight), "--resume", "--seed", "3"], capsys)
+    assert_clean_error(code, err, "different settings (seed)")
+
+
+def test_existing_run_without_resume(runs: Runs, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["--preset", "tiny", "--out", str(runs.straight)], capsys)
+    assert_clean_error(code, err, "already holds a run", "--resume")
+
+
+def test_resuming_a_finished_run_rewrites_its_results(
+    runs: Runs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(["--out", str(runs.paused_mid_stage), "--resume"], capsys)
+    assert code == 0
+    assert "final" in out and f"run written to {runs.paused_mid_stage}" in out
