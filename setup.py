@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "mess_ros"
+
+
+def files(*patterns: str) -> list[str]:
+    """Relative paths matching the patterns; setuptools wants strings relative to setup.py."""
+    return sorted(str(path) for pattern in patterns for path in Path().glob(pattern))
+
 
 setup(
     name=PACKAGE,
@@ -16,10 +22,10 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
-        (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
-        (f"share/{PACKAGE}/models", glob("models/*.pt") + glob("models/*.json") + glob("models/*.npz")),
+        (f"share/{PACKAGE}/launch", files("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", files("config/*.yaml", "config/*.xml")),
+        (f"share/{PACKAGE}/config/robots", files("config/robots/*.yaml")),
+        (f"share/{PACKAGE}/models", files("models/*.pt", "models/*.json", "models/*.npz")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

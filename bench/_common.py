@@ -1,0 +1,405 @@
+"""Helpers shared by the benchmark scripts in this folder.
+
+The scripts are run as ``python bench/<name>.py`` from the repository root,
+so this module is imported by its bare name (the script's folder is first on
+``sys.path``). Everything that decides *what* is measured lives in the
+scripts; this module only loads models, builds configurations, runs the
+deployment search the same way for every script, and writes results, so two
+benchmarks never disagree on how a model's input size or calibration cache
+is found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+
+from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
+from mess_ros.deploy.export import apply_configuration
+from mess_ros.deploy.inputs import build_problem
+from mess_ros.deploy.problem import ScoredConfiguration
+from mess_ros.deploy.search import SearchResult, SearchSpace, Target, search, select
+from mess_ros.errors import MessError
+from mess_ros.model import Checkpoint, load_checkpoint
+from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.runtime.engine import resolve_model_path
+from mess_ros.runtime.executor import device_name, resolve_device
+from mess_ros.runtime.latency import LatencyTable
+from mess_ros.runtime.profiling import profile_model
+from mess_ros.train.calibration import CalibrationCache
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+REPORT_DIR: Final = REPO_ROOT / "reports" / "bench"
+RUN_CALIBRATION_FILE: Final = "calibration.npz"
+"""Name of the calibration cache inside a training run directory (beside ``checkpoint.pt``)."""
+
+
+class BenchError(MessError):
+    """A benchmark cannot run with the inputs it was given (missing file, unusable model)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def base_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """Arguments every benchmark shares: model, device, threads, output, progress."""
+    parser = argparse.ArgumentParser(
+        prog=f"bench/{name}.py",
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default="",
+        help="checkpoint to benchmark ('' = the bundled model, models/default.pt)",
+    )
+    parser.add_argument(
+        "--input-size",
+        default="",
+        help="HEIGHTxWIDTH the network runs at ('' = the size the model was trained at)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPORT_DIR / f"{name}.json",
+        help="JSON file the figures are written to (plots go beside it)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """``"128x256"`` -> ``(128, 256)``."""
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.strip().isdigit() or not width.strip().isdigit():
+        raise BenchError(f"input size {text!r} is not HEIGHTxWIDTH in pixels, e.g. 128x256")
+    return int(height), int(width)
+
+
+def run_main(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser) -> int:
+    """Parse arguments, apply the thread setting, run ``main``; user errors exit 1 without a trace.
+
+    A missed target is not an error (the script prints FAIL and exits 0): the
+    exit status says whether the measurement could be taken at all.
+    """
+    args = parser.parse_args()
+    try:
+        if args.threads < 0:
+            raise BenchError(f"--threads must be >= 0, got {args.threads}")
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        return main(args)
+    except (MessError, OSError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------------------------
+# Model, calibration, configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint with the file it came from and the input size it runs at."""
+
+    checkpoint: Checkpoint
+    path: Path
+    input_hw: tuple[int, int]
+
+    @property
+    def exit_ids(self) -> list[str]:
+        return list(self.checkpoint.model.exit_ids)
+
+
+def load_model(model_arg: str, input_size: str = "") -> LoadedModel:
+    """Load ``--model`` ('' = bundled) and decide its input size.
+
+    The size defaults to the one the model was trained at (recorded in the
+    checkpoint's training configuration): that is where its accuracy and
+    its calibration cache hold, so it is what a deployment runs.
+    """
+    path = resolve_model_path(model_arg)
+    if not path.is_file():
+        raise BenchError(f"model {str(path)!r} does not exist")
+    checkpoint = load_checkpoint(path)
+    if input_size:
+        input_hw = parse_hw(input_size)
+    else:
+        recorded = checkpoint.train_config.get("input_hw")
+        if not (isinstance(recorded, list | tuple) and len(recorded) == 2):
+            raise BenchError(
+                f"checkpoint {str(path)!r} does not record its training input size "
+                f"(train_config input_hw = {recorded!r}); pass --input-size HEIGHTxWIDTH"
+            )
+        input_hw = (int(recorded[0]), int(recorded[1]))
+    return LoadedModel(checkpoint=checkpoint, path=path, input_hw=input_hw)
+
+
+def calibration_path(model_path: Path, explicit: str = "") -> Path:
+    """The calibration cache that belongs to a model file.
+
+    The bundled model keeps it beside itself as ``<stem>_calibration.npz``
+    (``models/default_calibration.npz``); a training run directory keeps it as
+    ``calibration.npz`` beside ``checkpoint.pt``.
+    """
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise BenchError(f"calibration cache {str(path)!r} does not exist")
+        return path
+    candidates = [
+        model_path.with_name(f"{model_path.stem}_calibration.npz"),
+        model_path.with_name(RUN_CALIBRATION_FILE),
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(repr(str(c)) for c in candidates)
+    raise BenchError(
+        f"no calibration cache found for model {str(model_path)!r} (looked for {searched}); "
+        "pass --calibration"
+    )
+
+
+def load_calibration(model: LoadedModel, explicit: str = "") -> tuple[CalibrationCache, Path]:
+    """The model's calibration cache, checked to describe these very weights and input size."""
+    path = calibration_path(model.path, explicit)
+    cache = CalibrationCache.load(path)
+    if cache.checkpoint_fingerprint != model.checkpoint.fingerprint:
+        raise BenchError(
+            f"calibration cache {str(path)!r} was computed for weights "
+            f"{cache.checkpoint_fingerprint}, but {str(model.path)!r} holds "
+            f"{model.checkpoint.fingerprint}"
+        )
+    if tuple(cache.input_hw) != model.input_hw:
+        raise BenchError(
+            f"calibration cache {str(path)!r} was computed at input {cache.input_hw[0]}x"
+            f"{cache.input_hw[1]} but the benchmark runs the model at {model.input_hw[0]}x"
+            f"{model.input_hw[1]}"
+        )
+    return cache, path
+
+
+def profile_table(model: LoadedModel, device: str, repeats: int, progress: bool) -> LatencyTable:
+    """Latency table of the model on this machine, measured now with the engine's executor.
+
+    Measured in the benchmark's own process, with its thread setting, so the
+    deadline policies predict the machine they actually run on.
+    """
+    choice = resolve_device(device)
+    return profile_model(
+        model.checkpoint.model,
+        model.input_hw,
+        choice.device,
+        warmup=3,
+        repeats=repeats,
+        progress=progress,
+        model_fingerprint_hex=model.checkpoint.fingerprint,
+    )
+
+
+def base_config(model: LoadedModel, device: str, threads: int) -> SegmentationConfig:
+    """Engine settings shared by every engine of a benchmark (policy left at its defaults)."""
+    config = SegmentationConfig()
+    config.engine.model_path = str(model.path)
+    config.engine.device = device
+    config.engine.input_height, config.engine.input_width = model.input_hw
+    config.engine.num_threads = threads
+    config.deadline.deadline_ms = 0.0
+    config.validate()
+    return config
+
+
+def with_policy(config: SegmentationConfig, name: str, **fields: Any) -> SegmentationConfig:
+    """A validated copy of ``config`` running policy ``name`` with the given policy fields."""
+    result = copy.deepcopy(config)
+    result.policy.name = name
+    for key, value in fields.items():
+        if not hasattr(result.policy, key):
+            raise BenchError(f"policy has no setting {key!r}")
+        setattr(result.policy, key, value)
+    result.validate()
+    return result
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The deployment search's pick for an accuracy floor on the calibration images."""
+
+    result: SearchResult
+    chosen: ScoredConfiguration
+    floor_miou: float
+    config: SegmentationConfig
+
+    @property
+    def baseline(self) -> ScoredConfiguration:
+        return self.result.baseline
+
+
+def choose_configuration(
+    model: LoadedModel,
+    cache: CalibrationCache,
+    table: LatencyTable,
+    *,
+    miou_margin: float,
+    max_exits: int,
+    threads: int,
+    progress: bool,
+) -> Choice:
+    """The fastest confidence configuration whose calibration mIoU stays within a margin.
+
+    This is what ``mess_configure --min-miou`` does on a robot: the accuracy
+    floor is the final exit's own mIoU on the calibration cache minus
+    ``miou_margin`` (as a fraction, 0.004 = 0.4 points), and latency is
+    priced with ``table``. The margin is kept below the accuracy tolerance
+    the benchmarks judge on held-out images, so that the val-to-test gap has
+    room.
+    """
+    problem = build_problem(model.checkpoint.model, cache, table)
+    result = search(problem, SearchSpace(max_exits=max_exits), stat="mean", progress=progress)
+    floor = max(0.0, result.baseline.miou - miou_margin)
+    chosen = select(result, Target(min_miou=floor))
+    config = apply_configuration(chosen.config, table, str(model.path))
+    config.engine.num_threads = threads
+    config.deadline.deadline_ms = 0.0
+    config.validate()
+    return Choice(result=result, chosen=chosen, floor_miou=floor, config=config)
+
+
+def test_split(
+    num_images: int, height: int, width: int, difficulty: int | None = None
+) -> SegmentationDataset:
+    """The held-out synthetic split (``test``: its own seed, never seen in training or search)."""
+    spec = DatasetSpec(
+        kind="synthetic",
+        split="test",
+        num_images=num_images,
+        height=height,
+        width=width,
+        difficulty=difficulty,
+    )
+    return build_dataset(spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and output
+# --------------------------------------------------------------------------------------------
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (NaN for no values)."""
+    return float(np.quantile(np.asarray(values, dtype=np.float64), q)) if values else math.nan
+
+
+def median(values: Sequence[float]) -> float:
+    return quantile(values, 0.5)
+
+
+def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
+    """Mean, median, p90, p99 and max of a series of latencies in ms."""
+    if not values_ms:
+        return dict.fromkeys(("mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"), math.nan)
+    return {
+        "mean_ms": float(np.mean(values_ms)),
+        "p50_ms": median(values_ms),
+        "p90_ms": quantile(values_ms, 0.9),
+        "p99_ms": quantile(values_ms, 0.99),
+        "max_ms": float(np.max(values_ms)),
+    }
+
+
+def usage(exit_ids: Iterable[str], order: Sequence[str]) -> dict[str, float]:
+    """Share of frames that left at each exit, in ``order`` (exits never taken show 0)."""
+    taken = list(exit_ids)
+    total = max(len(taken), 1)
+    counts = dict.fromkeys(order, 0)
+    for exit_id in taken:
+        counts[exit_id] = counts.get(exit_id, 0) + 1
+    return {exit_id: count / total for exit_id, count in counts.items()}
+
+
+def format_usage(shares: dict[str, float]) -> str:
+    return ", ".join(f"{exit_id} {share:.1%}" for exit_id, share in shares.items())
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_target(label: str, ok: bool, detail: str) -> None:
+    """One line per target, easy to grep: ``PASS  overhead ...`` / ``FAIL  overhead ...``."""
+    print(f"{verdict(ok):<4}  {label}: {detail}")
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Where the numbers were measured: they mean little without it."""
+    choice = resolve_device(device)
+    return {
+        "device": str(choice.device),
+        "device_name": device_name(choice.device),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+    }
+
+
+def model_info(model: LoadedModel) -> dict[str, Any]:
+    return {
+        "path": str(model.path),
+        "fingerprint": model.checkpoint.fingerprint,
+        "input_hw": list(model.input_hw),
+        "exits": model.exit_ids,
+    }
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write the figures (NaN written as null, so any JSON reader takes the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_finite(data), indent=2, default=_json_default)
+    path.write_text(text + "\n", encoding="utf-8")
+    print(f"figures written to {path}")
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,153 @@
+"""Child ROS processes for the demo and the benchmarks: environment, start, stop by PID.
+
+Every process is started with DDS discovery limited to this machine, its own
+domain id and the large-data Fast DDS profile, in its own session so that a
+Ctrl-C meant for the parent does not reach it before the parent has decided
+how to stop it. :class:`ProcessSet` stops every process it started, in
+reverse order, first with SIGINT (the clean path), then SIGKILL after a
+timeout, also when the parent fails half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Final, TextIO
+
+import mess_ros
+
+PROFILE_VARIABLE: Final = "FASTDDS_DEFAULT_PROFILES_FILE"
+PROFILE_NAME: Final = "fastdds_large_data.xml"
+STOP_TIMEOUT_S: Final = 10.0
+
+
+def package_data_file(relative: str) -> Path:
+    """A file under ``config/`` (or ``models/``) of a checkout or of the installed share."""
+    candidates = [Path(mess_ros.__file__).resolve().parent.parent / relative]
+    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
+    candidates += [Path(p) / "share" / "mess_ros" / relative for p in prefixes if p]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return candidates[0]
+
+
+def ros_environment(
+    domain_id: int, base: Mapping[str, str] | None = None, profile: Path | None = None
+) -> dict[str, str]:
+    """Environment of a ROS process: local discovery only, ``domain_id``, large-data profile."""
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env[PROFILE_VARIABLE] = str(profile or package_data_file(f"config/{PROFILE_NAME}"))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class ManagedProcess:
+    """One child process, its output in a log file."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+    ) -> None:
+        self.name = name
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log: TextIO = log_path.open("w", encoding="utf-8")
+        self.popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGINT, then SIGKILL after ``timeout_s``; returns the exit status."""
+        try:
+            if self.alive():
+                self.popen.send_signal(signal.SIGINT)
+                try:
+                    return self.popen.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.popen.kill()
+                    return self.popen.wait(timeout_s)
+            return self.popen.returncode
+        finally:
+            self._log.close()
+
+    def tail(self, lines: int = 20) -> str:
+        """The end of the process's output, for error messages."""
+        if not self._log.closed:
+            self._log.flush()
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class ProcessSet(contextlib.AbstractContextManager["ProcessSet"]):
+    """Processes started together and stopped together (reverse order) on exit."""
+
+    def __init__(self) -> None:
+        self._processes: list[ManagedProcess] = []
+        self.exit_codes: dict[str, int] = {}
+
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+    ) -> ManagedProcess:
+        process = ManagedProcess(name, argv, env, log_path)
+        self._processes.append(process)
+        return process
+
+    def stop(self, process: ManagedProcess) -> int:
+        status = process.stop()
+        self.exit_codes[process.name] = status
+        if process in self._processes:
+            self._processes.remove(process)
+        return status
+
+    def stop_all(self) -> None:
+        for process in reversed(list(self._processes)):
+            self.stop(process)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop_all()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so ``finally`` blocks stop the children."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def python_module_argv(module: str, *args: str) -> list[str]:
+    """``python -m module args``, with this interpreter (works without installed scripts)."""
+    return [sys.executable, "-m", module, *args]

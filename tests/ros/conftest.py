@@ -1,0 +1,366 @@
+"""Fixtures for the ROS tests: a tiny model, node subprocesses and a DDS test client.
+
+Every ROS participant stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=
+LOCALHOST) and every node fixture gets its own ROS_DOMAIN_ID in 100..199, so
+test runs and other developers' processes never see each other. Processes
+are started in their own session and always stopped by PID in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters, SetParametersAtomically
+from rclpy.client import Client
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Float32
+
+from mess_ros.data.labels import SYNTHETIC_LABELS
+from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelSpec, save_checkpoint
+from mess_ros.ros import qos
+from mess_ros.ros.diagnostics import key_values
+from mess_ros.runtime.config import SegmentationConfig
+
+REPO = Path(__file__).resolve().parents[2]
+FASTDDS_PROFILE = REPO / "config" / "fastdds_large_data.xml"
+NODE_NAME = "segmentation_node"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+
+T = TypeVar("T")
+
+_domain_ids = itertools.count()
+
+
+def next_domain_id() -> int:
+    """A domain id in 100..199, offset by PID so two concurrent test runs rarely collide."""
+    return 100 + (os.getpid() * 7 + next(_domain_ids)) % 100
+
+
+def ros_env(domain_id: int) -> dict[str, str]:
+    """Environment of a ROS process of the tests."""
+    env = dict(os.environ)
+    env.update(
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_DOMAIN_ID=str(domain_id),
+        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _local_dds() -> Iterator[None]:
+    """The client in this process discovers only local participants through the same profile."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        patch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A base-width-8 ResNet-10 with a linear exit after every block but the last.
+
+    Untrained: the tests check plumbing, exits and timing, not accuracy.
+    """
+    torch.manual_seed(0)
+    backbone = BackboneSpec("resnet10", 8, 16)
+    num_classes = SYNTHETIC_LABELS.num_classes
+    probe = MESSNet(ModelSpec(backbone, num_classes, HeadSpec("linear")))
+    exits = tuple(ExitSpec(point, HeadSpec("linear")) for point in probe.points)
+    model = MESSNet(ModelSpec(backbone, num_classes, HeadSpec("linear"), exits)).eval()
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, model, SYNTHETIC_LABELS.to_dict(), {"purpose": "ros tests"})
+    return path
+
+
+TINY_EXITS = ("layer1_0:linear", "layer2_0:linear", "layer3_0:linear", "final")
+
+
+def write_params(path: Path, checkpoint: Path, **overrides: Any) -> Path:
+    """A parameter file for the tiny model; ``overrides`` use dotted names with ``__`` for dots."""
+    params: dict[str, Any] = {
+        "engine.model_path": str(checkpoint),
+        "engine.input_height": 32,
+        "engine.input_width": 64,
+        "engine.num_threads": 1,
+        "engine.warmup_frames": 1,
+        "engine.profile_repeats": 3,
+        "policy.name": "final",
+        "node.diagnostics_period_s": 0.5,
+    }
+    params.update({name.replace("__", "."): value for name, value in overrides.items()})
+    SegmentationConfig.from_parameters(params).to_yaml(path)
+    return path
+
+
+class RosProcess:
+    """A ROS executable in its own session, output captured to a log file."""
+
+    def __init__(self, argv: Sequence[str], domain_id: int, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.popen = subprocess.Popen(
+            list(argv),
+            env=ros_env(domain_id),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """Send ``sig`` and wait; kill after ``timeout_s``. Returns the exit status of ``sig``."""
+        status: int | None = None
+        try:
+            if self.alive():
+                self.popen.send_signal(sig)
+                status = self.popen.wait(timeout_s)
+            else:
+                status = self.popen.returncode
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(10)
+        finally:
+            self._log.close()
+        return status
+
+
+def start_node(
+    params_file: Path, domain_id: int, log_path: Path, extra: Sequence[str] = ()
+) -> RosProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "mess_ros.ros.node",
+        *extra,
+        "--ros-args",
+        "--params-file",
+        str(params_file),
+    ]
+    return RosProcess(argv, domain_id, log_path)
+
+
+class RosClient:
+    """A test node in this process: publishes inputs, records outputs, calls services."""
+
+    def __init__(self, domain_id: int, *, reliable_images: bool = False) -> None:
+        self.context = Context()
+        rclpy.init(
+            context=self.context,
+            domain_id=domain_id,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
+        self.node = rclpy.create_node("mess_test_client", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.masks: list[Image] = []
+        self.colors: list[Image] = []
+        self.infos: list[CameraInfo] = []
+        self.exits: list[DiagnosticArray] = []
+        self.health: list[DiagnosticArray] = []
+        node = self.node
+        out = qos.output_qos(depth=50)
+        node.create_subscription(Image, "mask", self.masks.append, out)
+        node.create_subscription(Image, "mask_color", self.colors.append, out)
+        node.create_subscription(CameraInfo, "mask/camera_info", self.infos.append, out)
+        node.create_subscription(DiagnosticArray, "exit_info", self.exits.append, out)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self.health.append, out)
+        image_qos = qos.image_qos("reliable" if reliable_images else "best_effort", 10)
+        self.image_pub = node.create_publisher(Image, "image", image_qos)
+        self.compressed_pub = node.create_publisher(CompressedImage, "image/compressed", image_qos)
+        self.load_pub = node.create_publisher(Float32, "system_load", qos.output_qos())
+        self.info_pub = node.create_publisher(CameraInfo, "camera_info", qos.output_qos())
+        self._stamp_s = 1_000
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    def spin_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def next_stamp(self, msg: Any) -> tuple[int, int]:
+        """Give ``msg`` a fresh, unique stamp on the current clock; returns it."""
+        now = self.node.get_clock().now().to_msg()
+        msg.header.stamp = now
+        return stamp_of(msg)
+
+    def request(
+        self, publish: Callable[[], None], until: Callable[[], T | None], timeout_s: float
+    ) -> T:
+        """Publish repeatedly until ``until`` returns a value (best effort may drop a message)."""
+        got: list[T] = []
+
+        def check() -> bool:
+            value = until()
+            if value is not None:
+                got.append(value)
+            return bool(got)
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            publish()
+            if self.spin_until(check, 0.5):
+                return got[0]
+        raise AssertionError(f"no answer within {timeout_s} s")
+
+    def mask_for(self, stamp: tuple[int, int]) -> Image | None:
+        return next((m for m in self.masks if stamp_of(m) == stamp), None)
+
+    def exit_for(self, stamp: tuple[int, int]) -> DiagnosticArray | None:
+        return next((e for e in self.exits if stamp_of(e) == stamp), None)
+
+    def segment(self, image: Image, timeout_s: float = 30.0) -> tuple[Image, dict[str, str]]:
+        """Publish ``image`` with a fresh stamp; its mask and exit-info values."""
+        stamp = self.next_stamp(image)
+        mask = self.request(
+            lambda: self.image_pub.publish(image), lambda: self.mask_for(stamp), timeout_s
+        )
+        self.spin_until(lambda: self.exit_for(stamp) is not None, 5.0)
+        info = self.exit_for(stamp)
+        assert info is not None, "a mask arrived without its exit_info"
+        return mask, key_values(info.status[0])
+
+    def latest_health(self) -> dict[str, str]:
+        assert self.health, "no /diagnostics received"
+        return key_values(self.health[-1].status[0])
+
+    def _call(self, srv_type: Any, service: str, request: Any, timeout_s: float = 10.0) -> Any:
+        client: Client[Any, Any] = self.node.create_client(srv_type, service)
+        try:
+            assert self.spin_until(client.service_is_ready, timeout_s), f"{service} not available"
+            future = client.call_async(request)
+            assert self.spin_until(future.done, timeout_s), f"{service} did not answer"
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_parameters(
+        self, parameters: Sequence[Parameter[Any]], *, atomically: bool = True
+    ) -> list[SetParametersResult]:
+        messages = [p.to_parameter_msg() for p in parameters]
+        if atomically:
+            request = SetParametersAtomically.Request(parameters=messages)
+            response = self._call(
+                SetParametersAtomically, f"/{NODE_NAME}/set_parameters_atomically", request
+            )
+            return [response.result]
+        response = self._call(
+            SetParameters,
+            f"/{NODE_NAME}/set_parameters",
+            SetParameters.Request(parameters=messages),
+        )
+        return list(response.results)
+
+    def get_parameter(self, name: str) -> Any:
+        response = self._call(
+            GetParameters, f"/{NODE_NAME}/get_parameters", GetParameters.Request(names=[name])
+        )
+        return Parameter.from_parameter_msg(_parameter_msg(name, response.values[0])).value
+
+    def lifecycle_state(self) -> str:
+        response = self._call(GetState, f"/{NODE_NAME}/get_state", GetState.Request())
+        return str(response.current_state.label)
+
+    def change_state(self, transition_id: int) -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        response = self._call(ChangeState, f"/{NODE_NAME}/change_state", request, 60.0)
+        return bool(response.success)
+
+    def list_parameters(self) -> list[str]:
+        response = self._call(
+            ListParameters, f"/{NODE_NAME}/list_parameters", ListParameters.Request()
+        )
+        return list(response.result.names)
+
+
+def _parameter_msg(name: str, value: Any) -> Any:
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+
+    return ParameterMsg(name=name, value=value)
+
+
+def stamp_of(msg: Any) -> tuple[int, int]:
+    return (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
+
+
+class NodeUnderTest:
+    """A running segmentation node and a client on its domain."""
+
+    def __init__(self, process: RosProcess, client: RosClient) -> None:
+        self.process = process
+        self.client = client
+
+
+def wait_until_serving(process: RosProcess, client: RosClient, image: Image) -> None:
+    """Block until the node answers a frame (model loaded, profiled, subscriptions matched)."""
+    try:
+        client.segment(image, timeout_s=START_TIMEOUT_S)
+    except AssertionError:
+        pytest.fail(f"node did not serve within {START_TIMEOUT_S} s; its log:\n{process.log()}")
+
+
+def run_node(
+    tmp_path: Path,
+    params_file: Path,
+    probe: Image,
+    *,
+    extra: Sequence[str] = (),
+    reliable_images: bool = False,
+    wait: bool = True,
+) -> Iterator[NodeUnderTest]:
+    """Generator behind the node fixtures: start, wait until it serves, always stop both."""
+    domain_id = next_domain_id()
+    process = start_node(params_file, domain_id, tmp_path / "node.log", extra)
+    client: RosClient | None = None
+    try:
+        client = RosClient(domain_id, reliable_images=reliable_images)
+        if wait:
+            wait_until_serving(process, client, probe)
+        yield NodeUnderTest(process, client)
+    finally:
+        process.stop(signal.SIGINT)
+        if client is not None:
+            client.close()

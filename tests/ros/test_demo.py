@@ -1,0 +1,134 @@
+"""mess_demo end to end on the tiny model, and its report from recorded frames."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mess_ros.ros.demo_report import (
+    DemoSummary,
+    FrameRecord,
+    format_summary,
+    summarize_phase,
+    write_report,
+)
+from tests.ros.conftest import next_domain_id, ros_env
+
+
+def record(
+    t_s: float, phase: str, exit_id: str, index: int, ms: float, met: bool | None
+) -> FrameRecord:
+    return FrameRecord(
+        t_s=t_s,
+        phase=phase,
+        exit_id=exit_id,
+        exit_index=index,
+        num_exits=3,
+        measured_ms=ms,
+        end_to_end_ms=ms + 1.0,
+        predicted_ms=ms,
+        met_deadline=met,
+        load=0.5 if phase == "loaded" else 0.0,
+        dropped=False,
+    )
+
+
+def test_phase_statistics() -> None:
+    records = [record(i * 0.1, "idle", "final", 2, 10.0 + i, True) for i in range(10)]
+    records.append(record(1.0, "idle", "layer1_0:linear", 0, 5.0, False))
+    confusion = np.array([[8, 2], [0, 10]], dtype=np.int64)
+    phase = summarize_phase("idle", records, confusion, scored_masks=11)
+    assert phase.masks == 11
+    assert phase.exits == {"final": 10, "layer1_0:linear": 1}
+    assert phase.latency_p50_ms == pytest.approx(14.0)
+    assert phase.deadline_misses == 1
+    assert phase.deadline_frames == 11
+    assert phase.miss_rate == pytest.approx(1 / 11)
+    # IoU class 0: 8 / (8 + 2 + 0) = 0.8; class 1: 10 / (10 + 2) = 0.833...
+    assert phase.miou == pytest.approx((0.8 + 10 / 12) / 2)
+    assert phase.mean_load == 0.0
+    empty = summarize_phase("loaded", [], None, 0)
+    assert empty.masks == 0
+    assert math.isnan(empty.miou)
+
+
+def test_report_files(tmp_path: Path) -> None:
+    idle = [record(i * 0.1, "idle", "final", 2, 10.0, True) for i in range(5)]
+    loaded = [record(1 + i * 0.1, "loaded", "layer1_0:linear", 0, 6.0, True) for i in range(5)]
+    phases = [
+        summarize_phase("idle", idle, None, 0),
+        summarize_phase("loaded", loaded, None, 0),
+    ]
+    summary = DemoSummary(
+        duration_s=2.0,
+        rate_hz=5.0,
+        frames_published=12,
+        masks_received=10,
+        deadline_ms=12.0,
+        deadline_source="test",
+        load_started_s=1.0,
+        load_processes=1,
+        policy="deadline",
+        device="cpu",
+        phases=phases,
+        overall=summarize_phase("all", idle + loaded, None, 0),
+    )
+    text = format_summary(summary)
+    assert "layer1_0:linear 5" in text
+    written = write_report(tmp_path, summary, idle + loaded, [(0.0, 0.0), (1.0, 0.5)])
+    assert {p.name for p in written} == {"summary.json", "report.md", "timeline.png", "exits.png"}
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["phases"][1]["exits"] == {"layer1_0:linear": 5}
+    assert data["overall"]["miou"] is None  # NaN is not JSON
+    assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![timeline.png](timeline.png)" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.ros
+def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "demo"
+    argv = [
+        sys.executable,
+        "-m",
+        "mess_ros.ros.demo",
+        "--duration", "6",
+        "--warmup", "2",
+        "--rate", "10",
+        "--height", "60",
+        "--width", "80",
+        "--model", str(tiny_checkpoint),
+        "--set", "engine.input_height:=32",
+        "--set", "engine.input_width:=64",
+        "--set", "engine.profile_repeats:=2",
+        "--set", "engine.num_threads:=1",
+        "--policy", "deadline",
+        "--load-processes", "1",
+        "--out", str(out),
+        "--domain-id", str(next_domain_id()),
+    ]  # fmt: skip
+    result = subprocess.run(
+        argv, env=ros_env(0), capture_output=True, text=True, timeout=240, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mIoU" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_published"] > 20
+    assert summary["masks_received"] > 10
+    assert summary["deadline_ms"] > 0
+    assert summary["policy"] == "deadline"
+    assert [p["name"] for p in summary["phases"]] == ["idle", "loaded"]
+    assert summary["overall"]["scored_masks"] > 0
+    assert 0.0 <= summary["overall"]["miou"] <= 1.0
+    # Every process the demo started was stopped and reaped; node and camera cleanly.
+    codes = summary["exit_codes"]
+    assert set(codes) == {"segmentation_node", "synthetic_camera", "cpu_load_0"}
+    assert codes["segmentation_node"] == 0
+    assert codes["synthetic_camera"] == 0
+    for name in ("report.md", "timeline.png", "exits.png", "logs/node.log"):
+        assert (out / name).is_file(), name

@@ -1,0 +1,77 @@
+"""Counters and windowed figures behind /diagnostics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mess_ros.ros.stats import DROP_STALE, NodeStatistics
+
+
+class FakeClock:
+    """A settable monotonic clock, so rates are exact."""
+
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_rates_drops_and_exits() -> None:
+    clock = FakeClock()
+    stats = NodeStatistics(window=10, clock=clock, bad_input_causes=frozenset({"zero_size"}))
+    for _ in range(20):
+        stats.frame_received()
+    stats.frame_dropped(DROP_STALE)
+    stats.frame_dropped("zero_size")
+    stats.frame_dropped("zero_size")
+    for i in range(10):
+        stats.frame_published("layer1_0:linear" if i < 4 else "final", 10.0 + i, 12.0 + i, i != 0)
+    clock.now_s += 2.0
+    snap = stats.snapshot()
+    assert snap.input_rate_hz == pytest.approx(10.0)
+    assert snap.output_rate_hz == pytest.approx(5.0)
+    assert snap.dropped == {"stale": 1, "zero_size": 2}
+    assert snap.dropped_total == 3
+    assert snap.bad_input_in_period == 2
+    assert snap.exit_histogram == {"layer1_0:linear": 4, "final": 6}
+    assert snap.deadline_miss_rate == pytest.approx(0.1)
+    assert snap.latency_mean_ms == pytest.approx(14.5)
+    assert snap.latency_p95_ms == pytest.approx(18.55)
+    assert snap.end_to_end_mean_ms == pytest.approx(16.5)
+    keys = dict(snap.key_values())
+    assert keys["dropped.zero_size"] == "2"
+    assert keys["exit.final"] == "6"
+    assert keys["load"] == "none"
+
+    # The next period starts from zero; totals and windows carry on.
+    clock.now_s += 1.0
+    snap = stats.snapshot()
+    assert snap.input_rate_hz == 0.0
+    assert snap.dropped_in_period == 0
+    assert snap.frames_received == 20
+
+
+def test_window_forgets_old_frames_and_empty_is_nan() -> None:
+    stats = NodeStatistics(window=3, clock=FakeClock())
+    snap = stats.snapshot()
+    assert math.isnan(snap.latency_mean_ms)
+    assert snap.deadline_miss_rate == 0.0
+    for ms in (100.0, 1.0, 1.0, 1.0):
+        stats.frame_published("final", ms, ms, None)
+    snap = stats.snapshot()
+    assert snap.latency_mean_ms == pytest.approx(1.0)
+    assert snap.window_frames == 3
+    assert snap.deadline_miss_rate == 0.0
+
+
+def test_loads() -> None:
+    stats = NodeStatistics()
+    stats.load_accepted(0.25)
+    stats.load_rejected()
+    snap = stats.snapshot()
+    assert snap.load == 0.25
+    assert snap.loads_rejected == 1
+    assert dict(snap.key_values())["load"] == "0.250"

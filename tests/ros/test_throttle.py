@@ -1,0 +1,28 @@
+"""Per-cause warning throttling."""
+
+from __future__ import annotations
+
+from mess_ros.ros.throttle import WarningThrottle
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_one_message_per_period_per_cause() -> None:
+    clock = FakeClock()
+    throttle = WarningThrottle(period_s=5.0, clock=clock)
+    assert throttle.filter("zero_size", "a") == "a"
+    assert throttle.filter("zero_size", "b") is None
+    assert throttle.filter("zero_size", "c") is None
+    # Another cause has its own clock.
+    assert throttle.filter("bad_step", "d") == "d"
+    clock.now_s = 5.0
+    assert throttle.filter("zero_size", "e") == "e (2 more of this kind since the last report)"
+    assert throttle.filter("zero_size", "f") is None
+    clock.now_s = 10.0
+    assert throttle.filter("bad_step", "g") == "g"
