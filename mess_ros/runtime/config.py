@@ -84,6 +84,10 @@ def _param(default: bool | int | float | str, description: str, **limits: Any) -
     return field(default=default, metadata=_meta(description, **limits))
 
 
+MIN_INPUT_SIDE = 16
+"""Smallest input side the backbone's strides leave a feature map for."""
+
+
 @dataclass
 class EngineConfig:
     """How the network is loaded and run; changing any of it needs a restart."""
@@ -106,17 +110,19 @@ class EngineConfig:
         read_only=True,
     )
     input_height: int = _param(
-        256,
-        "Height in pixels the network runs at; frames of any size are resized to it.",
+        0,
+        "Height in pixels the network runs at; frames of any size are resized to it. "
+        "0 (with input_width 0) takes the size the checkpoint was trained at.",
         read_only=True,
-        min_value=16,
+        min_value=0,
         max_value=4096,
     )
     input_width: int = _param(
-        512,
-        "Width in pixels the network runs at; frames of any size are resized to it.",
+        0,
+        "Width in pixels the network runs at; frames of any size are resized to it. "
+        "0 (with input_height 0) takes the size the checkpoint was trained at.",
         read_only=True,
-        min_value=16,
+        min_value=0,
         max_value=4096,
     )
     precision: str = _param(
@@ -553,6 +559,15 @@ class SegmentationConfig:
     def _cross_field_problems(self) -> list[str]:
         policy = self.policy
         problems = []
+        size_hw = (self.engine.input_height, self.engine.input_width)
+        if size_hw != (0, 0) and min(size_hw) < MIN_INPUT_SIDE:
+            problems.append(
+                _problem(
+                    "engine.input_height/input_width",
+                    list(size_hw),
+                    f"both 0 (the checkpoint's training size) or both >= {MIN_INPUT_SIDE} pixels",
+                )
+            )
         bad_ids = [e for e in policy.active_exits if not _is_exit_id(e)]
         if bad_ids:
             problems.append(

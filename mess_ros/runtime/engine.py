@@ -34,7 +34,7 @@ import mess_ros
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint, model_fingerprint
-from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.runtime.config import EngineConfig, SegmentationConfig
 from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError
 from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
 from mess_ros.runtime.latency import (
@@ -86,6 +86,24 @@ def resolve_model_path(model_path: str) -> Path:
         f"engine.model_path is empty and the bundled model was not found (searched {searched}); "
         "set engine.model_path to a checkpoint"
     )
+
+
+def resolve_input_hw(engine: EngineConfig, checkpoint: Checkpoint) -> tuple[int, int]:
+    """The configured input size, or the one the checkpoint was trained at when it is 0x0.
+
+    Running a network at its training resolution is the safe default: object
+    scales then match what the exits learnt, and a latency table or calibration
+    cache made for the checkpoint applies unchanged.
+    """
+    if (engine.input_height, engine.input_width) != (0, 0):
+        return (engine.input_height, engine.input_width)
+    trained = checkpoint.train_config.get("input_hw")
+    if not (isinstance(trained, list | tuple) and len(trained) == 2):
+        raise EngineError(
+            f"checkpoint {checkpoint.path or '(in memory)'} does not record the input size it "
+            "was trained at; set engine.input_height and engine.input_width"
+        )
+    return (int(trained[0]), int(trained[1]))
 
 
 @dataclass(frozen=True)
@@ -161,7 +179,7 @@ class SegmentationEngine:
                 f"{self.labels.num_classes} classes but the model predicts "
                 f"{self.model.spec.num_classes}"
             )
-        self.input_hw = (engine.input_height, engine.input_width)
+        self.input_hw = resolve_input_hw(engine, checkpoint)
         self._clock = clock_ns
         self._executor = ModelExecutor(
             self.model, self.device, choice.precision, engine.channels_last

@@ -11,7 +11,12 @@ from mess_ros.runtime.config import SegmentationConfig
 
 def test_policy_and_deadline_replace_only_those_parameters() -> None:
     base = SegmentationConfig.from_parameters(
-        {"engine.input_height": 64, "deadline.deadline_ms": 80.0, "policy.pixel_threshold": 0.7}
+        {
+            "engine.input_height": 64,
+            "engine.input_width": 128,
+            "deadline.deadline_ms": 80.0,
+            "policy.pixel_threshold": 0.7,
+        }
     )
     spec = parse_run("hybrid@60", base)
     assert spec.name == "hybrid@60"

@@ -87,7 +87,7 @@ def test_integer_for_a_double_names_the_fix(context: Context, tmp_path: Path) ->
 
 def test_descriptor_ranges_only_on_scalars() -> None:
     by_name = {spec.name: spec for spec in SPECS}
-    assert parameter_descriptor(by_name["engine.input_height"]).integer_range[0].from_value == 16
+    assert parameter_descriptor(by_name["engine.input_height"]).integer_range[0].to_value == 4096
     thresholds = parameter_descriptor(by_name["policy.image_thresholds"])
     assert not thresholds.floating_point_range
     assert "0, 1" in thresholds.additional_constraints

@@ -22,7 +22,7 @@ def custom_config() -> SegmentationConfig:
     config = SegmentationConfig()
     config.engine.model_path = "/robots/r1/model.pt"
     config.engine.device = "cuda:1"
-    config.engine.input_height = 128
+    config.engine.input_height, config.engine.input_width = 128, 256
     config.policy.name = "fixed"
     config.policy.active_exits = ["layer1_0:linear", "layer2_1:fcn_c64_k2_d1"]
     config.policy.fixed_exit = "layer2_1:fcn_c64_k2_d1"
@@ -78,7 +78,8 @@ def test_unknown_parameter_lists_valid_ones() -> None:
         ("deadline.deadline_ms", -1.0, "[0, 3600000]"),
         ("policy.name", "greedy", "one of: final, fixed, confidence, deadline, hybrid"),
         ("engine.device", "gpu", "cpu, cuda or cuda:N"),
-        ("engine.input_height", 8, "[16, 4096]"),
+        ("engine.input_height", 8, "both >= 16 pixels"),
+        ("engine.input_height", 5000, "[0, 4096]"),
         ("engine.precision", "int8", "fp32, fp16, bf16"),
         ("deadline.deadline_ms", "fast", "a number"),
         ("engine.warmup_frames", 2.5, "an integer"),

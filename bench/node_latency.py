@@ -1,0 +1,739 @@
+"""Node latency: what the ROS node adds on top of the engine, across processes, over time.
+
+``segmentation_node`` runs as a child process (its own ROS domain, discovery
+limited to this machine, the large-data Fast DDS profile of ``config/``).
+This script is the camera and the consumer at once: it publishes 640x480
+``rgb8`` frames (a pool of synthetic scenes rendered before the clock starts,
+the messages prebuilt, so a tick only stamps and publishes) with the
+sensor-data QoS a camera driver uses, and subscribes ``mask`` and
+``exit_info``. Masks and reports are matched to frames by header stamp.
+
+Per frame, on this process's monotonic clock (the node reports on the same
+machine's monotonic clock):
+
+* ``round trip`` = mask received here - publish call made here;
+* ``engine`` = ``exit_info`` ``measured_ms``: the node's ``engine.infer`` call
+  from first to last instruction (resize and normalisation, the stages it
+  ran, the mask at frame size), the time a standalone engine would take;
+* ``overhead`` = round trip - engine: everything the node and DDS add. It
+  *includes* the node's ``queue_ms`` (conversion of the incoming image and
+  the hand-over to the inference thread), which is also reported on its own,
+  together with the node's work after inference (mask message and publish:
+  ``end_to_end_ms - queue_ms - measured_ms``) and the two DDS trips
+  (round trip - ``end_to_end_ms``).
+
+Phases, after the node has served its first frame and a short warm-up:
+
+1. latency at ``--rate`` (15 Hz) for ``--seconds``: p50/p95/p99 of the
+   overhead. Target: p50 at most 5 ms.
+2. memory (``--soak-minutes``, 0 skips it): the same stream for 10 minutes;
+   the node's resident set size after ``--baseline-minutes`` (1) and at the
+   end. Target: within 5 % of each other.
+3. throughput with no deadline: frames are published as fast as the node
+   consumes them (``--window`` frames in flight: one in inference, one
+   waiting in the node's latest-frame slot, so the inference thread never
+   waits for the next frame), for ``--throughput-seconds``. Reported as
+   masks/s against the engine's own rate, 1 / mean engine time of the same
+   frames: the ratio is the share of the engine's capacity the node delivers.
+
+The node runs without a deadline (``deadline.deadline_ms`` 0) and with
+``--policy`` (``final`` by default: every frame takes the same path, so the
+engine time subtracted per frame is steady). It is always stopped by PID
+(SIGINT, then SIGKILL), also when the benchmark fails or is interrupted.
+
+    python bench/node_latency.py [--model models/default.pt] [--seconds 60]
+        [--soak-minutes 10] [--throughput-seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import psutil
+import rclpy
+from _common import (
+    BenchError,
+    LoadedModel,
+    base_config,
+    base_parser,
+    environment,
+    load_model,
+    model_info,
+    parse_hw,
+    print_target,
+    quantile,
+    run_main,
+    write_json,
+)
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import Image
+from tqdm import tqdm
+
+from mess_ros.data.synthetic import SceneGenerator
+from mess_ros.ros import qos
+from mess_ros.ros.conversions import array_to_image
+from mess_ros.ros.diagnostics import key_values
+from mess_ros.ros.processes import (
+    PROFILE_VARIABLE,
+    ManagedProcess,
+    ProcessSet,
+    python_module_argv,
+    ros_environment,
+    sigterm_as_interrupt,
+)
+
+NAME: Final = "node_latency"
+MAX_OVERHEAD_P50_MS: Final = 5.0
+"""Largest accepted median of (round trip - engine time) at 15 Hz."""
+MAX_RSS_CHANGE: Final = 0.05
+"""Largest accepted relative change of the node's RSS between the soak's checkpoints."""
+
+NODE_NAME: Final = "segmentation_node"
+ENCODING: Final = "rgb8"
+FRAME_ID: Final = "camera_optical_frame"
+SCENE_SEED: Final = 2  # the held-out "test" seed of the synthetic scenes
+START_TIMEOUT_S: Final = 300.0
+DRAIN_S: Final = 2.0
+RSS_SAMPLE_PERIOD_S: Final = 5.0
+LOST_AFTER_S: Final = 1.0
+"""A frame unanswered this long (plus five engine times) counts as lost in the throughput phase."""
+NS_PER_S: Final = 1_000_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# Per-frame record
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameRecord:
+    """One published frame: when it left, when its mask came back, what the node reported."""
+
+    stamp_ns: int
+    published_ns: int
+    received_ns: int | None = None
+    measured_ms: float = math.nan
+    queue_ms: float = math.nan
+    end_to_end_ms: float = math.nan
+
+    @property
+    def complete(self) -> bool:
+        """Mask and exit report both arrived: the frame can be decomposed."""
+        return self.received_ns is not None and math.isfinite(self.measured_ms)
+
+    @property
+    def round_trip_ms(self) -> float:
+        if self.received_ns is None:
+            return math.nan
+        return (self.received_ns - self.published_ns) / 1e6
+
+    @property
+    def overhead_ms(self) -> float:
+        return self.round_trip_ms - self.measured_ms
+
+    @property
+    def transport_ms(self) -> float:
+        """Both DDS trips with their (de)serialisation and executor dispatch."""
+        return self.round_trip_ms - self.end_to_end_ms
+
+    @property
+    def after_inference_ms(self) -> float:
+        """Node work after ``infer`` returned: building and publishing the mask."""
+        return self.end_to_end_ms - self.queue_ms - self.measured_ms
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    """Mean, p50, p95, p99 and max (NaN for no values)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return {
+        "mean_ms": float(sum(finite) / len(finite)) if finite else math.nan,
+        "p50_ms": quantile(finite, 0.5),
+        "p95_ms": quantile(finite, 0.95),
+        "p99_ms": quantile(finite, 0.99),
+        "max_ms": max(finite) if finite else math.nan,
+    }
+
+
+def decomposition(records: Sequence[FrameRecord]) -> dict[str, Any]:
+    """Counts and the latency split of the frames of one phase."""
+    complete = [r for r in records if r.complete]
+    answered = sum(r.received_ns is not None for r in records)
+    return {
+        "frames_published": len(records),
+        "masks_received": answered,
+        "frames_decomposed": len(complete),
+        "unanswered": len(records) - answered,
+        "overhead_ms": summary_ms([r.overhead_ms for r in complete]),
+        "engine_ms": summary_ms([r.measured_ms for r in complete]),
+        "round_trip_ms": summary_ms([r.round_trip_ms for r in complete]),
+        "queue_ms": summary_ms([r.queue_ms for r in complete]),
+        "after_inference_ms": summary_ms([r.after_inference_ms for r in complete]),
+        "transport_ms": summary_ms([r.transport_ms for r in complete]),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The camera and consumer in this process
+# --------------------------------------------------------------------------------------------
+
+
+def render_frames(count: int, size_hw: tuple[int, int]) -> list[Image]:
+    """Prebuilt ``rgb8`` messages of distinct synthetic scenes; only the header changes later."""
+    generator = SceneGenerator(size_hw[0], size_hw[1], seed=SCENE_SEED)
+    frames = [array_to_image(generator.render(i).image, ENCODING) for i in range(count)]
+    for frame in frames:
+        frame.header.frame_id = FRAME_ID
+    return frames
+
+
+class BenchClient:
+    """Publishes frames and records masks and exit reports, on the node's domain."""
+
+    def __init__(self, domain_id: int, frames: list[Image]) -> None:
+        self.context = Context()
+        rclpy.init(
+            context=self.context,
+            domain_id=domain_id,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
+        self.node = rclpy.create_node("mess_node_latency", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._frames = frames
+        self._published = 0
+        self._last_stamp_ns = 0
+        self._records: dict[int, FrameRecord] = {}
+        self._image_pub = self.node.create_publisher(Image, "image", qos.image_qos())
+        out = qos.output_qos(depth=30)
+        self.node.create_subscription(Image, "mask", self._on_mask, out)
+        self.node.create_subscription(DiagnosticArray, "exit_info", self._on_exit_info, out)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    def publish(self) -> FrameRecord:
+        """Stamp the next prebuilt frame with a unique time and publish it."""
+        image = self._frames[self._published % len(self._frames)]
+        self._published += 1
+        stamp_ns = max(int(self.node.get_clock().now().nanoseconds), self._last_stamp_ns + 1)
+        self._last_stamp_ns = stamp_ns
+        image.header.stamp = Time(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
+        record = FrameRecord(stamp_ns=stamp_ns, published_ns=time.monotonic_ns())
+        self._records[stamp_ns] = record
+        self._image_pub.publish(image)
+        return record
+
+    def spin_until_ns(self, monotonic_ns: int) -> None:
+        """Serve callbacks until the monotonic clock reaches ``monotonic_ns``."""
+        while (now := time.monotonic_ns()) < monotonic_ns:
+            self.executor.spin_once(timeout_sec=(monotonic_ns - now) / 1e9)
+
+    def spin_once(self, timeout_s: float) -> None:
+        self.executor.spin_once(timeout_sec=timeout_s)
+
+    def _on_mask(self, msg: Image) -> None:
+        received_ns = time.monotonic_ns()  # first thing: the consumer has the mask now
+        record = self._records.get(_stamp_ns(msg))
+        if record is not None and record.received_ns is None:
+            record.received_ns = received_ns
+
+    def _on_exit_info(self, msg: DiagnosticArray) -> None:
+        record = self._records.get(_stamp_ns(msg))
+        if record is None or not msg.status:
+            return
+        values = key_values(msg.status[0])
+        record.measured_ms = _float(values.get("measured_ms"))
+        record.queue_ms = _float(values.get("queue_ms"))
+        record.end_to_end_ms = _float(values.get("end_to_end_ms"))
+
+
+def _stamp_ns(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else math.nan
+    except ValueError:
+        return math.nan
+
+
+# --------------------------------------------------------------------------------------------
+# Phases
+# --------------------------------------------------------------------------------------------
+
+
+def check_alive(node: ManagedProcess) -> None:
+    if not node.alive():
+        raise BenchError(
+            f"{NODE_NAME} exited with status {node.popen.returncode}; its output:\n{node.tail()}"
+        )
+
+
+def drain(client: BenchClient, records: Sequence[FrameRecord], timeout_s: float) -> None:
+    """Let answers of the last frames arrive (frames the node never answers time out)."""
+    end_ns = time.monotonic_ns() + round(timeout_s * NS_PER_S)
+    while time.monotonic_ns() < end_ns and not all(r.complete for r in records[-3:]):
+        client.spin_once(0.02)
+    client.spin_until_ns(time.monotonic_ns() + 50_000_000)  # stragglers already on the wire
+
+
+def wait_for_first_mask(client: BenchClient, node: ManagedProcess, rate_hz: float) -> float:
+    """Stream until the node answers (model loaded and profiled, topics matched); seconds taken."""
+    start_ns = time.monotonic_ns()
+    period_ns = round(NS_PER_S / rate_hz)
+    records: list[FrameRecord] = []
+    while not any(r.received_ns is not None for r in records):
+        elapsed_s = (time.monotonic_ns() - start_ns) / NS_PER_S
+        if elapsed_s > START_TIMEOUT_S:
+            raise BenchError(
+                f"no mask within {START_TIMEOUT_S:.0f} s; {NODE_NAME} output:\n{node.tail()}"
+            )
+        check_alive(node)
+        records.append(client.publish())
+        client.spin_until_ns(records[-1].published_ns + period_ns)
+    return (time.monotonic_ns() - start_ns) / NS_PER_S
+
+
+def stream(
+    client: BenchClient,
+    node: ManagedProcess,
+    rate_hz: float,
+    seconds: float,
+    *,
+    label: str,
+    progress: bool,
+    every_second: Callable[[float], str] | None = None,
+) -> list[FrameRecord]:
+    """Publish at ``rate_hz`` for ``seconds`` like a camera, then wait for the last answers.
+
+    Ticks are on a fixed grid from the start; when this process falls behind
+    by more than a period (a busy machine), missed ticks are skipped rather
+    than sent in a burst, as a camera driver would. ``every_second`` runs once
+    a second with the elapsed time and returns text for the progress bar.
+    """
+    period_ns = round(NS_PER_S / rate_hz)
+    start_ns = time.monotonic_ns()
+    end_ns = start_ns + round(seconds * NS_PER_S)
+    records: list[FrameRecord] = []
+    tick, next_second = 0, 1
+    total_s = round(seconds)
+    with tqdm(total=total_s, desc=label, unit="s", disable=not progress, leave=False) as bar:
+        while (tick_ns := start_ns + tick * period_ns) < end_ns:
+            client.spin_until_ns(tick_ns)
+            records.append(client.publish())
+            now_ns = time.monotonic_ns()
+            tick = max(tick + 1, (now_ns - start_ns) // period_ns)
+            elapsed_s = (now_ns - start_ns) / NS_PER_S
+            if elapsed_s >= next_second:
+                check_alive(node)
+                if every_second is not None:
+                    bar.set_postfix_str(every_second(elapsed_s), refresh=False)
+                bar.update(min(round(elapsed_s), total_s) - bar.n)
+                next_second = math.floor(elapsed_s) + 1
+        if every_second is not None:
+            every_second((time.monotonic_ns() - start_ns) / NS_PER_S)
+        drain(client, records, DRAIN_S)
+        bar.update(max(total_s - bar.n, 0))
+    return records
+
+
+@dataclass
+class RssSampler:
+    """The node's resident set size over the soak, and the two checkpoints compared."""
+
+    process: psutil.Process
+    baseline_s: float
+    samples: list[tuple[float, int]]
+    baseline_bytes: int | None = None
+    final_bytes: int | None = None
+    _next_sample_s: float = 0.0
+
+    def __call__(self, elapsed_s: float) -> str:
+        rss = int(self.process.memory_info().rss)
+        if self.baseline_bytes is None and elapsed_s >= self.baseline_s:
+            self.baseline_bytes = rss
+        if elapsed_s >= self._next_sample_s:
+            self.samples.append((round(elapsed_s, 1), rss))
+            self._next_sample_s += RSS_SAMPLE_PERIOD_S
+        self.final_bytes = rss
+        return f"RSS {rss / 2**20:.1f} MiB"
+
+    @property
+    def change(self) -> float:
+        if not self.baseline_bytes or self.final_bytes is None:
+            return math.nan
+        return self.final_bytes / self.baseline_bytes - 1.0
+
+
+@dataclass
+class ThroughputRun:
+    """Frames of the closed loop and what became of those that never came back."""
+
+    records: list[FrameRecord]
+    replaced: int = 0  # overtaken in the node's one-frame slot by the next frame (latest wins)
+    lost: int = 0  # unanswered past the timeout without a newer answer (dropped by DDS)
+
+
+def throughput(
+    client: BenchClient,
+    node: ManagedProcess,
+    seconds: float,
+    window: int,
+    engine_mean_ms: float,
+    progress: bool,
+) -> ThroughputRun:
+    """Closed loop: keep ``window`` frames unanswered, publish the next as each mask returns.
+
+    The node answers frames in order, so an unanswered frame older than an
+    answered one was replaced in the node's slot (the next frame arrived
+    before the inference thread took it): it leaves the window at once
+    rather than holding a place until a timeout. A frame without any newer
+    answer past the timeout was lost on the way; it must not stall the loop.
+    """
+    lost_after_ns = round((LOST_AFTER_S + 5 * engine_mean_ms / 1e3) * NS_PER_S)
+    start_ns = time.monotonic_ns()
+    end_ns = start_ns + round(seconds * NS_PER_S)
+    run = ThroughputRun(records=[])
+    in_flight: list[FrameRecord] = []
+    newest_answered_ns, next_second, total_s = 0, 1, round(seconds)
+    with tqdm(total=total_s, desc="throughput", unit="s", disable=not progress, leave=False) as bar:
+        while (now_ns := time.monotonic_ns()) < end_ns:
+            for record in in_flight:
+                if record.received_ns is not None:
+                    newest_answered_ns = max(newest_answered_ns, record.stamp_ns)
+            waiting = [r for r in in_flight if r.received_ns is None]
+            pending = [r for r in waiting if r.stamp_ns > newest_answered_ns]
+            run.replaced += len(waiting) - len(pending)
+            in_flight = [r for r in pending if now_ns - r.published_ns <= lost_after_ns]
+            run.lost += len(pending) - len(in_flight)
+            if len(in_flight) < window:
+                record = client.publish()
+                run.records.append(record)
+                in_flight.append(record)
+            else:
+                client.spin_once(0.01)
+            if (now_ns - start_ns) / NS_PER_S >= next_second:
+                check_alive(node)
+                bar.update(1 if bar.n < total_s else 0)
+                next_second += 1
+        drain(client, run.records, DRAIN_S)
+        bar.update(max(total_s - bar.n, 0))
+    return run
+
+
+def throughput_figures(run: ThroughputRun) -> dict[str, Any]:
+    """Masks per second between the first and last mask, against the engine's own rate."""
+    received = sorted(r.received_ns for r in run.records if r.received_ns is not None)
+    complete = [r for r in run.records if r.complete]
+    masks_per_s = math.nan
+    if len(received) >= 2:
+        masks_per_s = (len(received) - 1) / ((received[-1] - received[0]) / NS_PER_S)
+    engine_mean_ms = summary_ms([r.measured_ms for r in complete])["mean_ms"]
+    engine_per_s = 1e3 / engine_mean_ms if engine_mean_ms > 0 else math.nan
+    figures = decomposition(run.records)
+    figures.update(
+        replaced=run.replaced,
+        lost=run.lost,
+        masks_per_s=masks_per_s,
+        engine_per_s=engine_per_s,
+        ratio=masks_per_s / engine_per_s,
+    )
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# Node process
+# --------------------------------------------------------------------------------------------
+
+
+def node_parameters_file(args: argparse.Namespace, model: LoadedModel, path: Path) -> Path:
+    """``--params-file``, or one written from the model as the deploy tools would."""
+    if args.params_file:
+        params = Path(args.params_file)
+        if not params.is_file():
+            raise BenchError(f"parameter file {str(params)!r} does not exist")
+        return params
+    config = base_config(model, args.device, args.threads)
+    config.policy.name = args.policy or "final"
+    config.node.publish_color_mask = False
+    config.validate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(path, header_comment="segmentation_node parameters of bench/node_latency.py")
+    return path
+
+
+def node_argv(args: argparse.Namespace, params_file: Path) -> list[str]:
+    """The node on ``params_file``; model, policy and 'no deadline' forced on the command line."""
+    overrides = ["deadline.deadline_ms:=0.0"]
+    if args.params_file and args.model:
+        overrides.append(f"engine.model_path:={args.model}")
+    if args.params_file and args.policy:
+        overrides.append(f"policy.name:={args.policy}")
+    ros_args = ["--ros-args", "--params-file", str(params_file)]
+    for item in overrides:
+        ros_args += ["-p", item]
+    return python_module_argv("mess_ros.ros.node", *ros_args)
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    problems = []
+    if args.rate <= 0 or args.seconds <= 0:
+        problems.append("--rate and --seconds must be > 0")
+    if args.warmup_seconds < 0 or args.throughput_seconds < 0 or args.soak_minutes < 0:
+        problems.append("--warmup-seconds, --throughput-seconds and --soak-minutes must be >= 0")
+    if args.soak_minutes > 0 and not 0 < args.baseline_minutes < args.soak_minutes:
+        problems.append("--baseline-minutes must be > 0 and below --soak-minutes")
+    if args.window < 1 or args.pool < 1:
+        problems.append("--window and --pool must be >= 1")
+    if not 0 <= args.domain_id <= 232:
+        problems.append("--domain-id must be in 0..232")
+    if problems:
+        raise BenchError("; ".join(problems))
+
+
+def main(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    progress = not args.no_progress
+    frame_hw = parse_hw(args.frame_size)
+    model = load_model(args.model, args.input_size)
+    out_dir = Path(args.out).parent
+    params_file = node_parameters_file(args, model, out_dir / f"{NAME}_params.yaml")
+    log_path = out_dir / f"{NAME}_node.log"
+    print(f"model {model.path} ({model.checkpoint.fingerprint}), input {model.input_hw}")
+    print(
+        f"frames {frame_hw[1]}x{frame_hw[0]} {ENCODING} at {args.rate:g} Hz; node parameters "
+        f"{params_file}, no deadline; ROS domain {args.domain_id}; node log {log_path}"
+    )
+    env = ros_environment(args.domain_id)
+    if args.threads > 0:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    # This process joins the same local-only, large-data DDS setup as the node.
+    for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", PROFILE_VARIABLE):
+        os.environ[name] = env[name]
+
+    frames = render_frames(args.pool, frame_hw)
+    results: dict[str, Any] = {}
+    client: BenchClient | None = None
+    with sigterm_as_interrupt(), ProcessSet() as processes:
+        try:
+            node = processes.start(NODE_NAME, node_argv(args, params_file), env, log_path)
+            client = BenchClient(args.domain_id, frames)
+            print(f"waiting for {NODE_NAME} (pid {node.pid}) to serve ...")
+            startup_s = wait_for_first_mask(client, node, args.rate)
+            print(f"first mask after {startup_s:.1f} s; warm-up {args.warmup_seconds:g} s")
+            stream(client, node, args.rate, args.warmup_seconds, label="warm-up", progress=progress)
+            results = run_phases(args, client, node, progress)
+            results["startup_s"] = startup_s
+        finally:
+            processes.stop_all()
+            if client is not None:
+                client.close()
+    results["node_exit_status"] = processes.exit_codes.get(NODE_NAME)
+    report(args, model, frame_hw, params_file, log_path, results)
+    return 0
+
+
+def run_phases(
+    args: argparse.Namespace, client: BenchClient, node: ManagedProcess, progress: bool
+) -> dict[str, Any]:
+    """Latency at the camera rate, then the memory soak, then the throughput loop."""
+    latency_records = stream(
+        client, node, args.rate, args.seconds, label="latency", progress=progress
+    )
+    latency = decomposition(latency_records)
+    if not latency["frames_decomposed"]:
+        raise BenchError(f"no frame of the latency phase came back; node output:\n{node.tail()}")
+    results: dict[str, Any] = {"latency": latency, "memory": None, "throughput": None}
+    print(
+        f"latency: {latency['frames_decomposed']}/{latency['frames_published']} frames, "
+        f"overhead p50 {latency['overhead_ms']['p50_ms']:.2f} ms"
+    )
+
+    if args.soak_minutes > 0:
+        sampler = RssSampler(psutil.Process(node.pid), args.baseline_minutes * 60.0, [])
+        soak_records = stream(
+            client,
+            node,
+            args.rate,
+            args.soak_minutes * 60.0,
+            label="memory soak",
+            progress=progress,
+            every_second=sampler,
+        )
+        soak = decomposition(soak_records)
+        results["memory"] = {
+            "soak_minutes": args.soak_minutes,
+            "baseline_minutes": args.baseline_minutes,
+            "rss_baseline_bytes": sampler.baseline_bytes,
+            "rss_final_bytes": sampler.final_bytes,
+            "rss_change": sampler.change,
+            "rss_samples": [{"t_s": t, "rss_bytes": rss} for t, rss in sampler.samples],
+            "frames_published": soak["frames_published"],
+            "masks_received": soak["masks_received"],
+            "overhead_ms": soak["overhead_ms"],
+            "engine_ms": soak["engine_ms"],
+        }
+        print(f"memory soak: RSS change {sampler.change:+.2%} over {args.soak_minutes:g} min")
+
+    if args.throughput_seconds > 0:
+        run = throughput(
+            client,
+            node,
+            args.throughput_seconds,
+            args.window,
+            latency["engine_ms"]["mean_ms"],
+            progress,
+        )
+        results["throughput"] = throughput_figures(run)
+    return results
+
+
+def report(
+    args: argparse.Namespace,
+    model: LoadedModel,
+    frame_hw: tuple[int, int],
+    params_file: Path,
+    log_path: Path,
+    results: dict[str, Any],
+) -> None:
+    """Print the figures and the verdicts, write the JSON."""
+    latency = results["latency"]
+    over = latency["overhead_ms"]
+    print(
+        f"\nlatency at {args.rate:g} Hz ({latency['frames_decomposed']} of "
+        f"{latency['frames_published']} frames answered and reported):"
+    )
+    rows = [
+        ("overhead (round trip - engine)", over),
+        ("  of which queue (node, before infer)", latency["queue_ms"]),
+        ("  of which after infer (node, mask out)", latency["after_inference_ms"]),
+        ("  of which transport (both DDS trips)", latency["transport_ms"]),
+        ("engine (exit_info measured_ms)", latency["engine_ms"]),
+        ("round trip (publish -> mask here)", latency["round_trip_ms"]),
+    ]
+    print(f"{'':<42} {'p50':>8} {'p95':>8} {'p99':>8} {'mean':>8}  ms")
+    for label, stats in rows:
+        print(
+            f"{label:<42} {stats['p50_ms']:>8.2f} {stats['p95_ms']:>8.2f} "
+            f"{stats['p99_ms']:>8.2f} {stats['mean_ms']:>8.2f}"
+        )
+    targets: dict[str, bool] = {}
+    targets["latency_overhead_p50"] = over["p50_ms"] <= MAX_OVERHEAD_P50_MS
+    print()
+    print_target(
+        "node overhead p50",
+        targets["latency_overhead_p50"],
+        f"{over['p50_ms']:.2f} ms (target <= {MAX_OVERHEAD_P50_MS:g} ms; queue included)",
+    )
+
+    memory = results["memory"]
+    if memory is not None:
+        change = memory["rss_change"]
+        targets["rss_growth"] = math.isfinite(change) and abs(change) <= MAX_RSS_CHANGE
+        base_mib = (memory["rss_baseline_bytes"] or 0) / 2**20
+        final_mib = (memory["rss_final_bytes"] or 0) / 2**20
+        print_target(
+            "node RSS",
+            targets["rss_growth"],
+            f"{base_mib:.1f} MiB after {args.baseline_minutes:g} min, {final_mib:.1f} MiB after "
+            f"{args.soak_minutes:g} min: {change:+.2%} (target within {MAX_RSS_CHANGE:.0%})",
+        )
+    else:
+        print("skip  node RSS: --soak-minutes 0")
+
+    figures = results["throughput"]
+    if figures is not None:
+        print(
+            f"info  throughput, no deadline: {figures['masks_per_s']:.1f} masks/s against "
+            f"{figures['engine_per_s']:.1f}/s from the engine's mean time "
+            f"{figures['engine_ms']['mean_ms']:.1f} ms (ratio {figures['ratio']:.3f}; "
+            f"{figures['replaced']} frames replaced in the node's slot, {figures['lost']} lost)"
+        )
+
+    write_json(
+        Path(args.out),
+        {
+            "benchmark": NAME,
+            "environment": environment(args.device),
+            "model": model_info(model),
+            "settings": {
+                "frame_hw": list(frame_hw),
+                "encoding": ENCODING,
+                "rate_hz": args.rate,
+                "seconds": args.seconds,
+                "warmup_seconds": args.warmup_seconds,
+                "throughput_seconds": args.throughput_seconds,
+                "window": args.window,
+                "soak_minutes": args.soak_minutes,
+                "baseline_minutes": args.baseline_minutes,
+                "params_file": str(params_file),
+                "policy": args.policy or ("final" if not args.params_file else "(file)"),
+                "threads": args.threads,
+                "domain_id": args.domain_id,
+                "node_log": str(log_path),
+                "overhead_definition": (
+                    "mask received here - publish call here - exit_info measured_ms; "
+                    "includes the node's queue_ms"
+                ),
+            },
+            "startup_s": results.get("startup_s"),
+            "latency": latency,
+            "memory": memory,
+            "throughput": figures,
+            "node_exit_status": results.get("node_exit_status"),
+            "targets": {
+                "max_overhead_p50_ms": MAX_OVERHEAD_P50_MS,
+                "max_rss_change": MAX_RSS_CHANGE,
+            },
+            "passed": targets,
+        },
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = base_parser(NAME, "Latency, throughput and memory of segmentation_node across processes.")
+    p.add_argument("--params-file", default="", help="node parameters ('' = written from --model)")
+    p.add_argument("--policy", default="", help="exit policy ('' = final, or the file's)")
+    p.add_argument("--frame-size", default="480x640", help="HEIGHTxWIDTH of the published frames")
+    p.add_argument("--rate", type=float, default=15.0, help="camera rate in Hz")
+    p.add_argument("--pool", type=int, default=30, help="distinct prerendered scenes")
+    p.add_argument("--warmup-seconds", type=float, default=5.0, help="discarded after start")
+    p.add_argument("--seconds", type=float, default=60.0, help="latency phase at --rate")
+    p.add_argument(
+        "--soak-minutes", type=float, default=10.0, help="memory soak at --rate (0 skips it)"
+    )
+    p.add_argument(
+        "--baseline-minutes",
+        type=float,
+        default=1.0,
+        help="soak time of the RSS reading the final one is compared with",
+    )
+    p.add_argument(
+        "--throughput-seconds", type=float, default=30.0, help="closed-loop phase (0 skips it)"
+    )
+    p.add_argument("--window", type=int, default=2, help="frames in flight in the throughput loop")
+    p.add_argument("--domain-id", type=int, default=150, help="ROS domain of node and benchmark")
+    return p
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, parser()))
