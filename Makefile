@@ -11,7 +11,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_large_data.xml
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test lint typecheck pytest demo model bench colcon clean
+.PHONY: setup test lint typecheck pytest demo model ablation bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,12 @@ test: lint typecheck pytest
 # The main job: the node on the bundled model, a synthetic camera, a load change midway.
 demo: setup
 	$(VENV)/bin/mess_demo $(DEMO_ARGS)
+
+# The smaller-scale runs behind the ablation in bench/exit_accuracy.py (minutes each).
+ablation: setup
+	for mode in two_stage single_exit naive_joint; do \
+		$(VENV)/bin/mess_train --preset ablation --mode $$mode --out runs/ablation_$$mode $(TRAIN_ARGS) || exit 1; \
+	done
 
 # Trains the bundled default model (models/) on synthetic data; see README for timings.
 model: setup

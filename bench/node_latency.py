@@ -29,12 +29,17 @@ Phases, after the node has served its first frame and a short warm-up:
 2. memory (``--soak-minutes``, 0 skips it): the same stream for 10 minutes;
    the node's resident set size after ``--baseline-minutes`` (1) and at the
    end. Target: within 5 % of each other.
-3. throughput with no deadline: frames are published as fast as the node
-   consumes them (``--window`` frames in flight: one in inference, one
-   waiting in the node's latest-frame slot, so the inference thread never
-   waits for the next frame), for ``--throughput-seconds``. Reported as
+3. throughput with no deadline, for ``--throughput-seconds``: frames are
+   published faster than the node can take them (``--throughput-rate``,
+   default twice the engine's rate from phase 1), so that whenever inference
+   finishes a fresh frame waits in the node's latest-frame slot and the rest
+   are replaced there, as with a camera faster than the network. Reported as
    masks/s against the engine's own rate, 1 / mean engine time of the same
    frames: the ratio is the share of the engine's capacity the node delivers.
+   (A closed loop that publishes when a mask returns does not measure this:
+   its next frame often reaches the node before the inference thread has
+   taken the waiting one, which then counts as replaced, and the loop stalls
+   on frames that will never come back.)
 
 The node runs without a deadline (``deadline.deadline_ms`` 0) and with
 ``--policy`` (``final`` by default: every frame takes the same path, so the
@@ -77,6 +82,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 from tqdm import tqdm
 
@@ -92,6 +98,7 @@ from mess_ros.ros.processes import (
     ros_environment,
     sigterm_as_interrupt,
 )
+from mess_ros.runtime.config import SegmentationConfig
 
 NAME: Final = "node_latency"
 MAX_OVERHEAD_P50_MS: Final = 5.0
@@ -106,8 +113,6 @@ SCENE_SEED: Final = 2  # the held-out "test" seed of the synthetic scenes
 START_TIMEOUT_S: Final = 300.0
 DRAIN_S: Final = 2.0
 RSS_SAMPLE_PERIOD_S: Final = 5.0
-LOST_AFTER_S: Final = 1.0
-"""A frame unanswered this long (plus five engine times) counts as lost in the throughput phase."""
 NS_PER_S: Final = 1_000_000_000
 
 
@@ -123,6 +128,7 @@ class FrameRecord:
     stamp_ns: int
     published_ns: int
     received_ns: int | None = None
+    dispatch_ms: float = math.nan
     measured_ms: float = math.nan
     queue_ms: float = math.nan
     end_to_end_ms: float = math.nan
@@ -180,6 +186,7 @@ def decomposition(records: Sequence[FrameRecord]) -> dict[str, Any]:
         "queue_ms": summary_ms([r.queue_ms for r in complete]),
         "after_inference_ms": summary_ms([r.after_inference_ms for r in complete]),
         "transport_ms": summary_ms([r.transport_ms for r in complete]),
+        "dispatch_ms": summary_ms([r.dispatch_ms for r in complete]),
     }
 
 
@@ -244,11 +251,15 @@ class BenchClient:
     def spin_once(self, timeout_s: float) -> None:
         self.executor.spin_once(timeout_sec=timeout_s)
 
-    def _on_mask(self, msg: Image) -> None:
+    def _on_mask(self, msg: Image, info: MessageInfo) -> None:
         received_ns = time.monotonic_ns()  # first thing: the consumer has the mask now
+        # DDS stamps arrival on the system clock: the rest is this process's take and dispatch.
+        dispatch_ms = (time.time_ns() - int(info["received_timestamp"])) / 1e6
         record = self._records.get(_stamp_ns(msg))
         if record is not None and record.received_ns is None:
             record.received_ns = received_ns
+            if info["received_timestamp"] > 0:
+                record.dispatch_ms = dispatch_ms
 
     def _on_exit_info(self, msg: DiagnosticArray) -> None:
         record = self._records.get(_stamp_ns(msg))
@@ -379,75 +390,31 @@ class RssSampler:
         return self.final_bytes / self.baseline_bytes - 1.0
 
 
-@dataclass
-class ThroughputRun:
-    """Frames of the closed loop and what became of those that never came back."""
+def throughput_rate_hz(requested_hz: float, engine_mean_ms: float) -> float:
+    """Publishing rate of the throughput phase: as asked, or twice what the engine can take.
 
-    records: list[FrameRecord]
-    replaced: int = 0  # overtaken in the node's one-frame slot by the next frame (latest wins)
-    lost: int = 0  # unanswered past the timeout without a newer answer (dropped by DDS)
-
-
-def throughput(
-    client: BenchClient,
-    node: ManagedProcess,
-    seconds: float,
-    window: int,
-    engine_mean_ms: float,
-    progress: bool,
-) -> ThroughputRun:
-    """Closed loop: keep ``window`` frames unanswered, publish the next as each mask returns.
-
-    The node answers frames in order, so an unanswered frame older than an
-    answered one was replaced in the node's slot (the next frame arrived
-    before the inference thread took it): it leaves the window at once
-    rather than holding a place until a timeout. A frame without any newer
-    answer past the timeout was lost on the way; it must not stall the loop.
+    Twice the engine's rate keeps a fresh frame waiting in the node's slot
+    whenever inference finishes, so the node never waits for input, while
+    the frames it never gets to (replaced in the slot) stay few enough not to
+    load the machine with conversions nobody uses.
     """
-    lost_after_ns = round((LOST_AFTER_S + 5 * engine_mean_ms / 1e3) * NS_PER_S)
-    start_ns = time.monotonic_ns()
-    end_ns = start_ns + round(seconds * NS_PER_S)
-    run = ThroughputRun(records=[])
-    in_flight: list[FrameRecord] = []
-    newest_answered_ns, next_second, total_s = 0, 1, round(seconds)
-    with tqdm(total=total_s, desc="throughput", unit="s", disable=not progress, leave=False) as bar:
-        while (now_ns := time.monotonic_ns()) < end_ns:
-            for record in in_flight:
-                if record.received_ns is not None:
-                    newest_answered_ns = max(newest_answered_ns, record.stamp_ns)
-            waiting = [r for r in in_flight if r.received_ns is None]
-            pending = [r for r in waiting if r.stamp_ns > newest_answered_ns]
-            run.replaced += len(waiting) - len(pending)
-            in_flight = [r for r in pending if now_ns - r.published_ns <= lost_after_ns]
-            run.lost += len(pending) - len(in_flight)
-            if len(in_flight) < window:
-                record = client.publish()
-                run.records.append(record)
-                in_flight.append(record)
-            else:
-                client.spin_once(0.01)
-            if (now_ns - start_ns) / NS_PER_S >= next_second:
-                check_alive(node)
-                bar.update(1 if bar.n < total_s else 0)
-                next_second += 1
-        drain(client, run.records, DRAIN_S)
-        bar.update(max(total_s - bar.n, 0))
-    return run
+    if requested_hz > 0:
+        return requested_hz
+    return 2e3 / engine_mean_ms
 
 
-def throughput_figures(run: ThroughputRun) -> dict[str, Any]:
+def throughput_figures(records: Sequence[FrameRecord], rate_hz: float) -> dict[str, Any]:
     """Masks per second between the first and last mask, against the engine's own rate."""
-    received = sorted(r.received_ns for r in run.records if r.received_ns is not None)
-    complete = [r for r in run.records if r.complete]
+    received = sorted(r.received_ns for r in records if r.received_ns is not None)
+    complete = [r for r in records if r.complete]
     masks_per_s = math.nan
     if len(received) >= 2:
         masks_per_s = (len(received) - 1) / ((received[-1] - received[0]) / NS_PER_S)
     engine_mean_ms = summary_ms([r.measured_ms for r in complete])["mean_ms"]
     engine_per_s = 1e3 / engine_mean_ms if engine_mean_ms > 0 else math.nan
-    figures = decomposition(run.records)
+    figures = decomposition(records)
     figures.update(
-        replaced=run.replaced,
-        lost=run.lost,
+        publish_rate_hz=rate_hz,
         masks_per_s=masks_per_s,
         engine_per_s=engine_per_s,
         ratio=masks_per_s / engine_per_s,
@@ -460,13 +427,29 @@ def throughput_figures(run: ThroughputRun) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def load_node_model(args: argparse.Namespace) -> LoadedModel:
+    """The model the node will run: ``--model``, else the parameter file's, else the bundled one.
+
+    The input size follows the same order (``--input-size``, the file's
+    size, the size the model was trained at), so the figures are reported
+    for what the node actually runs.
+    """
+    if not args.params_file:
+        return load_model(args.model, args.input_size)
+    params = Path(args.params_file)
+    if not params.is_file():
+        raise BenchError(f"parameter file {str(params)!r} does not exist")
+    engine = SegmentationConfig.from_yaml(params, node_name=f"/{NODE_NAME}").engine
+    size = args.input_size
+    if not size and engine.input_height and engine.input_width:
+        size = f"{engine.input_height}x{engine.input_width}"
+    return load_model(args.model or engine.model_path, size)
+
+
 def node_parameters_file(args: argparse.Namespace, model: LoadedModel, path: Path) -> Path:
-    """``--params-file``, or one written from the model as the deploy tools would."""
+    """``--params-file``, or one written for the model (final policy unless ``--policy``)."""
     if args.params_file:
-        params = Path(args.params_file)
-        if not params.is_file():
-            raise BenchError(f"parameter file {str(params)!r} does not exist")
-        return params
+        return Path(args.params_file)
     config = base_config(model, args.device, args.threads)
     config.policy.name = args.policy or "final"
     config.node.publish_color_mask = False
@@ -476,12 +459,24 @@ def node_parameters_file(args: argparse.Namespace, model: LoadedModel, path: Pat
     return path
 
 
-def node_argv(args: argparse.Namespace, params_file: Path) -> list[str]:
-    """The node on ``params_file``; model, policy and 'no deadline' forced on the command line."""
-    overrides = ["deadline.deadline_ms:=0.0"]
-    if args.params_file and args.model:
-        overrides.append(f"engine.model_path:={args.model}")
-    if args.params_file and args.policy:
+def node_argv(args: argparse.Namespace, model: LoadedModel, params_file: Path) -> list[str]:
+    """The node on ``params_file``, with what this benchmark decides set on the command line.
+
+    Command-line parameters win over the file: the model and input size
+    reported here, the device and threads asked for, the policy when given,
+    and no deadline.
+    """
+    height, width = model.input_hw
+    overrides = [
+        f"engine.model_path:={model.path}",
+        f"engine.input_height:={height}",
+        f"engine.input_width:={width}",
+        f"engine.device:={args.device}",
+        "deadline.deadline_ms:=0.0",
+    ]
+    if args.threads > 0:
+        overrides.append(f"engine.num_threads:={args.threads}")
+    if args.policy:
         overrides.append(f"policy.name:={args.policy}")
     ros_args = ["--ros-args", "--params-file", str(params_file)]
     for item in overrides:
@@ -502,8 +497,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         problems.append("--warmup-seconds, --throughput-seconds and --soak-minutes must be >= 0")
     if args.soak_minutes > 0 and not 0 < args.baseline_minutes < args.soak_minutes:
         problems.append("--baseline-minutes must be > 0 and below --soak-minutes")
-    if args.window < 1 or args.pool < 1:
-        problems.append("--window and --pool must be >= 1")
+    if args.pool < 1 or args.throughput_rate < 0:
+        problems.append("--pool must be >= 1 and --throughput-rate >= 0")
     if not 0 <= args.domain_id <= 232:
         problems.append("--domain-id must be in 0..232")
     if problems:
@@ -514,10 +509,10 @@ def main(args: argparse.Namespace) -> int:
     check_arguments(args)
     progress = not args.no_progress
     frame_hw = parse_hw(args.frame_size)
-    model = load_model(args.model, args.input_size)
-    out_dir = Path(args.out).parent
-    params_file = node_parameters_file(args, model, out_dir / f"{NAME}_params.yaml")
-    log_path = out_dir / f"{NAME}_node.log"
+    model = load_node_model(args)
+    out = Path(args.out)
+    params_file = node_parameters_file(args, model, out.with_name(f"{out.stem}_params.yaml"))
+    log_path = out.with_name(f"{out.stem}_node.log")
     print(f"model {model.path} ({model.checkpoint.fingerprint}), input {model.input_hw}")
     print(
         f"frames {frame_hw[1]}x{frame_hw[0]} {ENCODING} at {args.rate:g} Hz; node parameters "
@@ -535,7 +530,7 @@ def main(args: argparse.Namespace) -> int:
     client: BenchClient | None = None
     with sigterm_as_interrupt(), ProcessSet() as processes:
         try:
-            node = processes.start(NODE_NAME, node_argv(args, params_file), env, log_path)
+            node = processes.start(NODE_NAME, node_argv(args, model, params_file), env, log_path)
             client = BenchClient(args.domain_id, frames)
             print(f"waiting for {NODE_NAME} (pid {node.pid}) to serve ...")
             startup_s = wait_for_first_mask(client, node, args.rate)
@@ -555,7 +550,7 @@ def main(args: argparse.Namespace) -> int:
 def run_phases(
     args: argparse.Namespace, client: BenchClient, node: ManagedProcess, progress: bool
 ) -> dict[str, Any]:
-    """Latency at the camera rate, then the memory soak, then the throughput loop."""
+    """Latency at the camera rate, then the memory soak, then throughput (faster frames)."""
     latency_records = stream(
         client, node, args.rate, args.seconds, label="latency", progress=progress
     )
@@ -592,18 +587,17 @@ def run_phases(
             "overhead_ms": soak["overhead_ms"],
             "engine_ms": soak["engine_ms"],
         }
-        print(f"memory soak: RSS change {sampler.change:+.2%} over {args.soak_minutes:g} min")
+        print(
+            f"memory soak: RSS change {sampler.change:+.2%} over {args.soak_minutes:g} min, "
+            f"overhead p50 {soak['overhead_ms']['p50_ms']:.2f} ms"
+        )
 
     if args.throughput_seconds > 0:
-        run = throughput(
-            client,
-            node,
-            args.throughput_seconds,
-            args.window,
-            latency["engine_ms"]["mean_ms"],
-            progress,
+        rate_hz = throughput_rate_hz(args.throughput_rate, latency["engine_ms"]["mean_ms"])
+        records = stream(
+            client, node, rate_hz, args.throughput_seconds, label="throughput", progress=progress
         )
-        results["throughput"] = throughput_figures(run)
+        results["throughput"] = throughput_figures(records, rate_hz)
     return results
 
 
@@ -627,6 +621,7 @@ def report(
         ("  of which queue (node, before infer)", latency["queue_ms"]),
         ("  of which after infer (node, mask out)", latency["after_inference_ms"]),
         ("  of which transport (both DDS trips)", latency["transport_ms"]),
+        ("    incl. mask take + dispatch here", latency["dispatch_ms"]),
         ("engine (exit_info measured_ms)", latency["engine_ms"]),
         ("round trip (publish -> mask here)", latency["round_trip_ms"]),
     ]
@@ -665,8 +660,8 @@ def report(
         print(
             f"info  throughput, no deadline: {figures['masks_per_s']:.1f} masks/s against "
             f"{figures['engine_per_s']:.1f}/s from the engine's mean time "
-            f"{figures['engine_ms']['mean_ms']:.1f} ms (ratio {figures['ratio']:.3f}; "
-            f"{figures['replaced']} frames replaced in the node's slot, {figures['lost']} lost)"
+            f"{figures['engine_ms']['mean_ms']:.1f} ms (ratio {figures['ratio']:.3f}; frames "
+            f"published at {figures['publish_rate_hz']:.1f} Hz, latest wins)"
         )
 
     write_json(
@@ -682,7 +677,7 @@ def report(
                 "seconds": args.seconds,
                 "warmup_seconds": args.warmup_seconds,
                 "throughput_seconds": args.throughput_seconds,
-                "window": args.window,
+                "throughput_rate_hz": args.throughput_rate,
                 "soak_minutes": args.soak_minutes,
                 "baseline_minutes": args.baseline_minutes,
                 "params_file": str(params_file),
@@ -711,7 +706,12 @@ def report(
 
 def parser() -> argparse.ArgumentParser:
     p = base_parser(NAME, "Latency, throughput and memory of segmentation_node across processes.")
-    p.add_argument("--params-file", default="", help="node parameters ('' = written from --model)")
+    p.add_argument(
+        "--params-file",
+        default="",
+        help="node parameter file, e.g. a robot's ('' = one written for --model); model, "
+        "input size, device, threads and policy given here override it, and deadlines are off",
+    )
     p.add_argument("--policy", default="", help="exit policy ('' = final, or the file's)")
     p.add_argument("--frame-size", default="480x640", help="HEIGHTxWIDTH of the published frames")
     p.add_argument("--rate", type=float, default=15.0, help="camera rate in Hz")
@@ -728,9 +728,17 @@ def parser() -> argparse.ArgumentParser:
         help="soak time of the RSS reading the final one is compared with",
     )
     p.add_argument(
-        "--throughput-seconds", type=float, default=30.0, help="closed-loop phase (0 skips it)"
+        "--throughput-seconds",
+        type=float,
+        default=30.0,
+        help="throughput phase at --throughput-rate (0 skips it)",
     )
-    p.add_argument("--window", type=int, default=2, help="frames in flight in the throughput loop")
+    p.add_argument(
+        "--throughput-rate",
+        type=float,
+        default=0.0,
+        help="publishing rate of the throughput phase in Hz (0 = twice the engine's rate)",
+    )
     p.add_argument("--domain-id", type=int, default=150, help="ROS domain of node and benchmark")
     return p
 

@@ -1,11 +1,13 @@
 """Command lines of the deployment tools: ``mess_profile`` and ``mess_configure``.
 
 ``mess_profile`` measures a latency table on the machine it runs on (the
-robot, ideally). ``mess_configure`` turns a training run and a latency table
-into a robot's parameter file: it searches every exit configuration, keeps
-the Pareto front, picks the configuration that meets the target and writes
-the parameter file, a pruned checkpoint, the front as table and plot, and a
-JSON record; ``--verify`` then runs the written file with the real engine.
+robot, ideally), or with ``--estimate`` estimates one for a device that is not
+at hand from a roofline model (:mod:`mess_ros.deploy.estimate`).
+``mess_configure`` turns a training run and a latency table into a robot's
+parameter file: it searches every exit configuration, keeps the Pareto front,
+picks the configuration that meets the target and writes the parameter file,
+a pruned checkpoint, the front as table and plot, and a JSON record;
+``--verify`` then runs the written file with the real engine.
 
 Errors the user can fix are printed as one message (no traceback) and give
 exit status 1; an unreachable target gives 3 (the closest configuration is
@@ -18,10 +20,17 @@ import argparse
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mess_ros.deploy.errors import DeployError, UnreachableTargetError
+from mess_ros.deploy.estimate import (
+    DEFAULT_JITTER,
+    DEFAULT_KERNEL_OVERHEAD_US,
+    DEFAULT_MEMORY_GB_PER_S,
+    DeviceFigures,
+    estimate_latency_table,
+)
 from mess_ros.deploy.export import (
     ExportPaths,
     Provenance,
@@ -49,6 +58,8 @@ from mess_ros.deploy.verify import calibration_dataset, verify_configuration
 from mess_ros.errors import MessError
 from mess_ros.model import load_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.runtime.engine import resolve_model_path
+from mess_ros.runtime.latency import LatencyTable
 
 EXIT_UNREACHABLE = 3
 EXIT_VERIFICATION_FAILED = 4
@@ -65,11 +76,45 @@ def _fail(program: str, err: Exception) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+_PROFILE_EPILOG = """\
+Without the robot at hand, --estimate writes a table from a roofline model
+instead of measuring: per stage max(MACs / throughput, bytes / bandwidth) +
+kernels x per-kernel overhead, the high quantile = jitter x mean. The table is
+marked as estimated, and so is every parameter file mess_configure writes
+from it. Example:
+
+  mess_profile --estimate --device-name "NVIDIA Jetson Orin-class" \\
+      --gmacs-per-s 5000 --memory-gb-per-s 100 --kernel-overhead-us 20 \\
+      --model run/checkpoint.pt --input-size 128x256 --out orin.json
+"""
+
+# Options that only mean something when timing a real run, and their defaults.
+_MEASURE_DEFAULTS: dict[str, float] = {"warmup": 5, "repeats": 50, "threads": 0}
+_ESTIMATE_DEFAULTS: dict[str, float] = {
+    "memory_gb_per_s": DEFAULT_MEMORY_GB_PER_S,
+    "kernel_overhead_us": DEFAULT_KERNEL_OVERHEAD_US,
+    "jitter": DEFAULT_JITTER,
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _option(args: argparse.Namespace, dest: str, defaults: Mapping[str, float]) -> float:
+    """The option's value, or its mode's default when it was not given."""
+    value = getattr(args, dest)
+    return defaults[dest] if value is None else float(value)
+
+
 def profile_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mess_profile",
         description="Measure the latency of every backbone block, exit head and exit output of a "
-        "checkpoint on this machine and write a latency table (JSON).",
+        "checkpoint on this machine (or estimate it for another device) and write a latency "
+        "table (JSON).",
+        epilog=_PROFILE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--model", default="", help="checkpoint to profile (default: the bundled model)"
@@ -77,42 +122,115 @@ def profile_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--input-size", required=True, help="HEIGHTxWIDTH the network runs at, e.g. 128x256"
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed passes first (default 5)")
-    parser.add_argument("--repeats", type=int, default=50, help="timed passes (default 50)")
+    parser.add_argument(
+        "--device",
+        help="cpu, cuda or cuda:N (default: cpu when measuring, cuda when estimating)",
+    )
     parser.add_argument(
         "--quantile", type=float, default=0.9, help="high quantile recorded (default 0.9)"
     )
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
-    parser.add_argument(
-        "--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)"
-    )
     parser.add_argument("--out", required=True, type=Path, help="latency table file to write")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    measure = parser.add_argument_group("measuring (on this machine)")
+    measure.add_argument("--warmup", type=int, help="untimed passes first (default 5)")
+    measure.add_argument("--repeats", type=int, help="timed passes (default 50)")
+    measure.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    measure.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: torch's choice)"
+    )
+    measure.add_argument("--no-progress", action="store_true", help="no progress bar")
+    estimate = parser.add_argument_group("estimating (for a device not at hand)")
+    estimate.add_argument(
+        "--estimate", action="store_true", help="estimate the table instead of measuring it"
+    )
+    estimate.add_argument("--device-name", help="the target, e.g. 'NVIDIA Jetson Orin-class'")
+    estimate.add_argument(
+        "--gmacs-per-s",
+        type=float,
+        help="sustained convolution throughput at --precision, in 10^9 multiply-adds/s",
+    )
+    estimate.add_argument(
+        "--memory-gb-per-s",
+        type=float,
+        help=f"memory bandwidth in 10^9 bytes/s (default {DEFAULT_MEMORY_GB_PER_S:g})",
+    )
+    estimate.add_argument(
+        "--kernel-overhead-us",
+        type=float,
+        help=f"fixed cost of one operator launch in us (default {DEFAULT_KERNEL_OVERHEAD_US:g})",
+    )
+    estimate.add_argument(
+        "--jitter",
+        type=float,
+        help=f"high quantile over mean of every stage (default {DEFAULT_JITTER:g})",
+    )
     return parser
+
+
+def _check_profile_mode(args: argparse.Namespace) -> None:
+    """Refuse options of the other mode: silently ignoring them would mislabel the table."""
+    if args.estimate:
+        given = [_flag(d) for d in _MEASURE_DEFAULTS if getattr(args, d) is not None]
+        given += ["--channels-last"] if args.channels_last else []
+        if given:
+            raise DeployError(
+                f"{', '.join(given)} apply to measuring; --estimate runs nothing on a device"
+            )
+        missing = [_flag(d) for d in ("device_name", "gmacs_per_s") if getattr(args, d) is None]
+        if missing:
+            raise DeployError(f"--estimate needs {' and '.join(missing)}")
+        return
+    given = [
+        _flag(d)
+        for d in ("device_name", "gmacs_per_s", *_ESTIMATE_DEFAULTS)
+        if getattr(args, d) is not None
+    ]
+    if given:
+        raise DeployError(f"{', '.join(given)} describe an estimate; add --estimate")
+
+
+def _estimate(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTable:
+    figures = DeviceFigures(
+        name=args.device_name,
+        gmacs_per_s=args.gmacs_per_s,
+        memory_gb_per_s=_option(args, "memory_gb_per_s", _ESTIMATE_DEFAULTS),
+        kernel_overhead_us=_option(args, "kernel_overhead_us", _ESTIMATE_DEFAULTS),
+        jitter=_option(args, "jitter", _ESTIMATE_DEFAULTS),
+        device=args.device or "cuda",
+        precision=args.precision,
+    )
+    checkpoint = load_checkpoint(resolve_model_path(args.model))
+    return estimate_latency_table(checkpoint, input_hw, figures, quantile=args.quantile)
+
+
+def _measure(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTable:
+    return profile_checkpoint(
+        args.model,
+        input_hw,
+        args.device or "cpu",
+        warmup=int(_option(args, "warmup", _MEASURE_DEFAULTS)),
+        repeats=int(_option(args, "repeats", _MEASURE_DEFAULTS)),
+        quantile=args.quantile,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        threads=int(_option(args, "threads", _MEASURE_DEFAULTS)),
+        progress=not args.no_progress,
+    )
 
 
 def profile_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mess_profile``."""
     args = profile_parser().parse_args(argv)
     try:
-        table = profile_checkpoint(
-            args.model,
-            parse_hw(args.input_size),
-            args.device,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            quantile=args.quantile,
-            precision=args.precision,
-            channels_last=args.channels_last,
-            threads=args.threads,
-            progress=not args.no_progress,
-        )
+        _check_profile_mode(args)
+        input_hw = parse_hw(args.input_size)
+        table = _estimate(args, input_hw) if args.estimate else _measure(args, input_hw)
         table.save(args.out)
     except MessError as err:
         return _fail("mess_profile", err)
     print(format_table(table))
+    if args.estimate:
+        print(f"ESTIMATED, not measured: {table.notes['estimated']}")
     print(f"latency table written to {args.out}")
     return 0
 
