@@ -48,8 +48,17 @@ model: setup
 	$(VENV)/bin/mess_train --preset default --out runs/default $(TRAIN_ARGS)
 	$(PY) -m mess_ros.train.bundle runs/default models
 
+# Every figure the README quotes; exit_accuracy's ablation needs `make ablation` first.
+# The node soak alone takes 12 minutes.
 bench: setup
-	for script in bench/*.py; do $(PY) $$script || exit 1; done
+	$(PY) bench/exit_accuracy.py --skip-ablation
+	$(PY) bench/exit_accuracy.py --model runs/ablation_two_stage --out reports/bench/ablation.json --plot reports/bench/ablation.png
+	$(PY) bench/engine_overhead.py
+	$(PY) bench/policy_speedup.py
+	$(PY) bench/deadline.py
+	$(PY) bench/search_speed.py
+	$(PY) bench/offline_eval_overhead.py
+	$(PY) bench/node_latency.py
 
 clean:
 	rm -rf build install log .pytest_cache .mypy_cache .ruff_cache

@@ -32,16 +32,15 @@ from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterEr
 from rosbags.serde import SerdeError
 from tqdm import tqdm
 
+from mess_ros.data.image_codec import COMPRESSED_FORMATS, U8Array
 from mess_ros.eval.errors import BagError, FrameError
 from mess_ros.eval.messages import (
     CAMERA_INFO_TYPE,
-    COMPRESSED_FORMATS,
     COMPRESSED_IMAGE_TYPE,
     IMAGE_FORMATS,
     IMAGE_TYPE,
     IMAGE_TYPES,
     LOAD_TYPE,
-    U8Array,
     decode_compressed,
     decode_image,
     decode_mask,

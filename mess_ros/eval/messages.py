@@ -1,9 +1,10 @@
 """Camera, mask and camera-info messages <-> numpy, on ``rosbags`` message objects.
 
-The decoders mirror the node's own conversions (same encodings, ``step``
-padding, byte order, ``mono16`` keeps its high byte), so a frame evaluated
-offline is pixel for pixel the frame the node sees in a live replay. They
-only read attributes, so they take rclpy messages as well.
+Pixels are decoded and encoded by :mod:`mess_ros.data.image_codec`, the codec
+the node uses too, so a frame evaluated offline is pixel for pixel the frame
+the node sees in a live replay. The decoders only read attributes, so they
+take rclpy messages as well. This module adds what is particular to bags:
+``rosbags`` message classes, CDR (de)serialisation and restamping.
 
 A message that cannot be used raises :class:`~mess_ros.eval.errors.FrameError`
 with a short reason the reader counts frames under; the encoders exist so
@@ -14,20 +15,26 @@ camera driver sends.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-import cv2
 import numpy as np
-import numpy.typing as npt
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from mess_ros.data import image_codec
+from mess_ros.data.errors import ImageFormatCause, ImageFormatError
+from mess_ros.data.image_codec import (
+    COMPRESSED_FORMATS,
+    SUPPORTED_ENCODINGS,
+    CompressedLike,
+    ImageLike,
+    U8Array,
+)
 from mess_ros.eval.errors import BagError, FrameError
-
-U8Array = npt.NDArray[np.uint8]
 
 IMAGE_TYPE: Final = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE: Final = "sensor_msgs/msg/CompressedImage"
@@ -35,21 +42,29 @@ CAMERA_INFO_TYPE: Final = "sensor_msgs/msg/CameraInfo"
 LOAD_TYPE: Final = "std_msgs/msg/Float32"
 IMAGE_TYPES: Final = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 
-# The raw encodings the node accepts: channels and bytes per channel of each.
-RAW_ENCODINGS: Final[dict[str, tuple[int, int]]] = {
-    "rgb8": (3, 1),
-    "bgr8": (3, 1),
-    "rgba8": (4, 1),
-    "bgra8": (4, 1),
-    "mono8": (1, 1),
-    "mono16": (1, 2),
-}
-COMPRESSED_FORMATS: Final = ("jpeg", "png")
 # What the writer can produce: every raw encoding plus the two compressed payloads.
-IMAGE_FORMATS: Final = (*RAW_ENCODINGS, *COMPRESSED_FORMATS)
-MASK_ENCODINGS: Final = ("mono8", "8UC1")
-# Anything far above a 4K frame is a corrupted header, not a camera (same limit as the node).
-MAX_IMAGE_PIXELS: Final = 4096 * 4096
+IMAGE_FORMATS: Final = (*SUPPORTED_ENCODINGS, *COMPRESSED_FORMATS)
+
+# The report's category for each failed decoding check (step and length both mean "wrong size").
+_DECODE_REASONS: Final[Mapping[ImageFormatCause, str]] = {
+    "unsupported_encoding": "unsupported encoding",
+    "zero_size": "empty image",
+    "too_large": "image too large",
+    "bad_step": "wrong size",
+    "bad_data_length": "wrong size",
+    "decode_failed": "undecodable image",
+}
+# A compressed frame without payload is a failed recording, not an image of zero pixels.
+_COMPRESSED_REASONS: Final[Mapping[ImageFormatCause, str]] = {
+    **_DECODE_REASONS,
+    "zero_size": "undecodable image",
+}
+# Encoding problems of one sample skip that sample; any other cause is a bad writer option
+# (encoding name, padding) and stops the writer with a BagError.
+_ENCODE_REASONS: Final[Mapping[ImageFormatCause, str]] = {
+    "bad_array": "wrong size",
+    "encode_failed": "undecodable image",
+}
 
 # Encapsulation headers of plain CDR (big and little endian).
 _CDR_BIG: Final = b"\x00\x00"
@@ -74,122 +89,43 @@ def deserialize(raw: bytes, msgtype: str, what: str) -> Any:
         raise FrameError(f"cannot deserialize {what} message: {err}", f"corrupt {what}") from err
 
 
-class ImageLike(Protocol):
-    """The fields of ``sensor_msgs/Image`` the decoders need (rosbags and rclpy messages alike)."""
-
-    @property
-    def height(self) -> int: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def encoding(self) -> str: ...
-    @property
-    def is_bigendian(self) -> int: ...
-    @property
-    def step(self) -> int: ...
-    @property
-    def data(self) -> Any: ...
+@contextmanager
+def _decode_errors(reasons: Mapping[ImageFormatCause, str]) -> Iterator[None]:
+    """Codec errors of a recorded frame as :class:`FrameError` under the report's reason."""
+    try:
+        yield
+    except ImageFormatError as err:
+        raise FrameError(str(err), reasons.get(err.cause, "wrong size")) from err
 
 
-class CompressedLike(Protocol):
-    """The fields of ``sensor_msgs/CompressedImage`` the decoder needs."""
-
-    @property
-    def format(self) -> str: ...
-    @property
-    def data(self) -> Any: ...
-
-
-def _raw_pixels(msg: ImageLike, allowed: Iterable[str]) -> np.ndarray:
-    """``msg``'s pixels in their native layout after every size check, step padding cut away."""
-    encoding = str(msg.encoding)
-    if encoding not in allowed:
-        supported = ", ".join(allowed)
-        raise FrameError(
-            f"unsupported encoding {encoding!r}; supported encodings: {supported}",
-            "unsupported encoding",
-        )
-    channels, bytes_per_channel = RAW_ENCODINGS.get(encoding, (1, 1))
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise FrameError(f"image has zero size ({width}x{height})", "empty image")
-    if height * width > MAX_IMAGE_PIXELS:
-        raise FrameError(
-            f"image of {width}x{height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} pixels",
-            "image too large",
-        )
-    row_bytes = width * channels * bytes_per_channel
-    if step < row_bytes:
-        raise FrameError(
-            f"step {step} is smaller than one row of {width} {encoding} pixels ({row_bytes} bytes)",
-            "wrong size",
-        )
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size != step * height:
-        raise FrameError(
-            f"data length {data.size} does not match step * height = {step * height} bytes "
-            f"({width}x{height} {encoding})",
-            "wrong size",
-        )
-    rows = data.reshape(height, step)[:, :row_bytes]
-    if bytes_per_channel == 2:
-        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
-        return np.ascontiguousarray(rows).view(dtype).astype(np.uint16).reshape(height, width)
-    if channels == 1:
-        return rows
-    return rows.reshape(height, width, channels)
+@contextmanager
+def _encode_errors() -> Iterator[None]:
+    """Codec errors of a sample as a skippable :class:`FrameError`, of an option as a BagError."""
+    try:
+        yield
+    except ImageFormatError as err:
+        reason = _ENCODE_REASONS.get(err.cause)
+        if reason is None:
+            raise BagError(str(err)) from err
+        raise FrameError(str(err), reason) from err
 
 
 def decode_image(msg: ImageLike) -> U8Array:
-    """A raw ``sensor_msgs/Image`` as HxWx3 RGB uint8, converted exactly as the node does.
-
-    Alpha is dropped, grey is replicated and ``mono16`` keeps its 8 most
-    significant bits, so offline and live evaluation see identical pixels.
-    """
-    pixels = _raw_pixels(msg, RAW_ENCODINGS)
-    encoding = str(msg.encoding)
-    if encoding == "mono16":
-        pixels = (pixels >> 8).astype(np.uint8)
-    if encoding in ("mono8", "mono16"):
-        grey = np.ascontiguousarray(pixels, dtype=np.uint8)
-        return np.asarray(cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB), dtype=np.uint8)
-    if encoding in ("rgb8", "rgba8"):
-        return np.ascontiguousarray(pixels[:, :, :3], dtype=np.uint8)
-    return np.ascontiguousarray(pixels[:, :, 2::-1], dtype=np.uint8)
+    """A raw ``sensor_msgs/Image`` as HxWx3 RGB uint8, converted exactly as the node does."""
+    with _decode_errors(_DECODE_REASONS):
+        return image_codec.image_to_rgb(msg)
 
 
 def decode_compressed(msg: CompressedLike) -> U8Array:
-    """A JPEG or PNG ``sensor_msgs/CompressedImage`` as HxWx3 RGB uint8.
-
-    OpenCV always decodes colour to BGR whatever ``format`` claims, so the
-    result is only swapped to RGB, as the node does.
-    """
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise FrameError("compressed image has no data", "undecodable image")
-    if "compresseddepth" in str(msg.format).lower():
-        raise FrameError(
-            f"compressed format {msg.format!r} is a depth image; expected JPEG or PNG colour",
-            "unsupported encoding",
-        )
-    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise FrameError(
-            f"cannot decode {data.size} bytes of compressed image (format {msg.format!r}); "
-            "expected a JPEG or PNG payload",
-            "undecodable image",
-        )
-    if decoded.shape[0] * decoded.shape[1] > MAX_IMAGE_PIXELS:
-        raise FrameError(
-            f"decoded image of {decoded.shape[1]}x{decoded.shape[0]} pixels exceeds the limit",
-            "image too large",
-        )
-    return np.asarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+    """A JPEG or PNG ``sensor_msgs/CompressedImage`` as HxWx3 RGB uint8, as the node decodes it."""
+    with _decode_errors(_COMPRESSED_REASONS):
+        return image_codec.compressed_to_rgb(msg)
 
 
 def decode_mask(msg: ImageLike) -> U8Array:
     """A ``mono8`` class-id mask as HxW uint8 (a copy: the message buffer is not kept alive)."""
-    return np.array(_raw_pixels(msg, MASK_ENCODINGS), dtype=np.uint8)
+    with _decode_errors(_DECODE_REASONS):
+        return np.array(image_codec.image_to_mask(msg), dtype=np.uint8)
 
 
 def stamp_to_ns(msg: Any) -> int:
@@ -205,12 +141,16 @@ def _header(stamp_ns: int, frame_id: str) -> Any:
     return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
 
 
-def _check_rgb(rgb: np.ndarray) -> None:
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise FrameError(
-            f"image of shape {rgb.shape} and dtype {rgb.dtype}; expected HxWx3 uint8 RGB",
-            "wrong size",
-        )
+def _image_message(raw: image_codec.RawImage, stamp_ns: int, frame_id: str) -> Any:
+    return typestore().types[IMAGE_TYPE](
+        header=_header(stamp_ns, frame_id),
+        height=raw.height,
+        width=raw.width,
+        encoding=raw.encoding,
+        is_bigendian=int(raw.is_bigendian),
+        step=raw.step,
+        data=raw.data,
+    )
 
 
 def encode_image(
@@ -227,77 +167,31 @@ def encode_image(
     ``mono16`` stores grey * 257, so the node's high-byte conversion gives
     back the grey value exactly; ``row_padding`` and ``big_endian`` produce
     the layouts real drivers send, which the tests use to exercise decoding.
+    A sample that is not HxWx3 uint8 is a :class:`FrameError` ("wrong size");
+    an unknown encoding or a negative padding is a :class:`BagError`.
     """
-    _check_rgb(rgb)
-    if encoding not in RAW_ENCODINGS:
-        raise BagError(
-            f"unknown image encoding {encoding!r}; expected one of {', '.join(RAW_ENCODINGS)}"
+    with _encode_errors():
+        pixels = image_codec.rgb_to_encoding(rgb, encoding)
+        raw = image_codec.array_to_raw(
+            pixels, encoding, row_padding=row_padding, big_endian=big_endian
         )
-    if row_padding < 0:
-        raise BagError(f"row_padding must be >= 0, got {row_padding}")
-    pixels: np.ndarray
-    if encoding == "rgb8":
-        pixels = rgb
-    elif encoding == "bgr8":
-        pixels = rgb[:, :, ::-1]
-    elif encoding in ("rgba8", "bgra8"):
-        colour = rgb if encoding == "rgba8" else rgb[:, :, ::-1]
-        alpha = np.full((*rgb.shape[:2], 1), 255, dtype=np.uint8)
-        pixels = np.concatenate([colour, alpha], axis=2)
-    else:
-        grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-        if encoding == "mono16":
-            pixels = grey.astype(np.uint16) * np.uint16(257)
-            pixels = pixels.astype(">u2" if big_endian else "<u2")
-        else:
-            pixels = grey
-    height, width = rgb.shape[:2]
-    rows = np.ascontiguousarray(pixels).view(np.uint8).reshape(height, -1)
-    if row_padding:
-        rows = np.pad(rows, ((0, 0), (0, row_padding)))
-    return typestore().types[IMAGE_TYPE](
-        header=_header(stamp_ns, frame_id),
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=int(big_endian and encoding == "mono16"),
-        step=rows.shape[1],
-        data=np.ascontiguousarray(rows).reshape(-1),
-    )
+    return _image_message(raw, stamp_ns, frame_id)
 
 
 def encode_compressed(rgb: np.ndarray, fmt: str, stamp_ns: int, frame_id: str = "camera") -> Any:
     """An RGB image as a JPEG (quality 95) or lossless PNG ``sensor_msgs/CompressedImage``."""
-    _check_rgb(rgb)
-    if fmt not in COMPRESSED_FORMATS:
-        raise BagError(f"unknown compressed format {fmt!r}; expected one of {COMPRESSED_FORMATS}")
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == "jpeg" else []
-    ok, encoded = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else 'png'}", rgb[:, :, ::-1], params)
-    if not ok:
-        raise FrameError(f"{fmt} encoding of a {rgb.shape} image failed", "undecodable image")
+    with _encode_errors():
+        payload = image_codec.rgb_to_compressed(rgb, fmt, jpeg_quality=95)
     return typestore().types[COMPRESSED_IMAGE_TYPE](
-        header=_header(stamp_ns, frame_id),
-        format=f"rgb8; {fmt} compressed bgr8",
-        data=np.asarray(encoded, dtype=np.uint8).reshape(-1),
+        header=_header(stamp_ns, frame_id), format=payload.format, data=payload.data
     )
 
 
 def encode_mask(mask: np.ndarray, stamp_ns: int, frame_id: str = "camera") -> Any:
-    """A class-id mask as a ``mono8`` ``sensor_msgs/Image``."""
-    if mask.ndim != 2 or mask.dtype != np.uint8:
-        raise FrameError(
-            f"mask of shape {mask.shape} and dtype {mask.dtype}; expected HxW uint8", "wrong size"
-        )
-    height, width = mask.shape
-    return typestore().types[IMAGE_TYPE](
-        header=_header(stamp_ns, frame_id),
-        height=height,
-        width=width,
-        encoding="mono8",
-        is_bigendian=0,
-        step=width,
-        data=np.ascontiguousarray(mask).reshape(-1),
-    )
+    """A class-id mask as a ``mono8`` ``sensor_msgs/Image``; not HxW uint8 is "wrong size"."""
+    with _encode_errors():
+        raw = image_codec.array_to_raw(mask, "mono8")
+    return _image_message(raw, stamp_ns, frame_id)
 
 
 def pinhole_camera_info(height: int, width: int, stamp_ns: int, frame_id: str = "camera") -> Any:

@@ -53,10 +53,10 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, Header
 
+from mess_ros.data.image_codec import U8Array
 from mess_ros.errors import MessError
 from mess_ros.ros import qos
 from mess_ros.ros.conversions import (
-    U8Array,
     compressed_to_rgb,
     image_to_rgb,
     mask_to_image,

@@ -32,9 +32,10 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Header
 
+from mess_ros.data.image_codec import SUPPORTED_ENCODINGS
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS, SceneGenerator, difficulty_from_name
 from mess_ros.ros import qos
-from mess_ros.ros.conversions import SUPPORTED_ENCODINGS, array_to_image, rgb_to_encoding
+from mess_ros.ros.conversions import array_to_image, rgb_to_encoding
 from mess_ros.ros.errors import RosError
 
 NODE_NAME: Final = "synthetic_camera"

@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from mess_ros.eval.errors import FrameError
+from mess_ros.data.image_codec import SUPPORTED_ENCODINGS
+from mess_ros.eval.errors import BagError, FrameError
 from mess_ros.eval.messages import (
     COMPRESSED_IMAGE_TYPE,
+    IMAGE_FORMATS,
     IMAGE_TYPE,
-    RAW_ENCODINGS,
     decode_compressed,
     decode_image,
     decode_mask,
@@ -36,24 +37,19 @@ def expected_rgb(encoding: str) -> np.ndarray:
     return RGB
 
 
-@pytest.mark.parametrize("encoding", list(RAW_ENCODINGS))
-@pytest.mark.parametrize("row_padding", [0, 3])
-def test_raw_encodings_round_trip_through_cdr(encoding: str, row_padding: int) -> None:
-    msg = encode_image(RGB, encoding, 1_234_567_890_123, row_padding=row_padding)
+@pytest.mark.parametrize("encoding", SUPPORTED_ENCODINGS)
+@pytest.mark.parametrize(("row_padding", "big_endian"), [(0, False), (3, True)])
+def test_raw_encodings_round_trip_through_cdr(
+    encoding: str, row_padding: int, big_endian: bool
+) -> None:
+    msg = encode_image(
+        RGB, encoding, 1_234_567_890_123, row_padding=row_padding, big_endian=big_endian
+    )
     decoded = deserialize(serialize(msg), IMAGE_TYPE, "image")
     assert decoded.encoding == encoding
+    assert decoded.is_bigendian == int(big_endian and encoding == "mono16")
     assert stamp_to_ns(decoded) == 1_234_567_890_123
     np.testing.assert_array_equal(decode_image(decoded), expected_rgb(encoding))
-
-
-@pytest.mark.parametrize("big_endian", [False, True])
-def test_mono16_is_read_in_its_byte_order_keeping_the_high_byte(big_endian: bool) -> None:
-    """Like the node: the 8 most significant bits, never rounded up by the low byte."""
-    values = GREY.astype(np.uint16) * 256 + 0xFF
-    msg = encode_image(RGB, "mono16", 0, big_endian=big_endian)
-    msg.data = values.astype(">u2" if big_endian else "<u2").view(np.uint8).reshape(-1)
-    assert msg.is_bigendian == int(big_endian)
-    np.testing.assert_array_equal(decode_image(msg)[:, :, 0], GREY)
 
 
 def test_png_is_lossless_and_jpeg_close() -> None:
@@ -69,7 +65,9 @@ def test_mask_round_trip_keeps_class_ids_and_ignore() -> None:
     mask = RNG.integers(0, 9, (5, 7), dtype=np.uint8)
     mask[0, :] = 255
     decoded = deserialize(serialize(encode_mask(mask, 9)), IMAGE_TYPE, "ground truth")
-    np.testing.assert_array_equal(decode_mask(decoded), mask)
+    out = decode_mask(decoded)
+    np.testing.assert_array_equal(out, mask)
+    assert out.flags.owndata  # a copy: frames waiting for their mask do not pin message buffers
 
 
 def test_unsupported_encoding_is_a_frame_error_listing_the_supported_ones() -> None:
@@ -86,26 +84,68 @@ def test_mask_must_be_mono8() -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "match"),
+    ("changes", "reason"),
     [
-        ("step", 5, "step 5 is smaller than one row"),
-        ("height", 6, "data length"),
-        ("width", 0, "zero size"),
+        ({"step": 5}, "wrong size"),
+        ({"height": 6}, "wrong size"),
+        ({"width": 0}, "empty image"),
+        ({"height": 5000, "width": 5000}, "image too large"),
     ],
 )
-def test_inconsistent_sizes_are_frame_errors(field: str, value: int, match: str) -> None:
+def test_unusable_images_are_frame_errors_under_their_report_reason(
+    changes: dict[str, int], reason: str
+) -> None:
     msg = encode_image(RGB, "rgb8", 0)
-    setattr(msg, field, value)
-    with pytest.raises(FrameError, match=match):
+    for field, value in changes.items():
+        setattr(msg, field, value)
+    with pytest.raises(FrameError) as info:
         decode_image(msg)
+    assert info.value.reason == reason
 
 
-def test_garbage_compressed_payload_is_a_frame_error() -> None:
+@pytest.mark.parametrize(
+    ("payload", "fmt", "reason"),
+    [
+        (b"not an image at all", "png", "undecodable image"),
+        (b"", "png", "undecodable image"),
+        (b"x", "16UC1; compressedDepth", "unsupported encoding"),
+    ],
+)
+def test_unusable_compressed_payloads_are_frame_errors(
+    payload: bytes, fmt: str, reason: str
+) -> None:
     msg = encode_compressed(RGB, "png", 0)
-    msg.data = np.frombuffer(b"not an image at all", dtype=np.uint8)
-    with pytest.raises(FrameError, match="cannot decode") as info:
+    msg.data = np.frombuffer(payload, dtype=np.uint8)
+    msg.format = fmt
+    with pytest.raises(FrameError) as info:
         decode_compressed(msg)
-    assert info.value.reason == "undecodable image"
+    assert info.value.reason == reason
+
+
+def test_samples_that_do_not_fit_are_skippable_frame_errors() -> None:
+    for encode in (
+        lambda: encode_image(GREY, "mono8", 0),
+        lambda: encode_compressed(GREY, "png", 0),
+        lambda: encode_mask(RGB, 0),
+    ):
+        with pytest.raises(FrameError) as info:
+            encode()
+        assert info.value.reason == "wrong size"
+
+
+def test_bad_writer_options_are_bag_errors_not_frame_errors() -> None:
+    for encode in (
+        lambda: encode_image(RGB, "yuv422", 0),
+        lambda: encode_image(RGB, "rgb8", 0, row_padding=-1),
+        lambda: encode_compressed(RGB, "bmp", 0),
+    ):
+        with pytest.raises(BagError) as info:
+            encode()
+        assert not isinstance(info.value, FrameError)
+
+
+def test_writer_formats_are_the_raw_encodings_and_compressed_payloads() -> None:
+    assert (*SUPPORTED_ENCODINGS, "jpeg", "png") == IMAGE_FORMATS
 
 
 def test_garbage_cdr_is_a_frame_error() -> None:

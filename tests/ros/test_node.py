@@ -18,9 +18,9 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32
 
+from mess_ros.data.image_codec import SUPPORTED_ENCODINGS
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.ros.conversions import (
-    SUPPORTED_ENCODINGS,
     array_to_image,
     image_to_array,
     rgb_to_compressed,

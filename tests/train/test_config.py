@@ -101,5 +101,6 @@ def test_a_config_without_base_needs_the_datasets(tmp_path: Path) -> None:
 
 
 def test_unknown_preset_lists_the_valid_ones() -> None:
-    with pytest.raises(TrainError, match="unknown preset 'huge'; valid presets: ablation, default, tiny"):
+    expected = "unknown preset 'huge'; valid presets: ablation, default, tiny"
+    with pytest.raises(TrainError, match=expected):
         preset("huge")
