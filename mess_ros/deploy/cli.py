@@ -315,6 +315,12 @@ def configure_parser() -> argparse.ArgumentParser:
         "--report-dir", type=Path, help="where the Pareto table/plot go (default: --out-dir)"
     )
     output.add_argument(
+        "--model-dir",
+        type=Path,
+        help="where the pruned checkpoint and the latency table copy go (default: --out-dir); "
+        "models/ lets the parameter file name them by bare file name",
+    )
+    output.add_argument(
         "--base-params", type=Path, help="parameter file whose other settings are kept"
     )
     output.add_argument(
@@ -383,7 +389,7 @@ def _configure(args: argparse.Namespace) -> int:
     problem = inputs.problem()
     result = search(problem, _space(args), target.stat, progress=not args.no_progress)
     print(result.report())
-    paths = ExportPaths.for_robot(args.out_dir, args.robot, args.report_dir)
+    paths = ExportPaths.for_robot(args.out_dir, args.robot, args.report_dir, args.model_dir)
     provenance = Provenance(
         source=source,
         checkpoint_fingerprint=inputs.checkpoint.fingerprint,

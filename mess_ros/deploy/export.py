@@ -140,12 +140,19 @@ class ExportPaths:
     summary_json: Path
 
     @classmethod
-    def for_robot(cls, out_dir: Path, robot: str, report_dir: Path | None = None) -> ExportPaths:
+    def for_robot(
+        cls,
+        out_dir: Path,
+        robot: str,
+        report_dir: Path | None = None,
+        model_dir: Path | None = None,
+    ) -> ExportPaths:
         reports = report_dir or out_dir
+        models = model_dir or out_dir
         return cls(
             params=out_dir / f"{robot}.yaml",
-            checkpoint=out_dir / f"{robot}.pt",
-            latency_table=out_dir / f"{robot}.latency.json",
+            checkpoint=models / f"{robot}.pt",
+            latency_table=models / f"{robot}.latency.json",
             pareto_png=reports / f"{robot}_pareto.png",
             pareto_md=reports / f"{robot}_pareto.md",
             pareto_csv=reports / f"{robot}_pareto.csv",

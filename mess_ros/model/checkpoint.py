@@ -221,6 +221,10 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     )
 
 
+PRUNED_FROM_KEY = "pruned_from"
+"""Key in a pruned checkpoint's ``metrics``: the fingerprint of the checkpoint it came from."""
+
+
 def prune_checkpoint(src: PathLike, dst: PathLike, keep_exit_ids: Sequence[str]) -> Checkpoint:
     """Write to ``dst`` a copy of ``src`` holding only the chosen exits (and the final one).
 
@@ -232,11 +236,14 @@ def prune_checkpoint(src: PathLike, dst: PathLike, keep_exit_ids: Sequence[str])
         pruned = checkpoint.model.keep_exits(keep_exit_ids)
     except ModelError as err:
         raise CheckpointError(f"cannot prune checkpoint {src}: {err}") from err
-    save_checkpoint(dst, pruned, checkpoint.labels, checkpoint.train_config, checkpoint.metrics)
+    # The source's fingerprint lets latency tables and calibration caches made for the
+    # full checkpoint be recognised as valid for the pruned one.
+    metrics = {**checkpoint.metrics, PRUNED_FROM_KEY: checkpoint.fingerprint}
+    save_checkpoint(dst, pruned, checkpoint.labels, checkpoint.train_config, metrics)
     return Checkpoint(
         model=pruned,
         labels=checkpoint.labels,
         train_config=checkpoint.train_config,
-        metrics=checkpoint.metrics,
+        metrics=metrics,
         path=Path(dst),
     )

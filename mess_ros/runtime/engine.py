@@ -34,6 +34,7 @@ import mess_ros
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint, model_fingerprint
+from mess_ros.model.checkpoint import PRUNED_FROM_KEY
 from mess_ros.runtime.config import EngineConfig, SegmentationConfig
 from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError
 from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
@@ -64,28 +65,35 @@ DEFAULT_MODEL_FILE: Final = "default.pt"
 Clock = Callable[[], int]
 
 
-def default_model_candidates() -> list[Path]:
-    """Where the bundled model is looked for, in order: checkout, pip prefix, ament prefixes."""
-    candidates = [Path(mess_ros.__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_FILE]
+def model_directories() -> list[Path]:
+    """Where packaged model files live, in order: checkout, pip prefix, ament prefixes."""
+    directories = [Path(mess_ros.__file__).resolve().parent.parent / "models"]
     prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
-    for prefix in filter(None, prefixes):
-        candidates.append(Path(prefix) / "share" / "mess_ros" / "models" / DEFAULT_MODEL_FILE)
-    return list(dict.fromkeys(candidates))
+    directories += [Path(prefix) / "share" / "mess_ros" / "models" for prefix in prefixes if prefix]
+    return list(dict.fromkeys(directories))
+
+
+def resolve_package_file(path: str, parameter: str) -> Path:
+    """A file named by a parameter: as given, or else looked up among the packaged models.
+
+    Robot parameter files name their pruned checkpoint and latency table by
+    bare file name (``cpu_rover.pt``), so the same file works from a checkout,
+    a pip install and a colcon install.
+    """
+    given = Path(path).expanduser()
+    if given.is_absolute() or given.exists():
+        return given
+    candidates = [directory / given for directory in model_directories()]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(c) for c in [given, *candidates])
+    raise EngineError(f"{parameter} {path!r} was not found (searched {searched})")
 
 
 def resolve_model_path(model_path: str) -> Path:
     """``engine.model_path`` as a file; empty means the bundled default model."""
-    if model_path:
-        return Path(model_path).expanduser()
-    candidates = default_model_candidates()
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    searched = ", ".join(str(c) for c in candidates)
-    raise EngineError(
-        f"engine.model_path is empty and the bundled model was not found (searched {searched}); "
-        "set engine.model_path to a checkpoint"
-    )
+    return resolve_package_file(model_path or DEFAULT_MODEL_FILE, "engine.model_path")
 
 
 def resolve_input_hw(engine: EngineConfig, checkpoint: Checkpoint) -> tuple[int, int]:
@@ -189,7 +197,9 @@ class SegmentationEngine:
         self._infer_lock = threading.Lock()
 
         if latency_table is None and engine.latency_table:
-            latency_table = LatencyTable.load(engine.latency_table)
+            latency_table = LatencyTable.load(
+                resolve_package_file(engine.latency_table, "engine.latency_table")
+            )
         if latency_table is not None:
             self._check_table(latency_table, engine.latency_table or "(given)")
             self._warm_up(engine.warmup_frames)
@@ -301,7 +311,8 @@ class SegmentationEngine:
         table.check_covers(self._executor.blocks, self.model.exit_ids, source)
         notes = []
         fingerprint = model_fingerprint(self.model)
-        if table.model_fingerprint != fingerprint:
+        same_weights = {fingerprint, self.checkpoint.metrics.get(PRUNED_FROM_KEY)}
+        if table.model_fingerprint not in same_weights:
             notes.append(
                 f"latency table {source} was profiled with weights {table.model_fingerprint}, "
                 f"the model is {fingerprint}; timings carry over if the architecture is the same"

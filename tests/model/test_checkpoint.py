@@ -19,6 +19,7 @@ from mess_ros.model import (
     prune_checkpoint,
     save_checkpoint,
 )
+from mess_ros.model.checkpoint import PRUNED_FROM_KEY
 from tests.model.conftest import linear_classifier
 
 LABELS = {"name": "synthetic", "class_names": ["a", "b", "c", "d", "e"], "ignore_index": 255}
@@ -72,7 +73,8 @@ def test_pruned_checkpoint_keeps_only_chosen_heads(
     pruned = load_checkpoint(dst)
     assert pruned.model.exit_ids == ["layer1_1:linear", "layer2_1:fcn_c8_k2_d2", FINAL_EXIT]
     assert pruned.fingerprint == returned.fingerprint
-    assert pruned.labels == LABELS and pruned.metrics == METRICS
+    assert pruned.labels == LABELS
+    assert pruned.metrics == {**METRICS, PRUNED_FROM_KEY: load_checkpoint(saved).fingerprint}
     state = torch.load(dst, weights_only=True)["state_dict"]
     assert not any(k.startswith("exit_heads.layer3_0") for k in state)
     assert dst.stat().st_size < saved.stat().st_size

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from mess_ros.data.transforms import normalize_image
-from mess_ros.model import Checkpoint, logits_to_mask
+from mess_ros.model import Checkpoint, logits_to_mask, prune_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import (
     DEFAULT_MODEL_FILE,
     SegmentationEngine,
-    default_model_candidates,
+    model_directories,
     resolve_model_path,
+    resolve_package_file,
 )
 from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError, LoadValueError
 from mess_ros.runtime.latency import LatencyTable
@@ -328,6 +329,19 @@ def test_latency_table_from_file_and_mismatch(checkpoint: Checkpoint, tmp_path: 
         make_engine(checkpoint, table)
 
 
+def test_table_of_the_full_checkpoint_fits_its_pruned_copy(
+    checkpoint: Checkpoint, checkpoint_path: Path, tmp_path: Path
+) -> None:
+    table = constructed_table()
+    table.model_fingerprint = checkpoint.fingerprint
+    pruned = prune_checkpoint(checkpoint_path, tmp_path / "pruned.pt", ["layer1_0:linear"])
+    engine = make_engine(pruned, table)
+    assert not any("weights" in w for w in engine.warnings)
+    other = constructed_table()
+    other.model_fingerprint = "0123456789abcdef"
+    assert any("weights" in w for w in make_engine(pruned, other).warnings)
+
+
 def test_self_profile_when_no_table(checkpoint: Checkpoint) -> None:
     engine = make_engine(checkpoint)
     assert list(engine.latency_table.heads) == list(ALL_EXITS)
@@ -341,10 +355,23 @@ def test_model_path_from_config(checkpoint_path: Path, image: npt.NDArray[np.uin
     assert engine.checkpoint.path == checkpoint_path
     assert engine.infer(image).exit_id == "final"
     assert resolve_model_path(str(checkpoint_path)) == checkpoint_path
-    assert all(c.name == DEFAULT_MODEL_FILE for c in default_model_candidates())
-    if not any(c.is_file() for c in default_model_candidates()):
-        with pytest.raises(EngineError, match=r"set engine\.model_path"):
-            resolve_model_path("")
+
+
+def test_bare_file_names_are_looked_up_among_the_packaged_models(
+    checkpoint_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share = tmp_path / "prefix" / "share" / "mess_ros" / "models"
+    share.mkdir(parents=True)
+    (share / "robot.pt").write_bytes(checkpoint_path.read_bytes())
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "prefix"))
+    monkeypatch.chdir(tmp_path)
+    assert share in model_directories()
+    assert resolve_model_path("robot.pt") == share / "robot.pt"
+    # Empty selects the bundled model by its file name.
+    bundled = resolve_model_path("")
+    assert bundled.name == DEFAULT_MODEL_FILE and bundled.parent in model_directories()
+    with pytest.raises(EngineError, match=r"engine\.latency_table 'nope\.json' was not found"):
+        resolve_package_file("nope.json", "engine.latency_table")
 
 
 def test_bad_images_are_rejected(checkpoint: Checkpoint) -> None:
