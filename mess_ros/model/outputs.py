@@ -39,7 +39,7 @@ def top1_probability(logits: Tensor) -> Tensor:
     Computed in float32 whatever the logits' precision, so fp16 inference
     and fp32 calibration threshold the same numbers.
     """
-    return torch.softmax(logits.float(), dim=1).amax(dim=1)
+    return torch.softmax(logits.float(), dim=1).max(dim=1).values
 
 
 def confident_share(logits: Tensor, pixel_threshold: float) -> Tensor:
@@ -52,12 +52,15 @@ def logits_to_mask(logits: Tensor, size_hw: tuple[int, int]) -> Tensor:
     """(N, H, W) int64 class ids: one bilinear upsample of the logits, then argmax.
 
     Upsampling logits (not the mask) keeps boundaries smooth; doing it only
-    for the exit taken keeps early exits cheap.
+    for the exit taken keeps early exits cheap. ``max(dim=1).indices`` gives
+    the same ids as ``argmax(dim=1)`` (first maximum on ties) but is several
+    times faster on CPU for NCHW tensors, where this step would otherwise cost
+    more than an early exit's head.
     """
     height, width = int(size_hw[0]), int(size_hw[1])
     if tuple(logits.shape[-2:]) != (height, width):
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)
+    return logits.max(dim=1).indices
 
 
 def confidence_histogram(logits: Tensor) -> Tensor:

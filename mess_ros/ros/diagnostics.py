@@ -12,7 +12,8 @@ Keys of ``exit_info`` (one ``DiagnosticStatus`` per frame, in this order):
 ``exit_id``        exit that produced the mask (``"final"`` or ``"<point>:<head>"``)
 ``exit_index``     position of that exit among the active exits, 0 = earliest
 ``num_exits``      number of active exits (``final`` included)
-``confidence``     share of pixels whose top-1 probability passed the pixel threshold
+``confidence``     share of pixels whose top-1 probability passed the pixel threshold; ``nan``
+                   under policies that do not use confidences (final, fixed, deadline)
 ``reason``         why the policy stopped there (the policy's own sentence)
 ``policy``         policy name in force for this frame
 ``predicted_ms``   latency the policy predicted for the path it took

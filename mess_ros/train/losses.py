@@ -71,7 +71,7 @@ def positive_filter_mask(
     Ignored pixels are never positive.
     """
     size_hw = (int(target.shape[-2]), int(target.shape[-1]))
-    prediction = upsample_to(teacher_logits.float(), size_hw).argmax(dim=1)
+    prediction = upsample_to(teacher_logits.float(), size_hw).max(dim=1).indices
     return (prediction == target) & (target != ignore_index)
 
 
@@ -167,7 +167,7 @@ class _Teacher:
         self.size_hw = (int(target.shape[-2]), int(target.shape[-1]))
         self.temperature = temperature
         teacher = upsample_to(teacher_logits.detach().float(), self.size_hw)
-        self.mask = (teacher.argmax(dim=1) == target) & (target != ignore_index)
+        self.mask = (teacher.max(dim=1).indices == target) & (target != ignore_index)
         self.any_positive = bool(self.mask.any())
         log_p = F.log_softmax(teacher / temperature, dim=1)
         self.p = log_p.exp()

@@ -93,7 +93,7 @@ def test_result_carries_times_and_predictions(
     assert result.measured_ms >= sum(result.stage_times_ms.values()) * 0.99
     assert result.predicted_ms > 0
     assert result.deadline_ms is None and result.met_deadline is None and result.load is None
-    assert 0.0 <= result.confidence <= 1.0
+    assert math.isnan(result.confidence)  # the final policy never computes one
     assert engine.labels.class_names == ("floor", "wall", "person", "box")
 
 
@@ -119,17 +119,18 @@ def test_confidence_equals_the_share_of_the_exit_taken(
 ) -> None:
     from mess_ros.model import confident_share
 
-    engine = make_engine(checkpoint, name="fixed", fixed_exit=EXITS[1], pixel_threshold=0.3)
+    # An image threshold of 0 makes the confidence policy stop at the first active exit.
+    only_exit = {"name": "confidence", "active_exits": [EXITS[1]], "image_thresholds": [0.0]}
+    engine = make_engine(checkpoint, pixel_threshold=0.3, **only_exit)
     result = engine.infer(image)
+    assert result.exit_id == EXITS[1]
     x = torch.from_numpy(normalize_image(image, INPUT_HW)).unsqueeze(0)
     with torch.inference_mode():
         logits = checkpoint.model(x)[EXITS[1]]
     assert result.confidence == pytest.approx(float(confident_share(logits, 0.3)[0]))
     # per-class thresholds: a class threshold of 0 makes every pixel of that class confident
     top1 = logits.argmax(dim=1)
-    engine.reconfigure(
-        make_config(name="fixed", fixed_exit=EXITS[1], class_thresholds=[0.0, 1.0, 1.0, 1.0])
-    )
+    engine.reconfigure(make_config(class_thresholds=[0.0, 1.0, 1.0, 1.0], **only_exit))
     result = engine.infer(image)
     assert result.confidence == pytest.approx(float((top1 == 0).float().mean()))
 
