@@ -18,6 +18,7 @@ from mess_ros.ros.demo_report import (
     summarize_phase,
     write_report,
 )
+from mess_ros.runtime.config import SegmentationConfig
 from tests.ros.conftest import next_domain_id, ros_env
 
 
@@ -93,10 +94,14 @@ def test_report_files(tmp_path: Path) -> None:
 @pytest.mark.ros
 def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
     out = tmp_path / "demo"
+    # config/default.yaml names exits of the bundled model; the tiny model has others.
+    params_file = tmp_path / "params.yaml"
+    SegmentationConfig().to_yaml(params_file)
     argv = [
         sys.executable,
         "-m",
         "mess_ros.ros.demo",
+        "--params-file", str(params_file),
         "--duration", "6",
         "--warmup", "2",
         "--rate", "10",
