@@ -42,6 +42,10 @@ from mess_ros.train.calibration import CalibrationCache
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 REPORT_DIR: Final = REPO_ROOT / "reports" / "bench"
+DEFAULT_MODEL: Final = REPO_ROOT / "models" / "default.pt"
+"""The bundled model, the default ``--model`` of the scripts that take a path."""
+SINGLE_EXIT_RUN: Final = REPO_ROOT / "runs" / "ablation_single_exit"
+"""Run directory of the single-exit ablation baseline (``mess_train --mode single_exit``)."""
 RUN_CALIBRATION_FILE: Final = "calibration.npz"
 """Name of the calibration cache inside a training run directory (beside ``checkpoint.pt``)."""
 
@@ -113,6 +117,26 @@ def run_main(main: Callable[[argparse.Namespace], int], parser: argparse.Argumen
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def run_and_save(
+    prog: str, run: Callable[[], dict[str, Any]], out: Path, plot: Path | None = None
+) -> int:
+    """Run a script with its own parser and write its results to ``out`` as indented JSON.
+
+    Used by the scripts that report with exit status 2 (exit_accuracy,
+    search_speed, offline_eval_overhead): a user error prints one line and
+    exits 2 without a trace, and nothing is written.
+    """
+    try:
+        results = run()
+    except (MessError, OSError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}" + ("" if plot is None else f" and {plot}"))
+    return 0
 
 
 # --------------------------------------------------------------------------------------------

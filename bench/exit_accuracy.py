@@ -37,7 +37,6 @@ input is missing or wrong (2).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -47,30 +46,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import DEFAULT_MODEL, REPO_ROOT, REPORT_DIR, SINGLE_EXIT_RUN, BenchError, run_and_save
 
 from mess_ros.data.datasets import SPLIT_SEEDS
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.sample import Sample
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS, SceneGenerator
-from mess_ros.errors import MessError
 from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint
 from mess_ros.train.calibration import CalibrationCache, build_calibration_cache
 from mess_ros.train.rundir import RunDir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models/default.pt"
-DEFAULT_SINGLE_EXIT = REPO_ROOT / "runs/ablation_single_exit"
 DEFAULT_NAIVE_JOINT = REPO_ROOT / "runs/ablation_naive_joint"
-DEFAULT_OUT = REPO_ROOT / "reports/bench/exit_accuracy.json"
-DEFAULT_PLOT = REPO_ROOT / "reports/bench/exit_accuracy.png"
+DEFAULT_OUT = REPORT_DIR / "exit_accuracy.json"
+DEFAULT_PLOT = REPORT_DIR / "exit_accuracy.png"
 
 FINAL_TOLERANCE_PP = 0.5
 HARD_GAP_PP = 10.0
 LEVELS: tuple[str, ...] = tuple(DIFFICULTY_LEVELS)
-
-
-class BenchmarkInputError(MessError):
-    """A model file is missing or the models cannot be compared."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,7 +82,7 @@ class LevelledScenes:
         self, labels: LabelSet, per_level: int, height: int, width: int, seed: int
     ) -> None:
         if per_level < 1:
-            raise BenchmarkInputError(f"images per level must be >= 1, got {per_level}")
+            raise BenchError(f"images per level must be >= 1, got {per_level}")
         self.labels = labels
         self.per_level = per_level
         self.generator = SceneGenerator(height=height, width=width, seed=seed)
@@ -297,7 +289,7 @@ def early_exit_checks(
     points = [p for p in ours if p in theirs]
     if not points:
         msg = "the two-stage and naive joint models share no candidate point; cannot compare"
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
     per_point = {
         point: {
             "two_stage_head": ours[point].head,
@@ -499,7 +491,7 @@ def checkpoint_file(path: Path) -> Path:
     candidate = RunDir(path).checkpoint_path if path.is_dir() else path
     if not candidate.is_file():
         msg = f"checkpoint {str(candidate)!r} does not exist"
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
     return candidate
 
 
@@ -525,7 +517,7 @@ def check_comparable(reference: Checkpoint, other: Checkpoint, name: str, path: 
         msg = f"{name} checkpoint {str(path)!r} differs from the two-stage model: " + "; ".join(
             differences
         )
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -539,7 +531,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--single-exit",
         type=Path,
-        default=DEFAULT_SINGLE_EXIT,
+        default=SINGLE_EXIT_RUN,
         help="single-exit baseline (run dir or checkpoint)",
     )
     parser.add_argument(
@@ -570,12 +562,12 @@ def _image_hw(text: str | None, checkpoint: Checkpoint) -> tuple[int, int]:
     if text:
         height, sep, width = text.lower().partition("x")
         if not sep or not height.isdigit() or not width.isdigit():
-            raise BenchmarkInputError(f"image size {text!r} is not HEIGHTxWIDTH, e.g. 128x256")
+            raise BenchError(f"image size {text!r} is not HEIGHTxWIDTH, e.g. 128x256")
         return int(height), int(width)
     val = checkpoint.train_config.get("val_dataset", {})
     if val.get("kind") != "synthetic":
         msg = "the model was not validated on synthetic scenes; give --image-size"
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
     return int(val["height"]), int(val["width"])
 
 
@@ -596,13 +588,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, path in (("single-exit", args.single_exit), ("naive joint", args.naive_joint)):
             try:
                 baseline_path = checkpoint_file(path)
-            except BenchmarkInputError as err:
+            except BenchError as err:
                 mode = name.replace("-", "_").replace(" ", "_")
                 msg = (
                     f"{err}: train the {name} baseline with `mess_train --preset default "
                     f"--mode {mode} --out {path}` or pass --skip-ablation"
                 )
-                raise BenchmarkInputError(msg) from err
+                raise BenchError(msg) from err
             baseline = load_checkpoint(baseline_path)
             check_comparable(reference, baseline, name, baseline_path)
             baselines[name] = (baseline, baseline_path)
@@ -680,15 +672,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        results = run(args)
-    except (MessError, OSError) as err:
-        print(f"exit_accuracy: error: {err}", file=sys.stderr)
-        return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out} and {args.plot}")
-    return 0
+    return run_and_save("exit_accuracy", lambda: run(args), args.out, args.plot)
 
 
 if __name__ == "__main__":

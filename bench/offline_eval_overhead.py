@@ -33,7 +33,6 @@ Prints the figures, PASS/FAIL against the target and writes JSON to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -45,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import DEFAULT_MODEL, REPORT_DIR, BenchError, run_and_save
 
 from mess_ros.data.datasets import SPLIT_SEEDS, SyntheticDataset
-from mess_ros.errors import MessError
 from mess_ros.eval.bags import BagFrame, BagWriteOptions, load_frames, write_bag
 from mess_ros.eval.offline import OfflineEvaluator, OfflineOptions, build_engines
 from mess_ros.eval.runs import RunSpec, build_runs
@@ -55,15 +54,9 @@ from mess_ros.model import load_checkpoint
 from mess_ros.runtime.config import POLICY_NAMES, ParamValue, SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models/default.pt"
-DEFAULT_OUT = REPO_ROOT / "reports/bench/offline_eval_overhead.json"
+DEFAULT_OUT = REPORT_DIR / "offline_eval_overhead.json"
 TARGET_OVERHEAD = 0.10
 RATE_HZ = 15.0
-
-
-class BenchmarkInputError(MessError):
-    """A file is missing or a setting cannot work."""
 
 
 @dataclass(frozen=True)
@@ -153,11 +146,11 @@ def _frame_hw(text: str | None, model: Path) -> tuple[int, int]:
     if text:
         height, sep, width = text.lower().partition("x")
         if not sep or not height.isdigit() or not width.isdigit():
-            raise BenchmarkInputError(f"frame size {text!r} is not HEIGHTxWIDTH, e.g. 128x256")
+            raise BenchError(f"frame size {text!r} is not HEIGHTxWIDTH, e.g. 128x256")
         return int(height), int(width)
     val = load_checkpoint(model).train_config.get("val_dataset", {})
     if "height" not in val or "width" not in val:
-        raise BenchmarkInputError(f"{model} records no validation image size; give --frame-size")
+        raise BenchError(f"{model} records no validation image size; give --frame-size")
     return int(val["height"]), int(val["width"])
 
 
@@ -165,7 +158,7 @@ def engine_config(model: Path, args: argparse.Namespace) -> SegmentationConfig:
     """The node's defaults with this model at its training input size, no deadline."""
     input_hw = load_checkpoint(model).train_config.get("input_hw")
     if not input_hw:
-        raise BenchmarkInputError(f"{model} records no training input size")
+        raise BenchError(f"{model} records no training input size")
     params: dict[str, ParamValue] = {
         "engine.model_path": str(model.resolve()),
         "engine.input_height": int(input_hw[0]),
@@ -180,9 +173,9 @@ def engine_config(model: Path, args: argparse.Namespace) -> SegmentationConfig:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.repeats < 1 or args.frames < 1:
-        raise BenchmarkInputError("--repeats and --frames must be >= 1")
+        raise BenchError("--repeats and --frames must be >= 1")
     if not args.model.is_file():
-        raise BenchmarkInputError(f"checkpoint {str(args.model)!r} does not exist")
+        raise BenchError(f"checkpoint {str(args.model)!r} does not exist")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="mess_bench_") as scratch:
@@ -195,11 +188,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         frames, stats, topics = load_frames(bag)
         decode_s = time.perf_counter() - started
     if not frames:
-        raise BenchmarkInputError(f"bag {bag} has no usable frame ({stats.to_dict()})")
+        raise BenchError(f"bag {bag} has no usable frame ({stats.to_dict()})")
     if not any(frame.gt is not None for frame in frames):
-        raise BenchmarkInputError(
-            f"bag {bag} has no ground truth on {topics.ground_truth}: nothing scored"
-        )
+        raise BenchError(f"bag {bag} has no ground truth on {topics.ground_truth}: nothing scored")
 
     runs = build_engines(build_runs(engine_config(args.model, args)))
     engine = runs[0][1]
@@ -236,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"the bare engine and the evaluation took different exits on {mismatched} frames; "
             "the two passes do not do the same work (use a policy without a deadline)"
         )
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
 
     count = len(frames)
     bare_median = statistics.median(r.bare.wall_s for r in repetitions)
@@ -311,15 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        results = run(args)
-    except (MessError, OSError) as err:
-        print(f"offline_eval_overhead: error: {err}", file=sys.stderr)
-        return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out}")
-    return 0
+    return run_and_save("offline_eval_overhead", lambda: run(args), args.out)
 
 
 if __name__ == "__main__":

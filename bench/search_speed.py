@@ -36,7 +36,6 @@ status 0 unless an input is missing or inconsistent (2).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -48,32 +47,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import DEFAULT_MODEL, REPO_ROOT, REPORT_DIR, SINGLE_EXIT_RUN, BenchError, run_and_save
 
 from mess_ros.deploy.inputs import DeployInputs, load_inputs, run_paths
 from mess_ros.deploy.pareto import PlotPoint, front_markdown, plot_front
 from mess_ros.deploy.problem import STATS, ScoredConfiguration, StatName
 from mess_ros.deploy.profile import format_table, profile_checkpoint
 from mess_ros.deploy.search import THRESHOLD_MODES, SearchResult, SearchSpace, search
-from mess_ros.errors import MessError
 from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint
 from mess_ros.train.calibration import CalibrationCache
 from mess_ros.train.rundir import RunDir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models/default.pt"
 DEFAULT_CACHE = REPO_ROOT / "models/default_calibration.npz"
-DEFAULT_SINGLE_EXIT = REPO_ROOT / "runs/ablation_single_exit"
-DEFAULT_OUT = REPO_ROOT / "reports/bench/search_speed.json"
-DEFAULT_PLOT = REPO_ROOT / "reports/bench/search_speed_pareto.png"
+DEFAULT_OUT = REPORT_DIR / "search_speed.json"
+DEFAULT_PLOT = REPORT_DIR / "search_speed_pareto.png"
 
 TARGET_PER_MINUTE = 100_000
 TARGET_FULL_SEARCH_S = 300.0
 PAPER_SPEEDUP = 2.83
 PAPER_GAIN_PP = 5.33
-
-
-class BenchmarkInputError(MessError):
-    """A file is missing, or the single-exit baseline cannot be compared."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +139,7 @@ def headline(front: Sequence[ScoredConfiguration], baseline: Baseline, stat: Sta
     within = [s for s in front if s.latency_ms(stat) <= baseline.latency_ms + 1e-6]
     if not within:
         msg = f"no configuration of the front is as fast as {baseline.name}"
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
     reaching = [s for s in front if s.miou >= baseline.miou - 1e-9]
     return Headline(
         baseline=baseline,
@@ -165,7 +157,7 @@ def separate_single_exit(run_dir: Path, inputs: DeployInputs, latency_ms: float)
     for path in (checkpoint_path, cache_path):
         if not path.is_file():
             msg = f"{str(path)!r} does not exist; is {str(run_dir)!r} a finished single-exit run?"
-            raise BenchmarkInputError(msg)
+            raise BenchError(msg)
     single: Checkpoint = load_checkpoint(checkpoint_path)
     ours, theirs = inputs.checkpoint.model.spec, single.model.spec
     if (ours.backbone, ours.final_head, ours.num_classes) != (
@@ -178,7 +170,7 @@ def separate_single_exit(run_dir: Path, inputs: DeployInputs, latency_ms: float)
             f"or class count than {str(inputs.checkpoint_path)!r}, so its latency is not the "
             "final-only one"
         )
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
     cache = CalibrationCache.load(cache_path)
     if cache.dataset != inputs.cache.dataset or cache.num_images != inputs.cache.num_images:
         msg = (
@@ -186,10 +178,10 @@ def separate_single_exit(run_dir: Path, inputs: DeployInputs, latency_ms: float)
             f"{cache.num_images} images) than {str(inputs.cache_path)!r} "
             f"({inputs.cache.dataset}, {inputs.cache.num_images} images)"
         )
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
     if tuple(cache.input_hw) != tuple(inputs.cache.input_hw):
         msg = f"calibration cache {str(cache_path)!r} was computed at another input size"
-        raise BenchmarkInputError(msg)
+        raise BenchError(msg)
     return Baseline(
         "single-exit network (separately trained)", cache.exit_miou(FINAL_EXIT), latency_ms
     )
@@ -241,7 +233,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--single-exit",
         type=Path,
-        default=DEFAULT_SINGLE_EXIT,
+        default=SINGLE_EXIT_RUN,
         help="separately trained single-exit run dir (left out with a note when unfinished)",
     )
     parser.add_argument("--stat", default="mean", choices=STATS, help="latency statistic")
@@ -265,7 +257,7 @@ def load(args: argparse.Namespace) -> tuple[DeployInputs, bool]:
         checkpoint_path, cache_path = args.model, args.cache
     for path, what in ((checkpoint_path, "checkpoint"), (cache_path, "calibration cache")):
         if not Path(path).is_file():
-            raise BenchmarkInputError(f"{what} {str(path)!r} does not exist")
+            raise BenchError(f"{what} {str(path)!r} does not exist")
     table_path = args.latency_table
     profiled = table_path is None
     if table_path is None:
@@ -290,7 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.repeats < 1:
-        raise BenchmarkInputError(f"--repeats must be >= 1, got {args.repeats}")
+        raise BenchError(f"--repeats must be >= 1, got {args.repeats}")
     inputs, profiled = load(args)
     stat: StatName = args.stat
     problem = inputs.problem()
@@ -418,17 +410,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.perf_counter()
-    try:
+
+    def timed_run() -> dict[str, Any]:
+        started = time.perf_counter()
         results = run(args)
-    except (MessError, OSError) as err:
-        print(f"search_speed: error: {err}", file=sys.stderr)
-        return 2
-    results["elapsed_s"] = round(time.perf_counter() - started, 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out} and {args.plot}")
-    return 0
+        results["elapsed_s"] = round(time.perf_counter() - started, 2)
+        return results
+
+    return run_and_save("search_speed", timed_run, args.out, args.plot)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -101,6 +101,8 @@ BAD_INPUT_CAUSES: Final = frozenset(
 )
 LOAD_REJECTED: Final = "bad_load"
 STAMP_UNUSABLE: Final = "stamp_unusable"
+
+_ImageMsg = TypeVar("_ImageMsg", Image, CompressedImage)
 
 # A frame stamped further in the past than this, or in the future by more than
 # the skew, comes from a clock this node cannot compare with (a bag replayed
@@ -282,26 +284,20 @@ class SegmentationCore:
     # --- callbacks (executor thread; never block) ----------------------------------------
 
     def _on_image(self, msg: Image) -> None:
-        received_ns = time.monotonic_ns()
-        self._stats.frame_received()
-        if not self.active:
-            self._stats.frame_dropped(DROP_INACTIVE)
-            return
-        try:
-            image = image_to_rgb(msg, self._config.node.max_image_pixels)
-        except ImageConversionError as err:
-            self._drop_bad_input(err)
-            return
-        self._offer(msg.header, image, received_ns)
+        self._receive(msg, image_to_rgb)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
+        self._receive(msg, compressed_to_rgb)
+
+    def _receive(self, msg: _ImageMsg, convert: Callable[[_ImageMsg, int], U8Array]) -> None:
+        """Count, convert and offer one image; both image flavours differ only in ``convert``."""
         received_ns = time.monotonic_ns()
         self._stats.frame_received()
         if not self.active:
             self._stats.frame_dropped(DROP_INACTIVE)
             return
         try:
-            image = compressed_to_rgb(msg, self._config.node.max_image_pixels)
+            image = convert(msg, self._config.node.max_image_pixels)
         except ImageConversionError as err:
             self._drop_bad_input(err)
             return

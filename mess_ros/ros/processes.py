@@ -75,11 +75,11 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        """SIGINT, then SIGKILL after ``timeout_s``; returns the exit status."""
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """``sig`` (SIGINT: the clean path), then SIGKILL after ``timeout_s``; the exit status."""
         try:
             if self.alive():
-                self.popen.send_signal(signal.SIGINT)
+                self.popen.send_signal(sig)
                 try:
                     return self.popen.wait(timeout_s)
                 except subprocess.TimeoutExpired:
@@ -89,15 +89,18 @@ class ManagedProcess:
         finally:
             self._log.close()
 
-    def tail(self, lines: int = 20) -> str:
-        """The end of the process's output, for error messages."""
+    def output(self) -> str:
+        """Everything the process has written so far ("" when the log cannot be read)."""
         if not self._log.closed:
             self._log.flush()
         try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+
+    def tail(self, lines: int = 20) -> str:
+        """The end of the process's output, for error messages."""
+        return "\n".join(self.output().splitlines()[-lines:])
 
 
 class ProcessSet(contextlib.AbstractContextManager["ProcessSet"]):

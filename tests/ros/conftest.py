@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +37,7 @@ from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelSpec, save_checkpoint
 from mess_ros.ros import qos
 from mess_ros.ros.diagnostics import key_values
+from mess_ros.ros.processes import ManagedProcess, ros_environment
 from mess_ros.runtime.config import SegmentationConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,15 +57,9 @@ def next_domain_id() -> int:
 
 
 def ros_env(domain_id: int) -> dict[str, str]:
-    """Environment of a ROS process of the tests."""
-    env = dict(os.environ)
-    env.update(
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_DOMAIN_ID=str(domain_id),
-        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
-        OMP_NUM_THREADS="1",
-        PYTHONUNBUFFERED="1",
-    )
+    """Environment of a ROS process of the tests: the package's, on one thread."""
+    env = ros_environment(domain_id, profile=FASTDDS_PROFILE)
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
 
 
@@ -115,47 +109,14 @@ def write_params(path: Path, checkpoint: Path, **overrides: Any) -> Path:
     return path
 
 
-class RosProcess:
-    """A ROS executable in its own session, output captured to a log file."""
+class RosProcess(ManagedProcess):
+    """A ROS executable of the tests on its own domain; stops wait longer than the demo's."""
 
     def __init__(self, argv: Sequence[str], domain_id: int, log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.popen = subprocess.Popen(
-            list(argv),
-            env=ros_env(domain_id),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        super().__init__(Path(argv[0]).name, argv, ros_env(domain_id), log_path)
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGINT, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-        """Send ``sig`` and wait; kill after ``timeout_s``. Returns the exit status of ``sig``."""
-        status: int | None = None
-        try:
-            if self.alive():
-                self.popen.send_signal(sig)
-                status = self.popen.wait(timeout_s)
-            else:
-                status = self.popen.returncode
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(10)
-        finally:
-            self._log.close()
-        return status
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        return super().stop(sig, timeout_s)
 
 
 def start_node(
@@ -339,7 +300,7 @@ def wait_until_serving(process: RosProcess, client: RosClient, image: Image) -> 
     try:
         client.segment(image, timeout_s=START_TIMEOUT_S)
     except AssertionError:
-        pytest.fail(f"node did not serve within {START_TIMEOUT_S} s; its log:\n{process.log()}")
+        pytest.fail(f"node did not serve within {START_TIMEOUT_S} s; its log:\n{process.output()}")
 
 
 def run_node(

@@ -209,7 +209,7 @@ def test_malformed_input_is_counted_and_node_keeps_serving(serving: NodeUnderTes
     assert (mask.height, mask.width) == (HEIGHT, WIDTH)
     status = client.health[-1].status[0]
     assert "malformed" in status.message or int(client.latest_health()["dropped_total"]) >= 5
-    log = serving.process.log()
+    log = serving.process.output()
     assert "data length" in log
     assert "Traceback" not in log
 
@@ -428,8 +428,8 @@ def test_clean_stop_on_signal(tmp_path: Path, tiny_checkpoint: Path, sig: int) -
             client.image_pub.publish(image)
             client.spin_for(0.02)
         status = process.stop(sig, timeout_s=15.0)
-        assert status == 0, process.log()
-        assert "Traceback" not in process.log()
+        assert status == 0, process.output()
+        assert "Traceback" not in process.output()
     finally:
         process.stop(signal.SIGKILL)
         if client is not None:
@@ -465,8 +465,8 @@ def test_startup_error_is_reported_and_exits_nonzero(tmp_path: Path) -> None:
     try:
         status = process.popen.wait(60)
         assert status == 1
-        assert "missing.pt" in process.log()
-        assert "Traceback" not in process.log()
+        assert "missing.pt" in process.output()
+        assert "Traceback" not in process.output()
     finally:
         process.stop(signal.SIGKILL)
 
@@ -505,8 +505,8 @@ def test_lifecycle_node(tmp_path: Path, tiny_checkpoint: Path) -> None:
         )
         assert client.change_state(Transition.TRANSITION_CLEANUP)
         assert client.lifecycle_state() == "unconfigured"
-        assert process.stop(signal.SIGINT) == 0, process.log()
-        assert "Traceback" not in process.log()
+        assert process.stop(signal.SIGINT) == 0, process.output()
+        assert "Traceback" not in process.output()
     finally:
         process.stop(signal.SIGKILL)
         if client is not None:
