@@ -255,7 +255,8 @@ class DeadlineConfig:
     load_beta: float = _param(
         1.0,
         "Initial slope of the load relation time = base * (1 + beta * load); learned online "
-        "from measured times afterwards.",
+        "from measured times afterwards, so it is only read at start.",
+        read_only=True,
         min_value=0.0,
         max_value=20.0,
     )
