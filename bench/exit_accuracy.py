@@ -259,6 +259,33 @@ def hard_split_check(two_stage: ModelScores) -> tuple[Check, dict[str, Any]]:
     return check, figures
 
 
+def backbone_depth_check(two_stage: ModelScores) -> Check | None:
+    """Final exit vs the network's own first exit: stage 1's light head at the shallowest point.
+
+    Stage 1 trains that head end to end with the backbone, and a 1x1
+    classifier adds no depth of its own, so the gap measures what the
+    backbone's depth alone buys on hard scenes. The strict check above lets
+    the first point borrow depth from its heaviest head instead.
+    """
+    light = two_stage.checkpoint.train_config.get("stage1_head")
+    hard = LEVELS[-1]
+    exits = [s for s in two_stage.intermediate() if s.head == light]
+    if not exits:
+        return None
+    first = min(exits, key=lambda s: s.depth)
+    gap = two_stage.final.value(hard) - first.value(hard)
+    return Check(
+        name=f"{hard} split: final beats the stage-1 exit at the first point",
+        target=f">= {HARD_GAP_PP:g} points",
+        measured=(
+            f"final {two_stage.final.value(hard):.2f} vs {first.exit_id} "
+            f"{first.value(hard):.2f}: {gap:+.2f} points"
+        ),
+        passed=gap >= HARD_GAP_PP,
+        informative=True,
+    )
+
+
 def final_check(two_stage: ModelScores, single: ModelScores) -> tuple[Check, dict[str, Any]]:
     delta = two_stage.final.overall - single.final.overall
     check = Check(
@@ -619,6 +646,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     checks: list[Check] = []
     hard, hard_figures = hard_split_check(two_stage)
     checks.append(hard)
+    backbone_depth = backbone_depth_check(two_stage)
+    if backbone_depth is not None:
+        checks.append(backbone_depth)
     ablation: dict[str, Any] = {}
     if single is not None or naive is not None:
         print("\nablation: best head per point and final exit, mIoU (%) over all scenes")

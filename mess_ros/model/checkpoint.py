@@ -6,6 +6,12 @@ and tensors only. It is read with ``torch.load(weights_only=True)``: a model
 file received from elsewhere can then never execute code. Writes go through
 a temporary file and a rename, so a crash or a full disk never leaves a
 half-written checkpoint where a robot expects a model.
+
+Weights may be stored in float16 (``weights_dtype="float16"``): the bundled
+and deployed models are, which halves the files the package ships. Loading
+always gives a float32 network (the stored values, widened exactly), so the
+fingerprint, the calibration cache and every latency measured for a model
+refer to the same numbers whichever way the file was written.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from mess_ros.model.messnet import MESSNet, ModelSpec
 CHECKPOINT_FORMAT = "mess_ros.checkpoint"
 CHECKPOINT_VERSION = 1
 _REQUIRED_KEYS = ("model_spec", "labels", "train_config", "state_dict")
+#: Floating-point storage types of checkpoint weights (integer buffers are kept as they are).
+WEIGHT_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 
 PathLike = str | os.PathLike[str]
 
@@ -41,6 +49,8 @@ class Checkpoint:
     train_config: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # How the file stores floating-point weights (the loaded model is float32 either way).
+    weights_dtype: str = "float32"
 
     @property
     def spec(self) -> ModelSpec:
@@ -93,9 +103,20 @@ def save_checkpoint(
     labels: Mapping[str, Any],
     train_config: Mapping[str, Any],
     metrics: Mapping[str, Any] | None = None,
+    weights_dtype: str = "float32",
 ) -> None:
-    """Write ``model`` with its metadata to ``path`` atomically (weights moved to CPU)."""
+    """Write ``model`` with its metadata to ``path`` atomically (weights moved to CPU).
+
+    With ``weights_dtype="float16"`` floating-point tensors are rounded to
+    half precision in the file; the network in memory is left untouched.
+    """
     path = Path(path)
+    if weights_dtype not in WEIGHT_DTYPES:
+        valid = ", ".join(WEIGHT_DTYPES)
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: weights_dtype {weights_dtype!r} is not one of {valid}"
+        )
+    storage = WEIGHT_DTYPES[weights_dtype]
     metadata = {
         "labels": dict(labels),
         "train_config": dict(train_config),
@@ -103,7 +124,10 @@ def save_checkpoint(
     }
     for name, value in metadata.items():
         _check_plain(value, name)
-    state = {key: t.detach().to("cpu").contiguous() for key, t in model.state_dict().items()}
+    state = {
+        key: _stored(t.detach().to("cpu"), storage).contiguous()
+        for key, t in model.state_dict().items()
+    }
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -130,6 +154,17 @@ def save_checkpoint(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _stored(tensor: Tensor, storage: torch.dtype) -> Tensor:
+    return tensor.to(storage) if tensor.is_floating_point() else tensor
+
+
+def _weights_dtype(state: Mapping[str, Any]) -> str:
+    """ "float16" for a file written with half-precision weights, else "float32"."""
+    floating = (t for t in state.values() if isinstance(t, Tensor) and t.is_floating_point())
+    first = next(floating, None)
+    return "float16" if first is not None and first.dtype == torch.float16 else "float32"
 
 
 def _read_payload(path: Path, map_location: str | torch.device) -> dict[str, Any]:
@@ -218,6 +253,7 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
         train_config=payload["train_config"],
         metrics=payload.get("metrics", {}),
         path=path,
+        weights_dtype=_weights_dtype(state),
     )
 
 
@@ -239,11 +275,19 @@ def prune_checkpoint(src: PathLike, dst: PathLike, keep_exit_ids: Sequence[str])
     # The source's fingerprint lets latency tables and calibration caches made for the
     # full checkpoint be recognised as valid for the pruned one.
     metrics = {**checkpoint.metrics, PRUNED_FROM_KEY: checkpoint.fingerprint}
-    save_checkpoint(dst, pruned, checkpoint.labels, checkpoint.train_config, metrics)
+    save_checkpoint(
+        dst,
+        pruned,
+        checkpoint.labels,
+        checkpoint.train_config,
+        metrics,
+        weights_dtype=checkpoint.weights_dtype,
+    )
     return Checkpoint(
         model=pruned,
         labels=checkpoint.labels,
         train_config=checkpoint.train_config,
         metrics=metrics,
         path=Path(dst),
+        weights_dtype=checkpoint.weights_dtype,
     )

@@ -45,6 +45,10 @@ LOG_COLUMNS = (
 # Settings that may differ when a run is resumed: they change where and how fast it
 # runs, not what it computes.
 RESUMABLE_CHANGES = frozenset({"device", "workers", "amp"})
+# Settings only stage 2 reads: they may still change while a run has not left stage 1,
+# so stage 2 can be tuned (edit the run's config.yaml, then --resume) without
+# training the backbone again.
+STAGE2_SETTINGS = frozenset({"stage2_steps", "stage2_lr", "distill_weight", "distill_temperature"})
 
 
 @dataclass(frozen=True)
@@ -145,10 +149,13 @@ class RunDir:
             raise TrainError(f"{where} has unsupported version {payload.get('version')!r}")
         stored = payload["config"]
         current = config.to_dict()
+        free = RESUMABLE_CHANGES
+        if payload.get("stage_index") == 0 and stored.get("mode") == "two_stage":
+            free = free | STAGE2_SETTINGS
         changed = sorted(
             key
             for key in set(stored) | set(current)
-            if key not in RESUMABLE_CHANGES and stored.get(key) != current.get(key)
+            if key not in free and stored.get(key) != current.get(key)
         )
         if changed:
             msg = (

@@ -87,6 +87,36 @@ def test_pruned_checkpoint_keeps_only_chosen_heads(
         prune_checkpoint(saved, dst, ["layer2_0:aspplite_c8"])
 
 
+def test_half_precision_storage(
+    tmp_path: Path, model: MESSNet, saved: Path, image: torch.Tensor
+) -> None:
+    half = tmp_path / "half.pt"
+    save_checkpoint(half, model, LABELS, TRAIN_CONFIG, METRICS, weights_dtype="float16")
+    stored = torch.load(half, weights_only=True)["state_dict"]
+    assert all(t.dtype == torch.float16 for t in stored.values() if t.is_floating_point())
+    assert any(not t.is_floating_point() for t in stored.values()), "integer buffers kept"
+    assert half.stat().st_size < 0.6 * saved.stat().st_size
+    loaded = load_checkpoint(half)
+    assert loaded.weights_dtype == "float16"
+    assert load_checkpoint(saved).weights_dtype == "float32"
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    # Stored values widen exactly: writing the loaded network again changes nothing.
+    again = tmp_path / "again.pt"
+    save_checkpoint(again, loaded.model, LABELS, TRAIN_CONFIG, METRICS, weights_dtype="float16")
+    assert load_checkpoint(again).fingerprint == loaded.fingerprint
+    model.eval()
+    with torch.no_grad():
+        full, rounded = model(image), loaded.model(image)
+    assert torch.allclose(full[FINAL_EXIT], rounded[FINAL_EXIT], rtol=0.05, atol=0.05)
+    pruned = prune_checkpoint(half, tmp_path / "pruned.pt", ["layer1_1:linear"])
+    assert pruned.weights_dtype == "float16"
+    assert load_checkpoint(tmp_path / "pruned.pt").weights_dtype == "float16"
+    with pytest.raises(
+        CheckpointError, match="weights_dtype 'int8' is not one of float32, float16"
+    ):
+        save_checkpoint(tmp_path / "bad.pt", model, LABELS, TRAIN_CONFIG, weights_dtype="int8")
+
+
 def test_save_is_atomic_and_replaces(saved: Path, model: MESSNet) -> None:
     first = saved.read_bytes()
     save_checkpoint(saved, model.keep_exits([]), LABELS, TRAIN_CONFIG)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,20 +16,37 @@ from mess_ros.train.errors import TrainError
 from tests.train.helpers import Runs
 
 
-def test_bundle_copies_checkpoint_cache_and_metrics(runs: Runs, tmp_path: Path) -> None:
+def test_bundle_ships_half_precision_weights_with_a_matching_cache(
+    runs: Runs, tmp_path: Path
+) -> None:
     out = tmp_path / "models"
-    assert main([str(runs.straight), str(out)]) == 0
+    assert main([str(runs.straight), str(out), "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "default.pt",
         "default_calibration.npz",
         "default_metrics.json",
     ]
-    checkpoint = load_checkpoint(out / "default.pt")
+    stored = torch.load(out / "default.pt", weights_only=True)["state_dict"]
+    floating = [t for t in stored.values() if t.is_floating_point()]
+    assert floating and all(t.dtype == torch.float16 for t in floating)
+    assert (out / "default.pt").stat().st_size < 0.6 * (
+        runs.straight / "checkpoint.pt"
+    ).stat().st_size
+
+    shipped = load_checkpoint(out / "default.pt")
+    assert shipped.weights_dtype == "float16"
+    assert all(p.dtype == torch.float32 for p in shipped.model.parameters())
     cache = CalibrationCache.load(out / "default_calibration.npz")
-    assert cache.checkpoint_fingerprint == checkpoint.fingerprint
-    assert (out / "default_metrics.json").read_bytes() == (
-        runs.straight / "metrics.json"
-    ).read_bytes()
+    assert cache.checkpoint_fingerprint == shipped.fingerprint
+    assert cache.exit_ids == shipped.model.exit_ids
+    metrics = json.loads((out / "default_metrics.json").read_text(encoding="utf-8"))
+    assert metrics["weights_dtype"] == "float16"
+    assert shipped.metrics["exits"] == metrics["exits"]
+    run_metrics = json.loads((runs.straight / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["training"] == run_metrics["training"]
+    for exit_id, run_exit in run_metrics["exits"].items():
+        # Rounding to float16 moves a weight by at most 1/2048 of its value.
+        assert abs(metrics["exits"][exit_id]["miou"] - run_exit["miou"]) < 0.01
 
 
 def test_bundle_refuses_a_cache_of_other_weights(runs: Runs, tmp_path: Path) -> None:

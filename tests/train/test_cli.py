@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from mess_ros.model.checkpoint import load_checkpoint
 from mess_ros.train.cli import main
-from tests.train.helpers import Runs
+from mess_ros.train.trainer import train
+from tests.train.helpers import STAGE1_STEPS, Runs, tiny_config
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -96,3 +98,22 @@ def test_resuming_a_finished_run_rewrites_its_results(
     code, out, _ = run_cli(["--out", str(runs.paused_mid_stage), "--resume"], capsys)
     assert code == 0
     assert "final" in out and f"run written to {runs.paused_mid_stage}" in out
+
+
+def test_stage2_settings_change_only_before_stage2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_config()
+    in_stage1, in_stage2 = tmp_path / "in_stage1", tmp_path / "in_stage2"
+    assert not train(config, in_stage1, progress=False, max_steps=STAGE1_STEPS).finished
+    assert not train(config, in_stage2, progress=False, max_steps=STAGE1_STEPS + 2).finished
+    for run_dir in (in_stage1, in_stage2):
+        text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+        tuned = text.replace(f"stage2_lr: {config.stage2_lr}", "stage2_lr: 0.02")
+        assert tuned != text
+        (run_dir / "config.yaml").write_text(tuned, encoding="utf-8")
+    code, _, _ = run_cli(["--out", str(in_stage1), "--resume", "--no-progress"], capsys)
+    assert code == 0
+    assert load_checkpoint(in_stage1 / "checkpoint.pt").train_config["stage2_lr"] == 0.02
+    code, _, err = run_cli(["--out", str(in_stage2), "--resume", "--no-progress"], capsys)
+    assert_clean_error(code, err, "different settings (stage2_lr)")

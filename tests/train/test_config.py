@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mess_ros.model.checkpoint import load_checkpoint
 from mess_ros.model.heads import HeadSpec
+from mess_ros.runtime.engine import resolve_model_path
 from mess_ros.train.config import _PARSERS, PRESETS, TrainConfig, load_config, preset
 from mess_ros.train.errors import TrainError
 
@@ -34,11 +36,13 @@ def test_presets_are_fresh_copies() -> None:
     assert preset("tiny").head_pool != first.head_pool
 
 
-def test_default_preset_is_the_documented_bundled_model() -> None:
+def test_default_preset_is_the_recipe_of_the_bundled_model() -> None:
     config = preset("default")
-    assert config.backbone.name == "resnet18" and config.backbone.output_stride == 16
+    assert config.backbone.name == "resnet18" and config.backbone.output_stride == 8
     assert config.input_hw == (128, 256) and config.mode == "two_stage"
     assert config.dataset.kind == "synthetic" and config.val_dataset.split == "val"
+    bundled = load_checkpoint(resolve_model_path(""))
+    assert bundled.train_config == config.to_dict()
 
 
 def test_yaml_overrides_merge_into_the_base(tmp_path: Path) -> None:
