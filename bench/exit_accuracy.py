@@ -232,6 +232,25 @@ class Check:
         }
 
 
+def _depth_gap_check(
+    two_stage: ModelScores, first: ExitScore, name: str, informative: bool = False
+) -> tuple[Check, float]:
+    """Final exit vs ``first`` on the hard scenes, against the depth target."""
+    hard = LEVELS[-1]
+    gap = two_stage.final.value(hard) - first.value(hard)
+    check = Check(
+        name=f"{hard} split: {name}",
+        target=f">= {HARD_GAP_PP:g} points",
+        measured=(
+            f"final {two_stage.final.value(hard):.2f} vs {first.exit_id} "
+            f"{first.value(hard):.2f}: {gap:+.2f} points"
+        ),
+        passed=gap >= HARD_GAP_PP,
+        informative=informative,
+    )
+    return check, gap
+
+
 def hard_split_check(two_stage: ModelScores) -> tuple[Check, dict[str, Any]]:
     """Final exit vs the best head at the shallowest point, on the hard scenes."""
     hard = LEVELS[-1]
@@ -240,16 +259,7 @@ def hard_split_check(two_stage: ModelScores) -> tuple[Check, dict[str, Any]]:
         check = Check("hard split needs depth", "model has intermediate exits", "none", False)
         return check, {}
     first = min(best.values(), key=lambda s: s.depth)
-    gap = two_stage.final.value(hard) - first.value(hard)
-    check = Check(
-        name=f"{hard} split: final beats first exit",
-        target=f">= {HARD_GAP_PP:g} points",
-        measured=(
-            f"final {two_stage.final.value(hard):.2f} vs first exit {first.exit_id} "
-            f"{first.value(hard):.2f}: {gap:+.2f} points"
-        ),
-        passed=gap >= HARD_GAP_PP,
-    )
+    check, gap = _depth_gap_check(two_stage, first, "final beats first exit")
     figures = {
         "first_exit": first.exit_id,
         "first_exit_miou": _rounded(first.value(hard)),
@@ -268,22 +278,13 @@ def backbone_depth_check(two_stage: ModelScores) -> Check | None:
     the first point borrow depth from its heaviest head instead.
     """
     light = two_stage.checkpoint.train_config.get("stage1_head")
-    hard = LEVELS[-1]
     exits = [s for s in two_stage.intermediate() if s.head == light]
     if not exits:
         return None
     first = min(exits, key=lambda s: s.depth)
-    gap = two_stage.final.value(hard) - first.value(hard)
-    return Check(
-        name=f"{hard} split: final beats the stage-1 exit at the first point",
-        target=f">= {HARD_GAP_PP:g} points",
-        measured=(
-            f"final {two_stage.final.value(hard):.2f} vs {first.exit_id} "
-            f"{first.value(hard):.2f}: {gap:+.2f} points"
-        ),
-        passed=gap >= HARD_GAP_PP,
-        informative=True,
-    )
+    name = "final beats the stage-1 exit at the first point"
+    check, _ = _depth_gap_check(two_stage, first, name, informative=True)
+    return check
 
 
 def final_check(two_stage: ModelScores, single: ModelScores) -> tuple[Check, dict[str, Any]]:
