@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,10 +62,14 @@ def bundle_run(run_dir: Path, out_dir: Path, progress: bool = True) -> list[Path
     calibration_path = out_dir / DEFAULT_CALIBRATION
     metrics_path = out_dir / DEFAULT_METRICS
     labels, train_config = checkpoint.labels, checkpoint.train_config
-    save_checkpoint(
-        model_path, checkpoint.model, labels, train_config, weights_dtype=SHIPPED_WEIGHTS_DTYPE
-    )
-    shipped = load_checkpoint(model_path)
+    # Round through a scratch file, so that nothing in out_dir changes until the
+    # new cache exists: a failed calibration leaves the previous bundle whole.
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        rounded = Path(scratch) / DEFAULT_MODEL
+        save_checkpoint(
+            rounded, checkpoint.model, labels, train_config, weights_dtype=SHIPPED_WEIGHTS_DTYPE
+        )
+        shipped = load_checkpoint(rounded)
     cache = build_calibration_cache(
         shipped,
         val_set,
