@@ -165,6 +165,7 @@ class RosClient:
         self.load_pub = node.create_publisher(Float32, "system_load", qos.output_qos())
         self.info_pub = node.create_publisher(CameraInfo, "camera_info", qos.output_qos())
         self._stamp_s = 1_000
+        self._clients: dict[str, Client[Any, Any]] = {}
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -228,15 +229,35 @@ class RosClient:
         assert self.health, "no /diagnostics received"
         return key_values(self.health[-1].status[0])
 
-    def _call(self, srv_type: Any, service: str, request: Any, timeout_s: float = 10.0) -> Any:
-        client: Client[Any, Any] = self.node.create_client(srv_type, service)
-        try:
-            assert self.spin_until(client.service_is_ready, timeout_s), f"{service} not available"
+    def _call(
+        self,
+        srv_type: Any,
+        service: str,
+        request: Any,
+        timeout_s: float = 10.0,
+        *,
+        idempotent: bool = False,
+    ) -> Any:
+        """Call a service of the node; queries (``idempotent``) are sent again until answered.
+
+        Clients are kept per service: DDS matches a new client's response
+        reader some time after the server reports itself available, and a
+        reply sent before that is lost. Only the first call of a client can
+        fall into that window, and only a query may safely be repeated.
+        """
+        client = self._clients.get(service)
+        if client is None:
+            client = self.node.create_client(srv_type, service)
+            self._clients[service] = client
+        assert self.spin_until(client.service_is_ready, timeout_s), f"{service} not available"
+        deadline = time.monotonic() + timeout_s
+        while True:
             future = client.call_async(request)
-            assert self.spin_until(future.done, timeout_s), f"{service} did not answer"
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+            wait_s = max(0.0, deadline - time.monotonic())
+            if self.spin_until(future.done, min(wait_s, 2.0) if idempotent else wait_s):
+                return future.result()
+            client.remove_pending_request(future)
+            assert time.monotonic() < deadline, f"{service} did not answer"
 
     def set_parameters(
         self, parameters: Sequence[Parameter[Any]], *, atomically: bool = True
@@ -257,12 +278,17 @@ class RosClient:
 
     def get_parameter(self, name: str) -> Any:
         response = self._call(
-            GetParameters, f"/{NODE_NAME}/get_parameters", GetParameters.Request(names=[name])
+            GetParameters,
+            f"/{NODE_NAME}/get_parameters",
+            GetParameters.Request(names=[name]),
+            idempotent=True,
         )
         return Parameter.from_parameter_msg(_parameter_msg(name, response.values[0])).value
 
     def lifecycle_state(self) -> str:
-        response = self._call(GetState, f"/{NODE_NAME}/get_state", GetState.Request())
+        response = self._call(
+            GetState, f"/{NODE_NAME}/get_state", GetState.Request(), idempotent=True
+        )
         return str(response.current_state.label)
 
     def change_state(self, transition_id: int) -> bool:
@@ -272,7 +298,10 @@ class RosClient:
 
     def list_parameters(self) -> list[str]:
         response = self._call(
-            ListParameters, f"/{NODE_NAME}/list_parameters", ListParameters.Request()
+            ListParameters,
+            f"/{NODE_NAME}/list_parameters",
+            ListParameters.Request(),
+            idempotent=True,
         )
         return list(response.result.names)
 
