@@ -38,29 +38,6 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_IND
     return F.cross_entropy(full, target, ignore_index=ignore_index)
 
 
-def exit_weighted_cross_entropy(
-    logits: Mapping[str, Tensor],
-    target: Tensor,
-    weights: Mapping[str, float],
-    ignore_index: int = IGNORE_INDEX,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Weighted sum of every exit's cross-entropy, plus the per-exit terms for logging.
-
-    Only exits named in ``weights`` contribute, so a stage decides which heads
-    learn from labels simply by the weights it passes; a weight of zero still
-    computes the (logged) loss but adds no gradient.
-    """
-    terms: dict[str, Tensor] = {}
-    total: Tensor | None = None
-    for exit_id, weight in weights.items():
-        loss = cross_entropy(logits[exit_id], target, ignore_index)
-        terms[exit_id] = loss.detach()
-        total = loss * weight if total is None else total + loss * weight
-    if total is None:
-        raise ValueError("exit_weighted_cross_entropy needs at least one weighted exit")
-    return total, terms
-
-
 def positive_filter_mask(
     teacher_logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX
 ) -> Tensor:
@@ -94,31 +71,6 @@ def positive_filtering_distillation(
     return teacher.distill(student_logits)
 
 
-def weighted_distillation(
-    logits: Mapping[str, Tensor],
-    teacher_id: str,
-    weights: Mapping[str, float],
-    target: Tensor,
-    temperature: float,
-    ignore_index: int = IGNORE_INDEX,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Weighted sum of the positive-filtering distillation of every student in ``weights``.
-
-    The teacher's softened distribution and positive mask are computed once
-    and shared by all students (a stage-2 pool has dozens of heads).
-    """
-    teacher = _Teacher(logits[teacher_id], target, temperature, ignore_index)
-    terms: dict[str, Tensor] = {}
-    total: Tensor | None = None
-    for exit_id, weight in weights.items():
-        loss = teacher.distill(logits[exit_id])
-        terms[exit_id] = loss.detach()
-        total = loss * weight if total is None else total + loss * weight
-    if total is None:
-        raise ValueError("weighted_distillation needs at least one student exit")
-    return total, terms
-
-
 def exit_losses(
     logits: Mapping[str, Tensor],
     target: Tensor,
@@ -130,11 +82,14 @@ def exit_losses(
 ) -> tuple[Tensor, Tensor]:
     """Weighted cross-entropy and weighted distillation of a whole stage, in one pass.
 
-    Equal to :func:`exit_weighted_cross_entropy` plus :func:`weighted_distillation`,
-    but every exit's logits are upsampled once and shared by both terms:
-    with a pool of dozens of heads, label-resolution losses are most of the
-    cost of a stage-2 step. Returns ``(ce_total, distill_total)``; a term
-    with no weighted exit is an exact zero.
+    The sum over ``ce_weights`` of :func:`cross_entropy` and over
+    ``distill_weights`` of :func:`positive_filtering_distillation` from the
+    ``teacher_id`` exit, but every exit's logits are upsampled once and shared
+    by both terms, and the teacher's soft targets are computed once for all
+    students: with a pool of dozens of heads, label-resolution losses are most
+    of the cost of a stage-2 step. Exits without a weight add nothing.
+    Returns ``(ce_total, distill_total)``; a term with no weighted exit is an
+    exact zero.
     """
     size_hw = (int(target.shape[-2]), int(target.shape[-1]))
     teacher = (
@@ -167,7 +122,7 @@ class _Teacher:
         self.size_hw = (int(target.shape[-2]), int(target.shape[-1]))
         self.temperature = temperature
         teacher = upsample_to(teacher_logits.detach().float(), self.size_hw)
-        self.mask = (teacher.max(dim=1).indices == target) & (target != ignore_index)
+        self.mask = positive_filter_mask(teacher, target, ignore_index)
         self.any_positive = bool(self.mask.any())
         log_p = F.log_softmax(teacher / temperature, dim=1)
         self.p = log_p.exp()

@@ -11,10 +11,8 @@ import torch.nn.functional as F
 from mess_ros.train.losses import (
     cross_entropy,
     exit_losses,
-    exit_weighted_cross_entropy,
     positive_filter_mask,
     positive_filtering_distillation,
-    weighted_distillation,
 )
 
 
@@ -40,7 +38,7 @@ def test_cross_entropy_upsamples_logits_to_the_label_size_and_skips_ignored_pixe
     assert torch.allclose(cross_entropy(changed, target), expected, atol=1e-6)
 
 
-def test_exit_weighted_cross_entropy_weights_each_exit() -> None:
+def test_exit_losses_weight_each_exit() -> None:
     torch.manual_seed(1)
     target = torch.randint(0, 3, (1, 8, 8))
     logits = {
@@ -48,10 +46,13 @@ def test_exit_weighted_cross_entropy_weights_each_exit() -> None:
         "final": torch.randn(1, 3, 8, 8),
         "b": torch.randn(1, 3, 2, 2),
     }
-    total, terms = exit_weighted_cross_entropy(logits, target, {"a": 0.25, "final": 1.0})
-    assert set(terms) == {"a", "final"}  # "b" has no weight: not part of the loss
+    total, _ = exit_losses(logits, target, {"a": 0.25, "final": 1.0}, {}, "final", 2.0)
     expected = 0.25 * cross_entropy(logits["a"], target) + cross_entropy(logits["final"], target)
     assert torch.allclose(total, expected)
+    # "b" has no weight: not part of the loss.
+    changed = {**logits, "b": logits["b"] + 10.0}
+    same, _ = exit_losses(changed, target, {"a": 0.25, "final": 1.0}, {}, "final", 2.0)
+    assert torch.equal(same, total)
 
 
 def test_positive_filter_mask_covers_exactly_the_teacher_correct_pixels() -> None:
@@ -110,13 +111,14 @@ def test_distillation_gradient_reaches_only_the_student() -> None:
     target = torch.tensor([[[0, 1, 1, 0]]])
     teacher = one_hot_logits(target[0], 2).requires_grad_(True)
     student = torch.tensor([[[[0.3, -0.2]], [[0.1, 0.4]]]], requires_grad=True)  # upsampled
-    total, terms = weighted_distillation(
-        {"s": student, "final": teacher}, "final", {"s": 0.5}, target, temperature=2.0
+    _, total = exit_losses(
+        {"s": student, "final": teacher}, target, {}, {"s": 0.5}, "final", temperature=2.0
     )
     total.backward()
     assert teacher.grad is None
     assert student.grad is not None and float(student.grad.abs().sum()) > 0
-    assert torch.allclose(total, 0.5 * terms["s"])
+    alone = positive_filtering_distillation(student.detach(), teacher.detach(), target, 2.0)
+    assert torch.allclose(total, 0.5 * alone)
     assert math.isfinite(total.item())
 
 
@@ -138,8 +140,11 @@ def test_exit_losses_equal_the_separate_terms() -> None:
     ce_weights = {"a": 0.5, "b": 1.0}
     distill_weights = {"b": 2.0, "a": 0.25}
     ce, distill = exit_losses(logits, target, ce_weights, distill_weights, "final", 2.0)
-    expected_ce, _ = exit_weighted_cross_entropy(logits, target, ce_weights)
-    expected_kd, _ = weighted_distillation(logits, "final", distill_weights, target, 2.0)
+    expected_ce = sum(w * cross_entropy(logits[e], target) for e, w in ce_weights.items())
+    expected_kd = sum(
+        w * positive_filtering_distillation(logits[e], logits["final"], target, 2.0)
+        for e, w in distill_weights.items()
+    )
     assert torch.allclose(ce, expected_ce) and torch.allclose(distill, expected_kd)
     _, none = exit_losses(logits, target, ce_weights, {}, "final", 2.0)
     assert none.item() == 0.0

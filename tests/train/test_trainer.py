@@ -16,7 +16,7 @@ from mess_ros.model.messnet import FINAL_EXIT
 from mess_ros.train.calibration import CalibrationCache
 from mess_ros.train.config import load_config
 from mess_ros.train.errors import TrainError
-from mess_ros.train.losses import exit_weighted_cross_entropy
+from mess_ros.train.losses import cross_entropy
 from mess_ros.train.stages import plan_stages
 from mess_ros.train.trainer import learning_rate, stage_loss, train
 from tests.train.helpers import STAGE1_STEPS, STAGE2_STEPS, Runs, tiny_config
@@ -147,7 +147,7 @@ def test_loss_stride_subsamples_labels_at_cell_centres() -> None:
     logits = {FINAL_EXIT: torch.randn(2, 3, 4, 8)}
     masks = torch.randint(0, 3, (2, 16, 32))
     loss, ce, distill = stage_loss(logits, masks, plan, config)
-    expected, _ = exit_weighted_cross_entropy(logits, masks[:, 1::2, 1::2], {FINAL_EXIT: 1.0})
+    expected = cross_entropy(logits[FINAL_EXIT], masks[:, 1::2, 1::2])
     assert torch.allclose(loss, expected) and torch.allclose(ce, expected)
     assert distill.item() == 0.0
     full, _, _ = stage_loss(logits, masks, plan, tiny_config(mode="single_exit"))
