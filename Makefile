@@ -46,7 +46,7 @@ ablation: setup
 # Trains the bundled default model (models/) on synthetic data; see README for timings.
 model: setup
 	$(VENV)/bin/mess_train --preset default --out runs/default $(TRAIN_ARGS)
-	$(PY) -m mess_ros.train.bundle runs/default models
+	$(PY) -m mess_ros.train.bundle runs/default models --calibration-images 720
 
 # Every figure the README quotes; exit_accuracy's ablation needs `make ablation` first.
 # The node soak alone takes 12 minutes.

@@ -70,3 +70,21 @@ def test_bundle_of_an_unfinished_run(
     assert main([str(run), str(tmp_path / "models")]) == 2
     err = capsys.readouterr().err
     assert "checkpoint.pt" in err and "is missing" in err
+
+
+def test_bundle_calibrates_on_a_longer_validation_split(runs: Runs, tmp_path: Path) -> None:
+    run_cache = CalibrationCache.load(runs.straight / "calibration.npz")
+    longer = run_cache.num_images + 5
+    out = tmp_path / "models"
+    bundle_run(runs.straight, out, progress=False, calibration_images=longer)
+    cache = CalibrationCache.load(out / "default_calibration.npz")
+    assert cache.num_images == longer
+    # The run's validation images come first: the same scenes, scored again.
+    assert (cache.difficulty[: run_cache.num_images] == run_cache.difficulty).all()
+    assert cache.dataset["num_images"] == longer
+
+
+def test_bundle_refuses_an_empty_calibration_split(runs: Runs, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="positive count, got 0"):
+        bundle_run(runs.straight, tmp_path / "models", calibration_images=0)
+    assert not (tmp_path / "models").exists()
