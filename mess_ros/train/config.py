@@ -26,11 +26,10 @@ Presets
     an idle 2-core CPU a stage-1 step takes about 1.2 s and a stage-2 step
     1.1 to 1.4 s (the whole head pool at label resolution): about 50 + 10
     minutes, and the calibration of 29 exits on the 240 validation images
-    one more. The head
-    pool (:func:`mess_ros.model.heads.default_head_pool` with 32 channels: a
-    1x1 classifier, two FCN heads and an ASPP-lite head) sits at each of the
-    7 candidate points: 28 candidate exits, so that the deployment search
-    has real choices between cost and accuracy.
+    one more. The head pool (:func:`mess_ros.model.heads.default_head_pool`
+    with 32 channels: a 1x1 classifier, two FCN heads and an ASPP-lite head)
+    sits at each of the 7 candidate points: 28 candidate exits, so that the
+    deployment search has real choices between cost and accuracy.
 ``ablation``
     The default recipe at base width 16 and half the resolution (64x128),
     batch 8, 1200 stage-1 steps and 2000 stage-2 steps, for the comparison
