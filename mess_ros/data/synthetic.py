@@ -36,9 +36,9 @@ shape or texture arrangement at a larger scale.
 * medium (1): more and smaller objects, some clustering and occlusion,
   colour jitter, noise, mild blur, smooth illumination changes and shadows;
   each confusable group below is active with a small probability.
-* hard (2): many small objects in occluding clusters, clutter (bushes, rocks,
+* hard (2): many objects in occluding clusters, clutter (bushes, rocks,
   mud patches), heavy noise, blur and motion blur, strong uneven light with
-  cast shadows, and most of the *confusable groups* active. In a confusable
+  cast shadows, and every *confusable group* active. In a confusable
   group, classes share the same colours so a pixel's neighbourhood at
   shallow scale is ambiguous; only context resolves it:
 
@@ -47,7 +47,7 @@ shape or texture arrangement at a larger scale.
     ground plane between terrain (position and layout).
   - ``terrain~vegetation``: the same two earthy colours with the same fill
     ratio and edge sharpness; terrain is laid out in wavy furrow bands,
-    vegetation in round clumps, both about 0.14 of the image height in
+    vegetation in round clumps, both about 0.22 of the image height in
     period, larger than an early exit can compare.
   - ``building~obstacle``: boxes cut from the facade material (windows and
     all); a box is told apart by its bounded outline, shaded top and side
@@ -59,7 +59,9 @@ shape or texture arrangement at a larger scale.
 A deep exit, which sees the horizon, the outline of an object and a whole
 texture period, resolves these; a shallow one guesses, which is what makes
 the final exit beat the first by a wide margin on the hard split while both
-agree on the easy one.
+agree on the easy one. Hard objects are numerous but not tiny: a thing a few
+pixels tall is lost at the backbone's stride by every exit alike, so it
+would make the hard split harder without making depth pay off.
 
 All sizes are fractions of the image height, so a scene rendered at 64x128 is
 the same scene as at 256x512, only smaller.
@@ -183,13 +185,13 @@ PROFILES: Final = (
     ),
     DifficultyProfile(
         object_count=(10, 20),
-        object_scale=(0.5, 0.9),
-        depth=(0.12, 0.85),
+        object_scale=(0.6, 1.0),
+        depth=(0.25, 0.95),
         clutter_count=(6, 14),
         cluster_probability=0.8,
         near_occluder_probability=0.4,
         color_jitter=35.0,
-        confusion_probability=0.9,
+        confusion_probability=1.0,
         noise_sigma=(6.0, 14.0),
         blur_sigma=(0.5, 1.5),
         motion_blur_probability=0.3,
@@ -293,7 +295,7 @@ def _pattern_bank(height: int) -> tuple[npt.NDArray[np.uint8], int]:
 
     # Blobs and bands share period, fill ratio and edge sharpness: only their
     # arrangement differs, which an early exit cannot see (module docstring).
-    period = 0.14 * height
+    period = 0.22 * height
     bank[Pattern.BLOBS] = _sigmoid(5.0 * _ring_noise(rng, tile, period=period))
     band_period = tile / max(1, round(tile / period))
     warp = 0.9 * _periodic_noise(rng, tile, sigma_yx=(0.12 * height, 0.12 * height))
