@@ -735,7 +735,7 @@ def parser() -> argparse.ArgumentParser:
         "--baseline-minutes",
         type=float,
         default=2.0,
-        help="soak time at which the peak RSS the final peak is compared with is read",
+        help="minutes into the soak at which the reference peak RSS is taken",
     )
     p.add_argument(
         "--throughput-seconds",
