@@ -22,7 +22,8 @@ Presets
     exits at stride 8. Stage 1 runs long because the deep exits gain more
     from it than the shallow ones, and hard scenes are where depth has to
     pay off: doubling it from 1200 steps raised the final exit by 3.3 points
-    on hard held-out scenes and the best head at the first point by 2.0. On
+    on hard held-out scenes and the best head at the first point by 2.0
+    (measured on the hard level before its texture period was widened). On
     an idle 2-core CPU a stage-1 step takes about 1.2 s and a stage-2 step
     1.1 to 1.4 s (the whole head pool at label resolution): about 50 + 10
     minutes, and the calibration of 29 exits on the 240 validation images
