@@ -134,7 +134,7 @@ class Series:
         if window is not None:
             data["miss_rate_during_hog"] = self.miss_rate(window)
             data["rejected_loads"] = self.engine.rejected_loads
-            data["learned_load_beta"] = self.engine.latency_model.beta
+            data["learned_load_beta"] = self.engine.latency_model.beta()
         return data
 
 

@@ -26,7 +26,12 @@ Threads and why:
   the message (a view or one copy) and drops it into a one-place slot.
 * one inference thread takes the newest frame from the slot, runs the
   engine and publishes. A frame replaced in the slot before inference
-  started is counted as a ``stale`` drop.
+  started is counted as a ``stale`` drop. Publishing the masks is the
+  engine's last stage of the frame (its ``deliver``): it is timed and
+  learnt like the network's stages, every deadline decision budgets for
+  it, and a deadline counts as met only when the mask has been published.
+  ``node.scheduling_policy`` / ``node.scheduling_priority`` are applied to
+  the node's threads when this thread starts.
 * parameter changes are validated as a whole, handed to
   ``engine.reconfigure`` (which swaps atomically between frames) and only
   then published as the node's configuration; a rejected change leaves
@@ -87,6 +92,7 @@ from mess_ros.ros.throttle import WarningThrottle
 from mess_ros.runtime.config import ParameterSpec, SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
 from mess_ros.runtime.errors import ConfigError
+from mess_ros.runtime.scheduling import apply_scheduling, describe
 
 BAD_INPUT_CAUSES: Final = frozenset(
     cls.cause
@@ -386,7 +392,32 @@ class SegmentationCore:
 
     # --- inference thread ----------------------------------------------------------------
 
+    def _apply_scheduling(self, announce: bool) -> None:
+        """Raise the node's threads (torch's workers and DDS's included) to the configured priority.
+
+        Called when the inference thread starts and again after its first
+        frame, when torch has created its worker threads.
+        """
+        node = self._config.node
+        warnings = apply_scheduling(node.scheduling_policy, node.scheduling_priority)
+        for warning in warnings:
+            self._log.warning(warning)
+        if (
+            announce
+            and not warnings
+            and (node.scheduling_policy, node.scheduling_priority)
+            != (
+                "other",
+                0,
+            )
+        ):
+            self._log.info(
+                f"threads run at {describe(node.scheduling_policy, node.scheduling_priority)}"
+            )
+
     def _inference_loop(self, slot: LatestSlot[PendingFrame]) -> None:
+        self._apply_scheduling(announce=True)
+        first = True
         while True:
             frame = slot.take(WORKER_POLL_S)
             if frame is None:
@@ -395,6 +426,9 @@ class SegmentationCore:
                 continue
             try:
                 self._process(frame)
+                if first:
+                    first = False
+                    self._apply_scheduling(announce=False)
             except Exception as err:
                 # Whatever one frame does, the node must keep serving the next ones.
                 if slot.closed:
@@ -412,18 +446,29 @@ class SegmentationCore:
         deadline_ms = config.deadline.deadline_ms
         deadline_ns = frame.origin_ns + round(deadline_ms * 1e6) if deadline_ms > 0 else None
         start_ns = time.monotonic_ns()
-        result = engine.infer(frame.image, deadline_ns=deadline_ns)
-        if result.dropped:
-            self._stats.frame_dropped(DROP_LATE)
-        else:
-            self._publish_masks(frame.header, result.mask)
-        end_to_end_ms = (time.monotonic_ns() - frame.received_ns) / 1e6
+        changes = engine.thread_changes
+
+        def publish(mask: U8Array) -> None:
+            self._publish_masks(frame.header, mask)
+
+        result = engine.infer(frame.image, deadline_ns=deadline_ns, deliver=publish)
+        if engine.thread_changes != changes and engine.last_thread_change is not None:
+            change = engine.last_thread_change
+            self._log.info(f"inference on {change.threads} thread(s): {change.reason}")
+        # From the frame's stamp (its capture) to the mask published, as a subscriber sees it.
+        end_to_end_ms = (result.done_ns - frame.origin_ns) / 1e6
         queue_ms = (start_ns - frame.received_ns) / 1e6
-        self._publish_exit_info(frame.header, result, config, queue_ms, end_to_end_ms)
-        if not result.dropped:
+        if result.dropped:
+            self._stats.frame_dropped(DROP_LATE, infeasible=result.infeasible)
+        else:
             self._stats.frame_published(
-                result.exit_id, result.measured_ms, end_to_end_ms, result.met_deadline
+                result.exit_id,
+                result.measured_ms,
+                end_to_end_ms,
+                result.met_deadline,
+                result.infeasible,
             )
+        self._publish_exit_info(frame.header, result, config, queue_ms, end_to_end_ms)
 
     def _publish_masks(self, header: Header, mask: U8Array) -> None:
         if self._mask_pub is None:

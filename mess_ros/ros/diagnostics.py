@@ -16,25 +16,34 @@ Keys of ``exit_info`` (one ``DiagnosticStatus`` per frame, in this order):
                    under policies that do not use confidences (final, fixed, deadline)
 ``reason``         why the policy stopped there (the policy's own sentence)
 ``policy``         policy name in force for this frame
-``predicted_ms``   latency the policy predicted for the path it took
-``measured_ms``    engine time measured for the frame
+``predicted_ms``   latency the policy predicted for the path it took (publishing included)
+``measured_ms``    engine time measured for the frame, up to the mask (publishing excluded)
 ``deadline_ms``    time budget left when inference started; ``none`` without a deadline
-``met_deadline``   ``true`` / ``false``; ``none`` without a deadline
+``met_deadline``   ``true`` / ``false`` once the mask was published; ``none`` without a deadline
+``infeasible``     ``true`` when no exit could have met the deadline (late already, or even
+                   the earliest exit predicted too slow): the machine, not the policy, missed
 ``load``           accelerator load used by the policy (0..1); ``none`` when unknown or stale
 ``dropped``        ``true`` when the policy dropped the frame (no mask is published)
+``threads``        CPU threads the network ran on (fewer while other processes take cores)
 ``queue_ms``       time the frame waited between reception and the start of inference
-``end_to_end_ms``  reception to publication of the mask, as seen by the node
-``stage.<name>``   engine time of each stage in ms (backbone segments, heads, output)
+``end_to_end_ms``  from the frame's stamp to the mask published (from reception for frames
+                   without a usable stamp)
+``stage.<name>``   time of each stage in ms (backbone segments, heads, output, and
+                   ``deliver:<h>x<w>``: converting and publishing the masks)
 =================  =====================================================================
 
 Level: OK when the deadline was met (or there is none), WARN when it was
 missed or the frame was dropped.
+
+:class:`ExitInfo` reads such a message back into typed fields, for every
+consumer (demo, evaluation, benchmarks, tests).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from builtin_interfaces.msg import Time
@@ -57,8 +66,10 @@ EXIT_INFO_KEYS: Final = (
     "measured_ms",
     "deadline_ms",
     "met_deadline",
+    "infeasible",
     "load",
     "dropped",
+    "threads",
     "queue_ms",
     "end_to_end_ms",
 )
@@ -90,8 +101,10 @@ def exit_info_message(
         ("measured_ms", _fmt(result.measured_ms, 3)),
         ("deadline_ms", _fmt_optional(result.deadline_ms, 3)),
         ("met_deadline", _fmt_bool(result.met_deadline)),
+        ("infeasible", _fmt_bool(result.infeasible)),
         ("load", _fmt_optional(result.load, 3)),
         ("dropped", _fmt_bool(result.dropped)),
+        ("threads", str(result.threads)),
         ("queue_ms", _fmt(queue_ms, 3)),
         ("end_to_end_ms", _fmt(end_to_end_ms, 3)),
     ]
@@ -134,7 +147,10 @@ def health_message(
     if snapshot.bad_input_in_period:
         problems.append(f"{snapshot.bad_input_in_period} malformed frames dropped")
     if snapshot.deadline_miss_rate > MISS_RATE_WARN:
-        problems.append(f"deadline miss rate {snapshot.deadline_miss_rate:.0%}")
+        problems.append(
+            f"deadline miss rate {snapshot.deadline_miss_rate:.0%} "
+            f"({snapshot.deadline_infeasible_rate:.0%} infeasible)"
+        )
     if problems:
         level, message = DiagnosticStatus.WARN, "; ".join(problems)
     else:
@@ -156,6 +172,92 @@ def health_message(
 def key_values(status: DiagnosticStatus) -> dict[str, str]:
     """The values of a status as a dict (for consumers: demo, tests, evaluation)."""
     return {kv.key: kv.value for kv in status.values}
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """One ``exit_info`` report, typed: the inverse of :func:`exit_info_message`.
+
+    Numbers the node writes as ``nan`` come back as NaN, optional ones
+    written as ``none`` as None; a key a report lacks (an older node) gets
+    the same "unknown" value.
+    """
+
+    stamp_ns: int
+    exit_id: str
+    exit_index: int
+    num_exits: int
+    confidence: float
+    reason: str
+    policy: str
+    predicted_ms: float
+    measured_ms: float
+    deadline_ms: float | None
+    met_deadline: bool | None
+    infeasible: bool
+    load: float | None
+    dropped: bool
+    threads: int
+    queue_ms: float
+    end_to_end_ms: float
+    hardware_id: str = ""
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_message(cls, msg: DiagnosticArray) -> ExitInfo:
+        """Decode the first status of an ``exit_info`` message."""
+        if not msg.status:
+            raise ValueError("exit_info message without a status")
+        status = msg.status[0]
+        values = key_values(status)
+        stamp = msg.header.stamp
+        return cls(
+            stamp_ns=int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+            exit_id=values.get("exit_id", ""),
+            exit_index=_int(values.get("exit_index"), -1),
+            num_exits=_int(values.get("num_exits"), 0),
+            confidence=_float(values.get("confidence")),
+            reason=values.get("reason", ""),
+            policy=values.get("policy", ""),
+            predicted_ms=_float(values.get("predicted_ms")),
+            measured_ms=_float(values.get("measured_ms")),
+            deadline_ms=_optional_float(values.get("deadline_ms")),
+            met_deadline=_optional_bool(values.get("met_deadline")),
+            infeasible=values.get("infeasible") == "true",
+            load=_optional_float(values.get("load")),
+            dropped=values.get("dropped") == "true",
+            threads=_int(values.get("threads"), 0),
+            queue_ms=_float(values.get("queue_ms")),
+            end_to_end_ms=_float(values.get("end_to_end_ms")),
+            hardware_id=str(status.hardware_id),
+            stage_ms={
+                key.removeprefix(STAGE_KEY_PREFIX): _float(value)
+                for key, value in values.items()
+                if key.startswith(STAGE_KEY_PREFIX)
+            },
+        )
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _optional_float(text: str | None) -> float | None:
+    return None if text in (None, "none", "") else _float(text)
+
+
+def _optional_bool(text: str | None) -> bool | None:
+    return None if text in (None, "none", "") else text == "true"
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
 
 
 def _fmt(value: float, digits: int) -> str:

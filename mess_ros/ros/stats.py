@@ -43,6 +43,7 @@ class StatisticsSnapshot:
     bad_input_in_period: int
     loads_rejected: int
     deadline_miss_rate: float
+    deadline_infeasible_rate: float
     exit_histogram: dict[str, int]
     latency_mean_ms: float
     latency_p95_ms: float
@@ -50,10 +51,17 @@ class StatisticsSnapshot:
     end_to_end_p95_ms: float
     load: float | None
     window_frames: int = field(default=0)
+    deadline_misses_total: int = field(default=0)
+    deadline_infeasible_total: int = field(default=0)
 
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
+
+    @property
+    def deadline_avoidable_miss_rate(self) -> float:
+        """Misses of frames that some exit could have brought in on time."""
+        return max(self.deadline_miss_rate - self.deadline_infeasible_rate, 0.0)
 
     def key_values(self) -> list[tuple[str, str]]:
         """Flat ``(key, value)`` pairs in a stable order, as ``DiagnosticStatus.values``."""
@@ -68,6 +76,10 @@ class StatisticsSnapshot:
         pairs += [
             ("loads_rejected", str(self.loads_rejected)),
             ("deadline_miss_rate", _format_float(self.deadline_miss_rate, 4)),
+            ("deadline_infeasible_rate", _format_float(self.deadline_infeasible_rate, 4)),
+            ("deadline_avoidable_miss_rate", _format_float(self.deadline_avoidable_miss_rate, 4)),
+            ("deadline_misses_total", str(self.deadline_misses_total)),
+            ("deadline_infeasible_total", str(self.deadline_infeasible_total)),
             ("latency_mean_ms", _format_float(self.latency_mean_ms, 2)),
             ("latency_p95_ms", _format_float(self.latency_p95_ms, 2)),
             ("end_to_end_mean_ms", _format_float(self.end_to_end_mean_ms, 2)),
@@ -84,6 +96,11 @@ class _FrameOutcome:
     measured_ms: float
     end_to_end_ms: float
     met_deadline: bool | None
+    infeasible: bool
+
+    @property
+    def infeasible_miss(self) -> bool:
+        return self.infeasible and self.met_deadline is False
 
 
 class NodeStatistics:
@@ -103,6 +120,8 @@ class NodeStatistics:
         self._dropped: Counter[str] = Counter()
         self._exits: Counter[str] = Counter()
         self._loads_rejected = 0
+        self._misses = 0
+        self._infeasible_misses = 0
         self._load: float | None = None
         self._recent: deque[_FrameOutcome] = deque(maxlen=window)
         self._last_snapshot_s = clock()
@@ -114,17 +133,32 @@ class NodeStatistics:
         with self._lock:
             self._received += 1
 
-    def frame_dropped(self, cause: str) -> None:
+    def frame_dropped(self, cause: str, *, infeasible: bool = False) -> None:
+        """A frame without a mask; ``infeasible``: dropped for a deadline it could not meet."""
         with self._lock:
             self._dropped[cause] += 1
+            if infeasible:
+                self._record(_FrameOutcome(math.nan, math.nan, False, True))
 
     def frame_published(
-        self, exit_id: str, measured_ms: float, end_to_end_ms: float, met_deadline: bool | None
+        self,
+        exit_id: str,
+        measured_ms: float,
+        end_to_end_ms: float,
+        met_deadline: bool | None,
+        infeasible: bool = False,
     ) -> None:
+        """A published mask; ``infeasible``: no exit could have made its deadline."""
         with self._lock:
             self._published += 1
             self._exits[exit_id] += 1
-            self._recent.append(_FrameOutcome(measured_ms, end_to_end_ms, met_deadline))
+            self._record(_FrameOutcome(measured_ms, end_to_end_ms, met_deadline, infeasible))
+
+    def _record(self, outcome: _FrameOutcome) -> None:
+        self._recent.append(outcome)
+        if outcome.met_deadline is False:
+            self._misses += 1
+            self._infeasible_misses += outcome.infeasible_miss
 
     def load_accepted(self, load: float) -> None:
         with self._lock:
@@ -151,10 +185,14 @@ class NodeStatistics:
             self._published_at_snapshot = self._published
             self._dropped_at_snapshot = Counter(self._dropped)
             recent = list(self._recent)
-            measured = np.array([f.measured_ms for f in recent], dtype=np.float64)
-            end_to_end = np.array([f.end_to_end_ms for f in recent], dtype=np.float64)
-            judged = [f.met_deadline for f in recent if f.met_deadline is not None]
-            miss_rate = (judged.count(False) / len(judged)) if judged else 0.0
+            served = [f for f in recent if math.isfinite(f.measured_ms)]
+            measured = np.array([f.measured_ms for f in served], dtype=np.float64)
+            end_to_end = np.array([f.end_to_end_ms for f in served], dtype=np.float64)
+            judged = [f for f in recent if f.met_deadline is not None]
+            misses = sum(f.met_deadline is False for f in judged)
+            infeasible = sum(f.infeasible_miss for f in judged)
+            miss_rate = misses / len(judged) if judged else 0.0
+            infeasible_rate = infeasible / len(judged) if judged else 0.0
             return StatisticsSnapshot(
                 period_s=period_s,
                 input_rate_hz=received / period_s,
@@ -168,13 +206,16 @@ class NodeStatistics:
                 ),
                 loads_rejected=self._loads_rejected,
                 deadline_miss_rate=miss_rate,
+                deadline_infeasible_rate=infeasible_rate,
                 exit_histogram=dict(self._exits),
                 latency_mean_ms=_mean(measured),
                 latency_p95_ms=_p95(measured),
                 end_to_end_mean_ms=_mean(end_to_end),
                 end_to_end_p95_ms=_p95(end_to_end),
                 load=self._load,
-                window_frames=len(recent),
+                window_frames=len(served),
+                deadline_misses_total=self._misses,
+                deadline_infeasible_total=self._infeasible_misses,
             )
 
 

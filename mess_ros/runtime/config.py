@@ -29,6 +29,7 @@ from typing import Any, Final, TypeAlias, cast, get_type_hints
 import yaml
 
 from mess_ros.runtime.errors import ConfigError
+from mess_ros.runtime.scheduling import NICENESS_RANGE, REALTIME_RANGE, SCHEDULING_POLICIES
 
 ParamValue: TypeAlias = bool | int | float | str | list[bool] | list[int] | list[float] | list[str]
 """Value types a ROS 2 parameter of this package can take."""
@@ -138,6 +139,13 @@ class EngineConfig:
         min_value=0,
         max_value=256,
     )
+    adaptive_threads: bool = _param(
+        True,
+        "On the CPU, run on fewer threads while other processes take cores (measured from "
+        "/proc, the reported load, or frames far slower than usual) and on all of them again "
+        "once the cores are free; torch's threads otherwise wait for each other at every layer.",
+        read_only=True,
+    )
     channels_last: bool = _param(
         False,
         "Run convolutions in channels-last memory format (usually faster on CUDA).",
@@ -212,8 +220,9 @@ class PolicyConfig:
     )
     late_frame_action: str = _param(
         "earliest",
-        "What to do with a frame whose deadline has already passed when inference starts: "
-        "earliest (run the earliest exit) or drop (publish nothing).",
+        "What to do with a frame that cannot meet its deadline: one whose deadline passed "
+        "before inference started, or (deadline and hybrid policies) whose earliest exit is "
+        "predicted to finish too late: earliest (run the earliest exit) or drop (publish nothing).",
         choices=LATE_FRAME_ACTIONS,
     )
 
@@ -254,15 +263,16 @@ class DeadlineConfig:
     )
     load_beta: float = _param(
         1.0,
-        "Initial slope of the load relation time = base * (1 + beta * load); learned online "
-        "from measured times afterwards, so it is only read at start.",
+        "Prior slope of the load relation time = base * (1 + beta * load) at loads no frame "
+        "has been measured at yet; learned per load level online, so it is only read at start.",
         read_only=True,
         min_value=0.0,
         max_value=20.0,
     )
     safety_margin_ms: float = _param(
         0.0,
-        "Added to every prediction in deadline decisions, e.g. to cover publishing the mask.",
+        "Added to every prediction in deadline decisions, on top of the publishing cost the "
+        "node measures and learns itself (e.g. for a consumer's own processing).",
         min_value=0.0,
         max_value=10_000.0,
     )
@@ -300,6 +310,22 @@ class NodeConfig:
         "Frames with more pixels than this are dropped as absurd (protects memory).",
         min_value=1,
         max_value=2**31 - 1,
+    )
+    scheduling_policy: str = _param(
+        "other",
+        "Scheduling of the node's threads: other (time-sharing, scheduling_priority is the "
+        "niceness), fifo or rr (real-time, scheduling_priority 1..99). Raising it needs "
+        "CAP_SYS_NICE or a limits.conf allowance; a refusal is logged and the node runs on.",
+        read_only=True,
+        choices=SCHEDULING_POLICIES,
+    )
+    scheduling_priority: int = _param(
+        0,
+        "Niceness (-20..19, lower runs first; 0 leaves it unchanged) with scheduling_policy "
+        "other, real-time priority (1..99) with fifo or rr.",
+        read_only=True,
+        min_value=-20,
+        max_value=99,
     )
     diagnostics_period_s: float = _param(
         1.0,
@@ -567,6 +593,17 @@ class SegmentationConfig:
                     "engine.input_height/input_width",
                     list(size_hw),
                     f"both 0 (the checkpoint's training size) or both >= {MIN_INPUT_SIDE} pixels",
+                )
+            )
+        node = self.node
+        low, high = NICENESS_RANGE if node.scheduling_policy == "other" else REALTIME_RANGE
+        if not low <= node.scheduling_priority <= high:
+            problems.append(
+                _problem(
+                    "node.scheduling_priority",
+                    node.scheduling_priority,
+                    f"expected {low}..{high} with node.scheduling_policy "
+                    f"{node.scheduling_policy!r}",
                 )
             )
         bad_ids = [e for e in policy.active_exits if not _is_exit_id(e)]

@@ -37,14 +37,15 @@ from mess_ros.data.transforms import normalize_image
 from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint, model_fingerprint
 from mess_ros.model.checkpoint import PRUNED_FROM_KEY
 from mess_ros.runtime.config import EngineConfig, SegmentationConfig
+from mess_ros.runtime.contention import CpuShareMonitor, ThreadChange, ThreadGovernor
 from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError
 from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
 from mess_ros.runtime.latency import (
     PREPROCESS_KEY,
     FrameLatency,
-    LatencyModelParams,
     LatencyTable,
     OnlineLatencyModel,
+    deliver_key,
     head_key,
     output_key,
     segment_key,
@@ -64,6 +65,14 @@ DEFAULT_MODEL_FILE: Final = "default.pt"
 """File name of the bundled model under ``models/`` (checkout) or ``share/mess_ros/models``."""
 
 Clock = Callable[[], int]
+Deliver = Callable[[npt.NDArray[np.uint8]], None]
+
+# torch's own choice, read before any engine changes it (the thread count is process-wide).
+_DEFAULT_THREADS: Final = torch.get_num_threads()
+
+# How fast the remembered pace of a thread count drifts back up (per frame), so that a machine
+# that became slower for good stops counting as slowed down after a few hundred frames.
+_PACE_DRIFT: Final = 1.002
 
 
 def model_directories() -> list[Path]:
@@ -124,7 +133,12 @@ class SegmentationResult:
     array. ``confidence`` is NaN under policies that never compute it
     (final, fixed, deadline). ``deadline_ms`` is the budget left when inference started (None
     without a deadline); ``predicted_ms`` the mean prediction, at the start
-    of the frame, of the stages that then ran.
+    of the frame, of the stages that then ran. ``measured_ms`` is the
+    inference time, up to the mask; ``done_ns`` the clock reading once the
+    mask was delivered (handed to ``deliver``, if given), which is when
+    ``met_deadline`` is judged. ``infeasible`` marks frames that no exit
+    could have brought in on time (late already, or the earliest exit
+    predicted too slow), as opposed to misses the policy could have avoided.
     """
 
     mask: npt.NDArray[np.uint8]
@@ -141,6 +155,9 @@ class SegmentationResult:
     load: float | None
     dropped: bool
     evaluated_exits: tuple[str, ...] = field(default=())
+    infeasible: bool = False
+    done_ns: int = 0
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,7 +170,6 @@ class _Plan:
     image_thresholds: tuple[float, ...]  # per active exit (unused for the final one)
     class_thresholds: Tensor | None
     policy: ExitPolicy
-    latency_params: LatencyModelParams
 
 
 class SegmentationEngine:
@@ -170,14 +186,28 @@ class SegmentationEngine:
         *,
         latency_table: LatencyTable | None = None,
         clock_ns: Clock = time.monotonic_ns,
+        others_cpu_share: Callable[[], float | None] | None = None,
     ) -> None:
+        """``others_cpu_share`` replaces the measurement of the CPU other processes use
+        (:class:`CpuShareMonitor`), e.g. by a robot's own load monitor."""
         config.validate()
         engine = config.engine
         choice = resolve_device(engine.device, engine.require_cuda, engine.precision)
         self.device = choice.device
         self.warnings: list[str] = list(choice.warnings)
-        if self.device.type == "cpu" and engine.num_threads > 0:
-            torch.set_num_threads(engine.num_threads)
+        self._threads = engine.num_threads or _DEFAULT_THREADS
+        torch.set_num_threads(self._threads)
+        self._governor: ThreadGovernor | None = None
+        self._others_share: Callable[[], float | None] | None = None
+        if self.device.type == "cpu" and engine.adaptive_threads and self._threads > 1:
+            monitor = CpuShareMonitor()
+            self._others_share = others_cpu_share or monitor.others_share
+            self._governor = ThreadGovernor(self._threads, monitor.cores)
+        self._pace: dict[int, float] = {}
+        self._slowdown: float | None = None
+        self.single_thread_slowdown = math.nan
+        self.thread_changes = 0
+        self.last_thread_change: ThreadChange | None = None
         if checkpoint is None:
             checkpoint = load_checkpoint(resolve_model_path(engine.model_path))
         self.checkpoint = checkpoint
@@ -215,7 +245,9 @@ class SegmentationEngine:
                 model_fingerprint_hex=model_fingerprint(self.model),
             )
         self.latency_table = latency_table
-        self.latency_model = OnlineLatencyModel(latency_table, self._plan.latency_params)
+        self.latency_model = OnlineLatencyModel(latency_table, self._plan.config.deadline)
+        if self._governor is not None:
+            self._measure_single_thread()
 
     # --- configuration -------------------------------------------------------------------
 
@@ -300,7 +332,6 @@ class SegmentationEngine:
             image_thresholds=tuple(per_exit),
             class_thresholds=class_thresholds,
             policy=build_policy(policy_config),
-            latency_params=LatencyModelParams.from_config(config.deadline),
         )
 
     def _check_table(self, table: LatencyTable, source: str) -> None:
@@ -377,6 +408,7 @@ class SegmentationEngine:
         image: npt.NDArray[np.uint8],
         deadline_ns: int | None = None,
         now_ns: Clock | None = None,
+        deliver: Deliver | None = None,
     ) -> SegmentationResult:
         """Segment one HxWx3 uint8 RGB frame; the mask comes back at the frame's size.
 
@@ -385,29 +417,49 @@ class SegmentationEngine:
         frame's stamp plus the budget with ``now_ns`` reading ROS time. Without
         it, a positive ``deadline.deadline_ms`` counts from the start of this
         call. Load readings are always aged on the engine's own clock.
+
+        ``deliver`` hands the mask to its consumers (the node publishes it).
+        It runs inside the frame: its time is measured and learnt like a
+        stage, every deadline decision budgets for it, and the deadline is
+        judged once it has returned, because a mask is on time when its
+        consumers have it, not when the network is done.
         """
         clock = now_ns or self._clock
         with self._infer_lock:
-            return self._infer(image, deadline_ns, clock)
+            return self._infer(image, deadline_ns, clock, deliver)
 
     def _infer(
-        self, image: npt.NDArray[np.uint8], deadline_ns: int | None, clock: Clock
+        self,
+        image: npt.NDArray[np.uint8],
+        deadline_ns: int | None,
+        clock: Clock,
+        deliver: Deliver | None,
     ) -> SegmentationResult:
         plan = self._plan  # this frame's configuration, whatever reconfigure does meanwhile
-        start_ns = clock()
         _check_image(image)
-        frame_hw = (int(image.shape[0]), int(image.shape[1]))
         latency = self.latency_model
-        latency.params = plan.latency_params
+        latency.config = plan.config.deadline
+        load = latency.load_at(self._clock())
+        self._govern_threads(load)
+        start_ns = clock()
+        frame_hw = (int(image.shape[0]), int(image.shape[1]))
         deadline_ms = plan.config.deadline.deadline_ms
         if deadline_ns is None and deadline_ms > 0:
             deadline_ns = start_ns + round(deadline_ms * 1e6)
         remaining_at_start = None if deadline_ns is None else (deadline_ns - start_ns) / 1e6
-        load = latency.load_at(start_ns if clock is self._clock else self._clock())
         output_scale = (frame_hw[0] * frame_hw[1]) / (self.input_hw[0] * self.input_hw[1])
-        frame = latency.begin_frame(load, output_scale)
-        late = late_frame_decision(remaining_at_start, plan.config.policy.late_frame_action)
+        frame = latency.begin_frame(load, output_scale, regime=self._threads)
+        delivery = deliver_key(frame_hw)
+        tail_keys = (delivery,) if deliver is not None else ()
+        run = _FrameRun(self._executor, plan, frame, deadline_ns, clock, tail_keys)
+        earliest_ms = None
+        if plan.policy.plans_for_deadline:
+            earliest_ms = frame.predict_ms(run.earliest_path_keys(), quantile=False)
+        late = late_frame_decision(
+            remaining_at_start, plan.config.policy.late_frame_action, earliest_ms
+        )
         if late is not None and late.action is Action.DROP:
+            done_ns = clock()
             return SegmentationResult(
                 mask=np.full(frame_hw, self.labels.ignore_index, dtype=np.uint8),
                 exit_id="",
@@ -417,16 +469,21 @@ class SegmentationEngine:
                 reason=late.reason,
                 stage_times_ms={},
                 predicted_ms=0.0,
-                measured_ms=(clock() - start_ns) / 1e6,
+                measured_ms=(done_ns - start_ns) / 1e6,
                 deadline_ms=remaining_at_start,
                 met_deadline=False,
                 load=load,
                 dropped=True,
+                infeasible=True,
+                done_ns=done_ns,
+                threads=self._threads,
             )
-        run = _FrameRun(self._executor, plan, frame, deadline_ns, clock)
         mask, position, confidence, decision = run.execute(image, self.input_hw, late)
         end_ns = clock()
-        latency.end_frame(frame)
+        if deliver is not None:
+            run.deliver(deliver, mask, delivery)
+        done_ns = clock()
+        self._learn(frame)
         return SegmentationResult(
             mask=mask,
             exit_id=plan.exits[position],
@@ -438,11 +495,67 @@ class SegmentationEngine:
             predicted_ms=sum(frame.expected_ms(k) for k, _ in frame.measurements),
             measured_ms=(end_ns - start_ns) / 1e6,
             deadline_ms=remaining_at_start,
-            met_deadline=None if deadline_ns is None else end_ns <= deadline_ns,
+            met_deadline=None if deadline_ns is None else done_ns <= deadline_ns,
             load=load,
             dropped=False,
             evaluated_exits=tuple(run.evaluated),
+            infeasible=late is not None,
+            done_ns=done_ns,
+            threads=self._threads,
         )
+
+    # --- threads -------------------------------------------------------------------------
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads the next frame runs on."""
+        return self._threads
+
+    def _govern_threads(self, load: float | None) -> None:
+        """Between two frames: follow the contention the governor sees (CPU only)."""
+        governor, others_share = self._governor, self._others_share
+        change = None
+        if governor is not None and others_share is not None:
+            change = governor.update(others_share(), load, self._slowdown)
+        if change is None:
+            if torch.get_num_threads() != self._threads:  # another engine in this process
+                torch.set_num_threads(self._threads)
+            return
+        torch.set_num_threads(change.threads)
+        self._threads = change.threads
+        self._slowdown = None
+        self.thread_changes += 1
+        self.last_thread_change = change
+        LOGGER.info(f"running on {change.threads} thread(s): {change.reason}")
+
+    def _learn(self, frame: FrameLatency) -> None:
+        """Feed the latency model and remember the usual pace of this thread count."""
+        ratio = self.latency_model.end_frame(frame, self.latency_model.load_at(self._clock()))
+        if ratio is None:
+            return
+        pace = min(self._pace.get(frame.regime, ratio) * _PACE_DRIFT, ratio)
+        self._pace[frame.regime] = pace
+        self._slowdown = ratio / pace
+
+    def _measure_single_thread(self) -> None:
+        """How much slower one thread is than all of them, so switching is priced from the start."""
+        image = np.zeros((*self.input_hw, 3), dtype=np.uint8)
+        times_ms: dict[int, float] = {}
+        threads = self._threads
+        for count in (threads, 1):
+            torch.set_num_threads(count)
+            best = math.inf
+            for _ in range(3):
+                tick = time.perf_counter()
+                self.forward_to_exit(self.preprocess(image), FINAL_EXIT)
+                best = min(best, time.perf_counter() - tick)
+            times_ms[count] = best * 1e3
+        torch.set_num_threads(threads)
+        # Bounded to what one thread can physically be against ``threads`` of them: a busy
+        # machine during the measurement must not leave an absurd prior behind.
+        ratio = times_ms[1] / max(times_ms[threads], 1e-6)
+        self.single_thread_slowdown = min(max(ratio, 0.5), float(threads))
+        self.latency_model.set_regime_prior(1, self.single_thread_slowdown)
 
     def _warm_up(self, frames: int) -> None:
         """Run every block and head ``frames`` times so lazy initialisation happens now."""
@@ -475,15 +588,27 @@ class _FrameRun:
         frame: FrameLatency,
         deadline_ns: int | None,
         clock: Clock,
+        tail_keys: tuple[str, ...] = (),
     ) -> None:
         self.executor = executor
         self.plan = plan
         self.frame = frame
         self.deadline_ns = deadline_ns
         self.clock = clock
-        self.costs = PathCosts(plan.exits, plan.exit_segments, frame.predict_ms)
+        self.costs = PathCosts(plan.exits, plan.exit_segments, frame.predict_ms, tail_keys)
         self.evaluated: list[str] = []
         self._tick_ms = 0.0
+
+    def earliest_path_keys(self) -> list[str]:
+        """Stages from the raw frame to the earliest active exit's delivered mask."""
+        first = self.plan.exits[0]
+        keys = [PREPROCESS_KEY, *(segment_key(p) for p in self.plan.exit_segments[0])]
+        return [*keys, head_key(first), output_key(first), *self.costs.tail_keys]
+
+    def deliver(self, deliver: Deliver, mask: npt.NDArray[np.uint8], key: str) -> None:
+        """Hand the mask over, timed as the frame's last stage."""
+        deliver(mask)
+        self._record(key)
 
     def _record(self, key: str) -> None:
         now = self.executor.clock_ms()

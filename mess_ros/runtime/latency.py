@@ -346,70 +346,110 @@ def _table_from_dict(data: Mapping[str, Any]) -> LatencyTable:
 # --- online model --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LatencyModelParams:
-    """Tuning of :class:`OnlineLatencyModel`, taken from :class:`DeadlineConfig`."""
+DELIVER: Final = "deliver"
 
-    quantile: float = 0.9
-    alpha: float = 0.2
-    load_timeout_ms: float = 1000.0
-    use_load: bool = True
-    load_beta: float = 1.0
-    margin_ms: float = 0.0
-
-    @classmethod
-    def from_config(cls, config: DeadlineConfig) -> LatencyModelParams:
-        return cls(
-            quantile=config.latency_quantile,
-            alpha=config.ewma_alpha,
-            load_timeout_ms=config.load_timeout_ms,
-            use_load=config.use_load,
-            load_beta=config.load_beta,
-            margin_ms=config.safety_margin_ms,
-        )
-
-    @property
-    def z(self) -> float:
-        """Standard-normal score of the quantile (the frame spread is modelled as normal)."""
-        return statistics.NormalDist().inv_cdf(self.quantile)
-
+LOAD_KNOTS: Final = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""Loads at which the slow-down is learnt; in between it is interpolated linearly."""
 
 # An unexplained slow-down must be followed within a few frames, a speed-up less urgently
 # (over-predicting only costs accuracy, under-predicting costs deadlines).
 _FAST_ALPHA: Final = 0.6
-# Forgetting factor of the load regression: memory of about 1 / (1 - 0.98) = 50 frames.
-_FORGETTING: Final = 0.98
-# Caps on the regression covariance against wind-up while the load stays constant.
-_P_MAX_INTERCEPT: Final = 0.5
-_P_MAX_SLOPE: Final = 4.0
 _MIN_SPREAD: Final = 0.02
 _FACTOR_RANGE: Final = (0.05, 50.0)
 
 LOAD_REJECT_REASONS: Final = ("nan", "out_of_range", "stale")
 
 
+def deliver_key(frame_hw: tuple[int, int]) -> str:
+    """Stage key of handing a finished mask to its consumers (conversion, publishing).
+
+    Keyed by frame size: converting and publishing a mask costs in proportion
+    to its pixels, and a node may see frames of several sizes.
+    """
+    return f"{DELIVER}:{frame_hw[0]}x{frame_hw[1]}"
+
+
+def _knot_weights(load: float) -> list[tuple[int, float]]:
+    """Linear-interpolation weights of the (at most two) knots around ``load``."""
+    load = min(max(load, LOAD_KNOTS[0]), LOAD_KNOTS[-1])
+    for i in range(len(LOAD_KNOTS) - 1):
+        low, high = LOAD_KNOTS[i], LOAD_KNOTS[i + 1]
+        if load <= high:
+            w = (load - low) / (high - low)
+            return [(i, 1.0 - w), (i + 1, w)] if w > 0 else [(i, 1.0)]
+    return [(len(LOAD_KNOTS) - 1, 1.0)]  # pragma: no cover - the loop always returns
+
+
+class _LoadCurve:
+    """Slow-down factor and relative spread of frame times against the reported load.
+
+    One value per knot of :data:`LOAD_KNOTS`, learnt only from frames run at
+    loads near that knot. Frames at one load therefore never move what is
+    predicted at a distant one: after a load step up and back down, the
+    idle knot still holds the idle measurements, and a fitted global slope
+    (which bends the idle prediction towards the loaded frames) cannot turn
+    optimistic. Knots no frame has reached yet start from the configured
+    prior ``1 + load_beta * load``; the factor is never smaller at a higher
+    load than at a lower one.
+    """
+
+    def __init__(self, level: float, load_beta: float, spread: float) -> None:
+        self.levels = [level * (1.0 + load_beta * knot) for knot in LOAD_KNOTS]
+        self.spread_vars = [spread**2] * len(LOAD_KNOTS)
+
+    def level(self, load: float) -> float:
+        weights = _knot_weights(load)
+        interpolated = sum(w * self.levels[i] for i, w in weights)
+        below = max(self.levels[: weights[0][0] + 1])
+        return max(interpolated, below)
+
+    def spread(self, load: float) -> float:
+        variance = sum(w * self.spread_vars[i] for i, w in _knot_weights(load))
+        return math.sqrt(max(variance, _MIN_SPREAD**2))
+
+    def learn(self, load: float, ratio: float, alpha: float) -> None:
+        """Move the knots around ``load`` so that its prediction moves towards ``ratio``.
+
+        A normalised least-mean-squares step: the interpolated prediction at
+        ``load`` moves by exactly ``rate`` of its error, fast when the frame
+        was slower than predicted.
+        """
+        weights = _knot_weights(load)
+        norm = sum(w * w for _, w in weights)
+        predicted = sum(w * self.levels[i] for i, w in weights)
+        error = ratio / max(predicted, _FACTOR_RANGE[0]) - 1.0
+        squared = min(error * error, 1.0)
+        for i, w in weights:
+            self.spread_vars[i] += alpha * w * (squared - self.spread_vars[i])
+        rate = max(alpha, _FAST_ALPHA) if ratio > predicted else alpha
+        for i, w in weights:
+            self.levels[i] = _clamp(self.levels[i] + rate * w / norm * (ratio - predicted))
+
+
 class OnlineLatencyModel:
     """Per-stage latency predictions that follow the machine as it runs.
 
-    Model of a frame's stage ``k`` under reported load ``L``::
+    Model of a frame's stage ``k`` under reported load ``L`` in regime ``r``::
 
-        time_k = base_k * c_k * (theta0 + theta1 * L) * g        (mean)
-        quantile = mean * (1 + z_q * spread)                       (summed over a path)
+        time_k = base_k * c_k * level_r(L)                 (mean)
+        quantile = mean * (1 + z_q * spread_r(L))          (summed over a path)
 
     ``base_k`` is the table's mean; ``c_k`` a slow per-stage correction (the
-    shape of the profile on this machine); ``theta`` a recursive-least-squares
-    fit of frame time ratio against load (``theta1 / theta0`` is the learned
-    ``beta`` of ``time = base * (1 + beta * load)``); ``g`` a fast factor that
-    absorbs slow-downs the load signal does not explain, rising within a few
-    frames; ``spread`` an EWMA of the frame's relative prediction error.
+    shape of the profile on this machine); ``level_r(L)`` the slow-down at
+    load ``L`` (see :class:`_LoadCurve`), learnt with a fast rise so that a
+    slow-down nobody reports is followed within a few frames; ``spread`` the
+    relative error of recent frames at that load. A regime is a way of
+    running the network that changes all stage times at once (on the CPU,
+    the number of threads): each has its own curve, so switching threads
+    back and forth never mixes their measurements.
 
     Learning happens in :meth:`end_frame` on the inference thread; load
     reports may arrive from any thread.
     """
 
-    def __init__(self, table: LatencyTable, params: LatencyModelParams | None = None) -> None:
+    def __init__(self, table: LatencyTable, config: DeadlineConfig | None = None) -> None:
         self.table = table
-        self.params = params or LatencyModelParams()
+        self.config = config or DeadlineConfig()
         self._base: dict[str, float] = {}
         for point, stat in table.segments.items():
             self._base[segment_key(point)] = stat.mean_ms
@@ -418,15 +458,19 @@ class OnlineLatencyModel:
         for exit_id, stat in table.outputs.items():
             self._base[output_key(exit_id)] = stat.mean_ms
         self._correction: dict[str, float] = dict.fromkeys(self._base, 1.0)
-        self._theta = [1.0, self.params.load_beta]
-        self._cov = [[_P_MAX_INTERCEPT * 0.2, 0.0], [0.0, _P_MAX_SLOPE]]
-        self._unexplained = 1.0
-        self._spread_var = max(table.relative_spread(), _MIN_SPREAD) ** 2
+        self._initial_spread = max(table.relative_spread(), _MIN_SPREAD)
+        self._curves: dict[int, _LoadCurve] = {}
+        self._regime_priors: dict[int, float] = {}
         self._frames = 0
         self._load_report: tuple[float, int] | None = None
         self._stale_report: tuple[float, int] | None = None
         self._lock = threading.Lock()
         self._rejected = dict.fromkeys(LOAD_REJECT_REASONS, 0)
+
+    @property
+    def z(self) -> float:
+        """Standard-normal score of the quantile (the frame spread is modelled as normal)."""
+        return statistics.NormalDist().inv_cdf(self.config.latency_quantile)
 
     # --- load ----------------------------------------------------------------------------
 
@@ -451,10 +495,10 @@ class OnlineLatencyModel:
     def load_at(self, now_ns: int) -> float | None:
         """The load in force at ``now_ns``: None when disabled, never reported or stale."""
         report = self._load_report
-        if report is None or not self.params.use_load:
+        if report is None or not self.config.use_load:
             return None
         load, stamp_ns = report
-        if (now_ns - stamp_ns) / 1e6 > self.params.load_timeout_ms:
+        if (now_ns - stamp_ns) / 1e6 > self.config.load_timeout_ms:
             with self._lock:
                 if self._stale_report is not report:  # count each expired report once
                     self._stale_report = report
@@ -468,35 +512,42 @@ class OnlineLatencyModel:
         with self._lock:
             return dict(self._rejected)
 
-    # --- learned state (read-only views) ---------------------------------------------------
+    # --- regimes and learned state (read-only views) ---------------------------------------
 
-    @property
-    def beta(self) -> float:
-        """Learned slope of ``time = base * (1 + beta * load)``."""
-        return self._theta[1] / self._theta[0]
+    def set_regime_prior(self, regime: int, relative_level: float) -> None:
+        """How much slower than the profiled times ``regime`` runs, before it is measured."""
+        self._regime_priors[regime] = _clamp(relative_level)
 
-    @property
-    def unexplained_factor(self) -> float:
-        """Current correction for slow-downs the load signal does not explain."""
-        return self._unexplained
+    def _curve(self, regime: int) -> _LoadCurve:
+        curve = self._curves.get(regime)
+        if curve is None:
+            level = self._regime_priors.get(regime, 1.0)
+            curve = _LoadCurve(level, self.config.load_beta, self._initial_spread)
+            self._curves[regime] = curve
+        return curve
 
-    @property
-    def spread(self) -> float:
-        """Relative standard deviation of frame times around the prediction."""
-        return math.sqrt(self._spread_var)
+    def beta(self, regime: int = 0) -> float:
+        """Learned relative slow-down at full load: ``level(1) / level(0) - 1``."""
+        curve = self._curve(regime)
+        return curve.level(1.0) / curve.level(0.0) - 1.0
+
+    def factor(self, load: float | None, regime: int = 0) -> float:
+        """Multiplier of the profiled stage times at ``load`` (None = no load information)."""
+        return self._curve(regime).level(load or 0.0)
+
+    def spread(self, load: float | None = None, regime: int = 0) -> float:
+        """Relative standard deviation of frame times around the prediction at ``load``."""
+        return self._curve(regime).spread(load or 0.0)
 
     @property
     def frames_observed(self) -> int:
         return self._frames
 
-    def factor(self, load: float | None) -> float:
-        """Multiplier of the load-free stage times at ``load`` (None = no load information)."""
-        level = self._theta[0] + self._theta[1] * (load or 0.0)
-        return max(level, _FACTOR_RANGE[0]) * self._unexplained
-
-    def expected_ms(self, key: str, load: float | None, output_scale: float = 1.0) -> float:
+    def expected_ms(
+        self, key: str, load: float | None, output_scale: float = 1.0, regime: int = 0
+    ) -> float:
         """Mean predicted time of one stage."""
-        return self.load_free_ms(key, output_scale) * self.factor(load)
+        return self.load_free_ms(key, output_scale) * self.factor(load, regime)
 
     def load_free_ms(self, key: str, output_scale: float = 1.0) -> float:
         """Mean time of a stage at no load: the table corrected per stage (0 if never seen)."""
@@ -508,61 +559,40 @@ class OnlineLatencyModel:
 
     # --- frames --------------------------------------------------------------------------
 
-    def begin_frame(self, load: float | None, output_scale: float = 1.0) -> FrameLatency:
-        """Freeze the predictions for one frame (load and factors at its start)."""
-        return FrameLatency(self, load, output_scale)
+    def begin_frame(
+        self, load: float | None, output_scale: float = 1.0, regime: int = 0
+    ) -> FrameLatency:
+        """Freeze the predictions for one frame (load, regime and factors at its start)."""
+        return FrameLatency(self, load, output_scale, regime)
 
-    def end_frame(self, frame: FrameLatency) -> None:
-        """Learn from the stages a frame measured."""
+    def end_frame(self, frame: FrameLatency, load: float | None = None) -> float | None:
+        """Learn from the stages a frame measured; returns its time over the load-free prediction.
+
+        ``load`` is the load in force when the frame ended; the frame is
+        learnt at the higher of it and the load it started with, so a frame
+        that a load step caught half-way is charged to the load that slowed it.
+        """
         measured = [(k, ms) for k, ms in frame.measurements if math.isfinite(ms) and ms >= 0]
+        factor = self.factor(frame.load, frame.regime)
         for key, ms in measured:  # first sight of a stage the table lacks: adopt it
             if key not in self._base:
-                self._base[key] = max(ms, 1e-6) / self.factor(frame.load)
+                self._base[key] = max(ms, 1e-6) / factor
                 self._correction[key] = 1.0
         expected = {k: self.load_free_ms(k, frame.output_scale) for k, _ in measured}
         total_expected = sum(expected.values())
         total_measured = sum(ms for _, ms in measured)
         if total_expected <= 0 or total_measured <= 0:
-            return
-        alpha = self.params.alpha
-        load = frame.load or 0.0
+            return None
+        alpha = self.config.ewma_alpha
         ratio = total_measured / total_expected
-        level = max(self._theta[0] + self._theta[1] * load, _FACTOR_RANGE[0])
-        error = ratio / (level * self._unexplained) - 1.0
-        self._spread_var = max((1 - alpha) * self._spread_var + alpha * error**2, _MIN_SPREAD**2)
-        # The regression moves first; the fast factor then only takes what it left unexplained,
-        # so a residual is never corrected twice.
-        self._update_regression(load, ratio)
-        level = max(self._theta[0] + self._theta[1] * load, _FACTOR_RANGE[0])
-        target = ratio / level
-        rate = max(alpha, _FAST_ALPHA) if target > self._unexplained else alpha
-        self._unexplained = _clamp(self._unexplained + rate * (target - self._unexplained))
+        learnt_load = max(frame.load or 0.0, load or 0.0)
+        self._curve(frame.regime).learn(learnt_load, ratio, alpha)
         for key, ms in measured:
             if expected[key] > 0:
                 relative = (ms / expected[key]) / ratio
                 self._correction[key] = _clamp(self._correction[key] * (1 + alpha * (relative - 1)))
         self._frames += 1
-
-    def _update_regression(self, load: float, ratio: float) -> None:
-        """One recursive-least-squares step of ``ratio = theta0 + theta1 * load``."""
-        x = (1.0, load)
-        p = self._cov
-        px = (p[0][0] * x[0] + p[0][1] * x[1], p[1][0] * x[0] + p[1][1] * x[1])
-        denominator = _FORGETTING + x[0] * px[0] + x[1] * px[1]
-        gain = (px[0] / denominator, px[1] / denominator)
-        residual = ratio - (self._theta[0] + self._theta[1] * load)
-        self._theta = [
-            max(self._theta[0] + gain[0] * residual, _FACTOR_RANGE[0]),
-            max(self._theta[1] + gain[1] * residual, 0.0),  # load never speeds things up
-        ]
-        new = [[(p[i][j] - gain[i] * px[j]) / _FORGETTING for j in range(2)] for i in range(2)]
-        for i, cap in ((0, _P_MAX_INTERCEPT), (1, _P_MAX_SLOPE)):
-            if new[i][i] > cap:  # rescale row and column: keeps the matrix positive definite
-                shrink = math.sqrt(cap / new[i][i])
-                for j in range(2):
-                    new[i][j] *= shrink
-                    new[j][i] *= shrink
-        self._cov = new
+        return ratio
 
 
 def _clamp(value: float) -> float:
@@ -578,13 +608,17 @@ class FrameLatency:
     slow-down changes decisions within the frame it hits.
     """
 
-    def __init__(self, model: OnlineLatencyModel, load: float | None, output_scale: float) -> None:
+    def __init__(
+        self, model: OnlineLatencyModel, load: float | None, output_scale: float, regime: int
+    ) -> None:
         self.model = model
         self.load = load
         self.output_scale = output_scale
+        self.regime = regime
         self.measurements: list[tuple[str, float]] = []
-        self._factor = model.factor(load)
-        self._quantile_scale = 1.0 + model.params.z * model.spread
+        self._factor = model.factor(load, regime)
+        self._quantile_scale = 1.0 + model.z * model.spread(load, regime)
+        self._margin_ms = model.config.safety_margin_ms
         self._measured_ms = 0.0
         self._predicted_high_ms = 0.0
 
@@ -597,7 +631,7 @@ class FrameLatency:
         mean = sum(self.expected_ms(k) for k in keys)
         if not quantile:
             return mean
-        return mean * self._quantile_scale * self.in_frame_factor + self.model.params.margin_ms
+        return mean * self._quantile_scale * self.in_frame_factor + self._margin_ms
 
     @property
     def in_frame_factor(self) -> float:

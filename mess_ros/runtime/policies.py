@@ -53,7 +53,9 @@ class PathCosts:
     backbone blocks between exit ``k-1``'s point (exclusive) and exit ``k``'s
     point (inclusive). ``predict_ms`` prices a list of stage keys (the engine
     passes the frame's high-quantile prediction, including the in-frame
-    slow-down factor, so costs follow the frame as it runs).
+    slow-down factor, so costs follow the frame as it runs). ``tail_keys``
+    follow every exit's mask (handing it to the consumers: a deadline is met
+    when the mask is published, not when the network is done).
     """
 
     def __init__(
@@ -61,11 +63,13 @@ class PathCosts:
         exits: Sequence[str],
         exit_segments: Sequence[Sequence[str]],
         predict_ms: Callable[[Iterable[str]], float],
+        tail_keys: Sequence[str] = (),
     ) -> None:
         if len(exits) != len(exit_segments):
             raise PolicyError("every active exit needs its list of backbone blocks")
         self.exits = tuple(exits)
         self.exit_segments = tuple(tuple(s) for s in exit_segments)
+        self.tail_keys = tuple(tail_keys)
         self._predict_ms = predict_ms
 
     def cost_to_ms(
@@ -83,7 +87,7 @@ class PathCosts:
             if k == target or evaluate_between:
                 keys.append(head_key(self.exits[k]))
         keys.append(output_key(self.exits[target]))
-        return self._predict_ms(keys)
+        return self._predict_ms([*keys, *self.tail_keys])
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ class ExitPolicy:
 
     name: ClassVar[str] = ""
     uses_confidence: ClassVar[bool] = False
+    plans_for_deadline: ClassVar[bool] = False
 
     def __init__(self, config: PolicyConfig) -> None:
         self.config = config
@@ -213,6 +218,7 @@ class DeadlinePolicy(ExitPolicy):
     """
 
     name = "deadline"
+    plans_for_deadline = True
 
     def decide_before(self, ctx: ExitContext) -> Decision:
         remaining = ctx.remaining_ms
@@ -242,6 +248,7 @@ class HybridPolicy(ConfidencePolicy):
     """First confident exit, but never start an exit that cannot finish before the deadline."""
 
     name = "hybrid"
+    plans_for_deadline = True
 
     def decide_before(self, ctx: ExitContext) -> Decision:
         remaining = ctx.remaining_ms
@@ -265,15 +272,30 @@ class HybridPolicy(ConfidencePolicy):
         return decision
 
 
-def late_frame_decision(remaining_ms: float | None, late_frame_action: str) -> Decision | None:
-    """What to do with a frame whose deadline passed before inference started (None: on time)."""
-    if remaining_ms is None or remaining_ms > 0:
+def late_frame_decision(
+    remaining_ms: float | None, late_frame_action: str, earliest_ms: float | None = None
+) -> Decision | None:
+    """What to do with a frame that cannot meet its deadline (None: it can).
+
+    A frame is late when its deadline passed before inference started, and
+    infeasible when ``earliest_ms`` (the mean prediction of the earliest
+    exit's whole path, from input to published mask; None where the policy
+    does not plan for deadlines) exceeds the time left. Either way no exit
+    choice can save it: ``late_frame_action`` says whether to run the
+    earliest exit anyway or to drop the frame, decided before any work.
+    """
+    if late_frame_action not in ("earliest", "drop"):
+        raise PolicyError(
+            f"late_frame_action {late_frame_action!r} is not valid; expected 'earliest' or 'drop'"
+        )
+    if remaining_ms is None:
         return None
-    late = f"late frame: deadline passed {abs(remaining_ms):.1f} ms before start"
+    if remaining_ms <= 0:
+        why = f"late frame: deadline passed {abs(remaining_ms):.1f} ms before start"
+    elif earliest_ms is not None and earliest_ms > remaining_ms:
+        why = f"infeasible: earliest exit needs {earliest_ms:.1f} ms, {remaining_ms:.1f} ms left"
+    else:
+        return None
     if late_frame_action == "drop":
-        return Decision(Action.DROP, f"{late}; dropped")
-    if late_frame_action == "earliest":
-        return Decision(Action.STOP, f"{late}; earliest exit")
-    raise PolicyError(
-        f"late_frame_action {late_frame_action!r} is not valid; expected 'earliest' or 'drop'"
-    )
+        return Decision(Action.DROP, f"{why}; dropped")
+    return Decision(Action.STOP, f"{why}; earliest exit")

@@ -119,18 +119,18 @@ class RosProcess(ManagedProcess):
         return super().stop(sig, timeout_s)
 
 
+NODE_PROGRAM = (sys.executable, "-m", "mess_ros.ros.node")
+
+
 def start_node(
-    params_file: Path, domain_id: int, log_path: Path, extra: Sequence[str] = ()
+    params_file: Path,
+    domain_id: int,
+    log_path: Path,
+    extra: Sequence[str] = (),
+    program: Sequence[str] = NODE_PROGRAM,
 ) -> RosProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "mess_ros.ros.node",
-        *extra,
-        "--ros-args",
-        "--params-file",
-        str(params_file),
-    ]
+    """``program`` (the node by default; a wrapper or a variant for some tests) with the params."""
+    argv = [*program, *extra, "--ros-args", "--params-file", str(params_file)]
     return RosProcess(argv, domain_id, log_path)
 
 
@@ -338,12 +338,13 @@ def run_node(
     probe: Image,
     *,
     extra: Sequence[str] = (),
+    program: Sequence[str] = NODE_PROGRAM,
     reliable_images: bool = False,
     wait: bool = True,
 ) -> Iterator[NodeUnderTest]:
     """Generator behind the node fixtures: start, wait until it serves, always stop both."""
     domain_id = next_domain_id()
-    process = start_node(params_file, domain_id, tmp_path / "node.log", extra)
+    process = start_node(params_file, domain_id, tmp_path / "node.log", extra, program)
     client: RosClient | None = None
     try:
         client = RosClient(domain_id, reliable_images=reliable_images)

@@ -378,7 +378,8 @@ def test_system_load_changes_exits_under_a_tight_deadline(tunable: NodeUnderTest
     assert statistics.median(int(r["exit_index"]) for r in idle) == len(TINY_EXITS) - 1, detail
     assert loaded["load"] == "1.000"
     assert int(loaded["exit_index"]) < len(TINY_EXITS) - 1, detail
-    assert loaded["reason"].startswith("deadline")
+    # at 21 times the idle cost even the earliest exit may be predicted too late: infeasible
+    assert loaded["reason"].startswith(("deadline", "infeasible")), detail
     (result,) = client.set_parameters(
         [Parameter("policy.name", value="final"), Parameter("deadline.deadline_ms", value=0.0)]
     )

@@ -75,3 +75,21 @@ def test_loads() -> None:
     assert snap.load == 0.25
     assert snap.loads_rejected == 1
     assert dict(snap.key_values())["load"] == "0.250"
+
+
+def test_misses_split_into_infeasible_and_avoidable() -> None:
+    stats = NodeStatistics(window=20, clock=FakeClock())
+    stats.frame_published("final", 10.0, 12.0, True)
+    stats.frame_published("final", 10.0, 12.0, False)  # the policy chose too deep: avoidable
+    stats.frame_published("layer1_0:linear", 10.0, 40.0, False, infeasible=True)
+    stats.frame_published("layer1_0:linear", 10.0, 12.0, True, infeasible=True)  # made it anyway
+    stats.frame_dropped("late", infeasible=True)
+    snap = stats.snapshot()
+    assert snap.deadline_miss_rate == pytest.approx(3 / 5)
+    assert snap.deadline_infeasible_rate == pytest.approx(2 / 5)
+    assert snap.deadline_avoidable_miss_rate == pytest.approx(1 / 5)
+    assert (snap.deadline_misses_total, snap.deadline_infeasible_total) == (3, 2)
+    assert snap.window_frames == 4  # the dropped frame has no latency to average
+    keys = dict(snap.key_values())
+    assert keys["deadline_infeasible_rate"] == "0.4000"
+    assert keys["deadline_avoidable_miss_rate"] == "0.2000"

@@ -36,6 +36,8 @@ def make_config(**policy: object) -> SegmentationConfig:
     config.engine.input_height, config.engine.input_width = INPUT_HW
     config.engine.warmup_frames = 1
     config.engine.profile_repeats = 2
+    # One thread: the tiny model gains nothing from more, and timings stay steady on a busy machine.
+    config.engine.num_threads = 1
     for key, value in policy.items():
         setattr(config.policy, key, value)
     return config
@@ -153,9 +155,19 @@ def test_deadline_policy_with_tight_and_loose_deadlines(
     engine = make_engine(checkpoint, table, name="deadline")
     now = time.monotonic_ns()
     tight = engine.infer(image, deadline_ns=now + 50 * MS)
+    # the earliest exit alone is predicted at 130 ms (output scaled to the frame): 50 is too few
     assert tight.exit_id == EXITS[0] and tight.evaluated_exits == (EXITS[0],)
-    assert tight.reason.startswith("deadline: next exit needs")
+    assert tight.reason.startswith("infeasible: earliest exit needs 129.8 ms")
+    assert tight.infeasible and tight.reason.endswith("earliest exit")
     assert tight.met_deadline is True and tight.deadline_ms == pytest.approx(50, abs=5)
+
+    # 160 ms fits the earliest exit (130 ms) but not one more (195 ms at the table's spread)
+    engine = make_engine(
+        checkpoint, constructed_table(100.0, 20.0, 10.0, spread=0.5), name="deadline"
+    )
+    fits_one = engine.infer(image, deadline_ns=time.monotonic_ns() + 160 * MS)
+    assert fits_one.exit_id == EXITS[0] and not fits_one.infeasible
+    assert fits_one.reason.startswith("deadline: next exit needs")
 
     engine = make_engine(checkpoint, table, name="deadline")
     loose = engine.infer(image, deadline_ns=time.monotonic_ns() + 2000 * MS)
@@ -166,14 +178,14 @@ def test_deadline_from_config_counts_from_the_call(
     checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
 ) -> None:
     config = make_config(name="hybrid", pixel_threshold=1.0)
-    config.deadline.deadline_ms = 50.0
+    config.deadline.deadline_ms = 160.0
     engine = SegmentationEngine(
-        config, checkpoint, latency_table=constructed_table(100.0, 20.0, 10.0)
+        config, checkpoint, latency_table=constructed_table(100.0, 20.0, 10.0, spread=0.5)
     )
     result = engine.infer(image)
     assert result.exit_id == EXITS[0]
     assert result.reason.startswith("deadline: next exit needs")
-    assert result.deadline_ms == pytest.approx(50.0)
+    assert result.deadline_ms == pytest.approx(160.0)
 
 
 def test_late_frame_earliest_or_drop(checkpoint: Checkpoint, image: npt.NDArray[np.uint8]) -> None:
@@ -385,3 +397,80 @@ def test_bad_images_are_rejected(checkpoint: Checkpoint) -> None:
     for bad in bad_images:
         with pytest.raises(EngineError, match="image"):
             engine.infer(bad)
+
+
+def test_deadline_is_judged_once_the_mask_is_delivered(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    """Inference alone fits easily; a slow hand-over makes the frame late, and is learnt."""
+    engine = make_engine(checkpoint, name="final")
+    delivered: list[npt.NDArray[np.uint8]] = []
+
+    def slow_deliver(mask: npt.NDArray[np.uint8]) -> None:
+        time.sleep(0.06)
+        delivered.append(mask)
+
+    start = time.monotonic_ns()
+    result = engine.infer(image, deadline_ns=start + 40 * MS, deliver=slow_deliver)
+    assert len(delivered) == 1 and (delivered[0] == result.mask).all()
+    assert result.measured_ms < 40.0  # the network was done in time ...
+    assert result.met_deadline is False  # ... but the consumers got the mask too late
+    assert result.done_ns - start >= 60 * MS
+    key = next(k for k in result.stage_times_ms if k.startswith("deliver:"))
+    assert key == "deliver:40x50" and result.stage_times_ms[key] >= 59.0
+    # the hand-over is priced from now on: the earliest exit no longer fits 40 ms
+    result = engine.infer(image, deadline_ns=time.monotonic_ns() + 40 * MS, deliver=slow_deliver)
+    assert engine.latency_model.load_free_ms(key) >= 50.0
+    engine.reconfigure(make_config(name="deadline"))
+    planned = engine.infer(image, deadline_ns=time.monotonic_ns() + 40 * MS, deliver=slow_deliver)
+    assert planned.infeasible and planned.reason.startswith("infeasible: earliest exit needs")
+
+
+def test_infeasible_frames_follow_late_frame_action(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    table = constructed_table(100.0, 20.0, 10.0)
+    engine = make_engine(checkpoint, table, name="hybrid", late_frame_action="drop")
+    result = engine.infer(image, deadline_ns=time.monotonic_ns() + 60 * MS)
+    assert result.dropped and result.infeasible and result.met_deadline is False
+    assert result.reason.startswith("infeasible: earliest exit needs") and not result.stage_times_ms
+    # a policy that does not plan for deadlines runs as configured and simply misses
+    engine = make_engine(checkpoint, table, name="final", late_frame_action="drop")
+    result = engine.infer(image, deadline_ns=time.monotonic_ns() + 60 * MS)
+    assert not result.dropped and not result.infeasible and result.exit_id == "final"
+
+
+def test_threads_follow_a_contention_signal(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    share: list[float | None] = [0.0]
+    config = make_config(name="final")
+    config.engine.num_threads = 2
+    engine = SegmentationEngine(config, checkpoint, others_cpu_share=lambda: share[0])
+    # one thread is priced apart from the start, from a measurement at warm-up
+    assert engine.single_thread_slowdown > 0
+    assert engine.latency_model.factor(None, regime=1) == pytest.approx(
+        engine.single_thread_slowdown
+    )
+    assert engine.infer(image).threads == 2
+    share[0] = 0.6  # another process takes more than a core
+    busy = engine.infer(image)
+    assert busy.threads == 1 and torch.get_num_threads() == 1
+    assert (
+        engine.last_thread_change is not None and "of 2 cores" in engine.last_thread_change.reason
+    )
+    share[0] = 0.0
+    assert engine.infer(image).threads == 1  # cores must stay free for a while first
+    time.sleep(1.1)
+    assert engine.infer(image).threads == 2 and torch.get_num_threads() == 2
+    assert engine.thread_changes == 2
+
+
+def test_adaptive_threads_off_keeps_the_thread_count(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    config = make_config(name="final")
+    config.engine.num_threads = 2
+    config.engine.adaptive_threads = False
+    engine = SegmentationEngine(config, checkpoint, others_cpu_share=lambda: 1.0)
+    assert [engine.infer(image).threads for _ in range(3)] == [2, 2, 2]

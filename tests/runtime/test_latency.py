@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mess_ros.runtime.config import DeadlineConfig
 from mess_ros.runtime.errors import LatencyTableError, LoadValueError
 from mess_ros.runtime.latency import (
     PREPROCESS_KEY,
-    LatencyModelParams,
     LatencyStat,
     LatencyTable,
     OnlineLatencyModel,
@@ -131,7 +131,7 @@ def test_starts_from_the_table() -> None:
 
 
 def test_reported_load_step_is_followed_within_one_frame() -> None:
-    model = OnlineLatencyModel(constructed_table(), LatencyModelParams(load_beta=1.0))
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(load_beta=1.0))
     for _ in range(20):
         run_frame(model, 0.0, 1.0)
     model.report_load(1.0, stamp_ns=0)
@@ -144,19 +144,19 @@ def test_reported_load_step_is_followed_within_one_frame() -> None:
 
 def test_load_relation_is_learned_online() -> None:
     """True slow-down 1 + 3 * load; the model starts believing 1 + 1 * load."""
-    model = OnlineLatencyModel(constructed_table(), LatencyModelParams(load_beta=1.0))
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(load_beta=1.0))
     loads = [0.0, 0.5, 1.0, 0.25, 0.75]
     for i in range(150):
         load = loads[i % len(loads)]
         run_frame(model, load, 1 + 3 * load)
-    assert model.beta == pytest.approx(3.0, rel=0.1)
+    assert model.beta() == pytest.approx(3.0, rel=0.1)
     # after learning, a load step (reported) is predicted right in the first frame
     prediction = model.begin_frame(0.6).predict_ms(frame_keys(), quantile=False)
     assert prediction == pytest.approx((1 + 3 * 0.6) * table_total(), rel=0.1)
 
 
 def test_unreported_slowdown_is_followed_within_a_few_frames() -> None:
-    model = OnlineLatencyModel(constructed_table(), LatencyModelParams(use_load=False))
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(use_load=False))
     for _ in range(20):
         run_frame(model, None, 1.0)
     predictions = [run_frame(model, None, 2.0) for _ in range(4)]
@@ -216,7 +216,7 @@ def test_output_cost_scales_with_the_frame_size() -> None:
 
 
 def test_stale_load_is_ignored_and_counted() -> None:
-    model = OnlineLatencyModel(constructed_table(), LatencyModelParams(load_timeout_ms=500.0))
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(load_timeout_ms=500.0))
     model.report_load(0.8, stamp_ns=0)
     assert model.load_at(400 * MS) == 0.8
     assert model.load_at(600 * MS) is None
@@ -242,6 +242,57 @@ def test_bad_loads_are_rejected_and_counted(value: float, reason: str) -> None:
 
 
 def test_load_ignored_when_disabled() -> None:
-    model = OnlineLatencyModel(constructed_table(), LatencyModelParams(use_load=False))
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(use_load=False))
     model.report_load(0.9, stamp_ns=0)
     assert model.load_at(1) is None
+
+
+def test_load_step_up_and_down_returns_to_the_idle_times_at_once() -> None:
+    """Frames under a reported load never move what is predicted at no load."""
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(load_beta=1.0))
+    for _ in range(30):
+        run_frame(model, 0.0, 1.0)
+    idle = model.begin_frame(0.0).predict_ms(frame_keys())
+    for _ in range(30):
+        run_frame(model, 0.9, 3.0)
+    after = [run_frame(model, 0.0, 1.0) for _ in range(3)]
+    assert after[0] == pytest.approx(table_total(), rel=0.02)  # the very first frame back
+    assert model.begin_frame(0.0).predict_ms(frame_keys()) == pytest.approx(idle, rel=0.02)
+
+
+@pytest.mark.parametrize("load", [0.3, 0.7, 0.9, 1.0])
+def test_a_reported_load_never_predicts_faster_than_measured_there(load: float) -> None:
+    """Six times slower at a load the prior expects far less of: learnt within a few frames."""
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(load_beta=0.5))
+    for _ in range(20):
+        run_frame(model, 0.0, 1.0)
+    for _ in range(6):
+        run_frame(model, load, 6.0)
+    mean = model.begin_frame(load).predict_ms(frame_keys(), quantile=False)
+    assert mean >= 0.95 * 6.0 * table_total()
+    # and no higher load is predicted faster than that one
+    assert model.factor(min(load + 0.1, 1.0)) >= model.factor(load)
+
+
+def test_regimes_learn_apart() -> None:
+    """Measurements on one thread count never move the predictions of another."""
+    model = OnlineLatencyModel(constructed_table())
+    model.set_regime_prior(1, 1.6)
+    assert model.factor(None, regime=1) == pytest.approx(1.6)
+    for _ in range(20):
+        frame = model.begin_frame(None, regime=1)
+        for key in frame_keys():
+            frame.record(key, model.table.base_ms(key) * 2.5)  # type: ignore[operator]
+        model.end_frame(frame)
+    assert model.factor(None, regime=1) == pytest.approx(2.5, rel=0.05)
+    assert model.factor(None, regime=0) == pytest.approx(1.0)
+
+
+def test_a_frame_caught_by_a_load_step_is_learnt_at_the_higher_load() -> None:
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(load_beta=1.0))
+    frame = model.begin_frame(0.0)
+    for key in frame_keys():
+        frame.record(key, model.table.base_ms(key) * 4.0)  # type: ignore[operator]
+    model.end_frame(frame, load=1.0)
+    assert model.factor(0.0) == pytest.approx(1.0)
+    assert model.factor(1.0) > 2.0

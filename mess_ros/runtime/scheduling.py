@@ -1,0 +1,89 @@
+"""Scheduling priority of the threads that turn a frame into a published mask.
+
+A robot's perception process competes with everything else on the machine.
+Real-time robot stacks give the threads on the sensor-to-actuator path a
+higher priority than background work, so that a busy process slows the
+background, not the masks. Two ways exist on Linux, both per thread:
+
+* ``other`` with a niceness (-20..19; lower runs first): the normal
+  time-sharing scheduler, which still gives every process some time, so a
+  mistake cannot freeze the machine; raising it (a negative niceness) needs
+  ``CAP_SYS_NICE`` or an ``RLIMIT_NICE`` allowance.
+* ``fifo`` / ``rr`` with a real-time priority (1..99): these threads run
+  before any time-shared one whenever they are ready; needs
+  ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` allowance.
+
+The setting is applied to every thread of the process (inference, torch's
+worker threads, the DDS threads that receive images and send masks); threads
+created later inherit it from the thread that creates them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+SCHEDULING_POLICIES: Final = ("other", "fifo", "rr")
+NICENESS_RANGE: Final = (-20, 19)
+REALTIME_RANGE: Final = (1, 99)
+
+_HOW_TO_ALLOW: Final = (
+    "grant the capability (setcap cap_sys_nice+ep on the Python interpreter, or "
+    "CapAmbient/AmbientCapabilities=CAP_SYS_NICE in a systemd unit), or allow it for the user "
+    "in /etc/security/limits.conf ({limit}); the node runs on at its current priority"
+)
+
+
+def thread_ids() -> list[int]:
+    """Kernel ids of every thread of this process."""
+    try:
+        return sorted(int(path.name) for path in Path("/proc/self/task").iterdir())
+    except OSError:
+        return [os.getpid()]
+
+
+def describe(policy: str, priority: int) -> str:
+    """``niceness -10`` or ``SCHED_FIFO priority 20``, for messages."""
+    if policy == "other":
+        return f"niceness {priority}"
+    return f"SCHED_{policy.upper()} priority {priority}"
+
+
+def apply_scheduling(policy: str, priority: int, tids: Iterable[int] | None = None) -> list[str]:
+    """Set ``policy``/``priority`` on the given threads (all of this process by default).
+
+    Returns warnings instead of raising: a refused priority is a deployment
+    fact the node reports and survives, not a reason to stop publishing
+    masks. ``other`` with priority 0 leaves the threads as they are.
+    """
+    if policy not in SCHEDULING_POLICIES:
+        return [f"unknown scheduling policy {policy!r}; expected one of {SCHEDULING_POLICIES}"]
+    if policy == "other" and priority == 0:
+        return []
+    targets = list(thread_ids() if tids is None else tids)
+    refused: list[str] = []
+    vanished = 0
+    for tid in targets:
+        try:
+            if policy == "other":
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                os.setpriority(os.PRIO_PROCESS, tid, priority)
+            else:
+                kind = os.SCHED_FIFO if policy == "fifo" else os.SCHED_RR
+                os.sched_setscheduler(tid, kind, os.sched_param(priority))
+        except PermissionError as err:
+            refused.append(str(err.strerror or err))
+        except (ProcessLookupError, FileNotFoundError):
+            vanished += 1  # a thread that ended meanwhile needs no priority
+        except OSError as err:
+            refused.append(str(err.strerror or err))
+    if not refused:
+        return []
+    limit = "rtprio" if policy != "other" else "nice"
+    return [
+        f"could not set {describe(policy, priority)} on {len(refused)} of "
+        f"{len(targets) - vanished} threads ({refused[0]}): "
+        + _HOW_TO_ALLOW.format(limit=f"'<user> - {limit} {abs(priority)}'")
+    ]
