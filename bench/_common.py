@@ -106,10 +106,11 @@ def run_main(main: Callable[[argparse.Namespace], int], parser: argparse.Argumen
     """
     args = parser.parse_args()
     try:
-        if args.threads < 0:
-            raise BenchError(f"--threads must be >= 0, got {args.threads}")
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)
+        threads = getattr(args, "threads", 0)
+        if threads < 0:
+            raise BenchError(f"--threads must be >= 0, got {threads}")
+        if threads > 0:
+            torch.set_num_threads(threads)
         return main(args)
     except (MessError, OSError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)

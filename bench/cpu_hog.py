@@ -1,7 +1,7 @@
 """A CPU hog that reports the load it puts on the machine, as a robot's load monitor would.
 
-It starts ``--workers`` processes (default: one per core) that spin in pure
-Python, and writes its state to stdout as one JSON object per line:
+It starts ``--workers`` processes (default: one per core) that keep a core
+busy, and writes its state to stdout as one JSON object per line:
 
     {"state": "running", "load": 1.0, "source": "nominal", "workers": 2, "cores": 2, ...}
     {"state": "running", "load": 0.93, "source": "measured", ...}   every --period-ms
@@ -18,10 +18,15 @@ The hog also stops when nobody reads its reports any more (its stdout pipe
 breaks), so a benchmark that dies without cleaning up cannot leave it
 spinning; its workers stop when the hog itself is gone.
 
-Only the standard library is imported: the hog starts in a fraction of a
-second, like the unrelated processes it stands for.
+``--kind spin`` (the default) loops in pure Python; ``--kind matmul``
+multiplies matrices with numpy on one BLAS thread per worker, like a
+planner or another network sharing the machine: it also competes for the
+caches and memory bandwidth, not only for the cores. The hog itself imports
+only the standard library (a matmul worker imports numpy after it started),
+so it starts in a fraction of a second, like the processes it stands for.
 
-    python bench/cpu_hog.py [--workers N] [--period-ms 100] [--duration-s 0]
+    python bench/cpu_hog.py [--workers N] [--kind spin|matmul] [--period-ms 100]
+        [--duration-s 0]
 """
 
 from __future__ import annotations
@@ -43,9 +48,26 @@ _SPIN_ITERATIONS = 100_000
 """Loop iterations between two updates of a worker's CPU time (a few milliseconds)."""
 
 
-def _spin(slot: int, cpu_seconds: Any, parent_pid: int, stop: Event) -> None:
+KINDS = ("spin", "matmul")
+_MATRIX_SIDE = 256
+_PRODUCTS_PER_UPDATE = 20
+
+
+def _spin(slot: int, cpu_seconds: Any, parent_pid: int, stop: Event, kind: str) -> None:
     """Burn one core until told to stop, or until the hog that started this worker is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the hog decides when its workers stop
+    if kind == "matmul":
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = "1"  # one core per worker, read when numpy loads
+        import numpy as np
+
+        matrix = np.random.default_rng(slot).random((_MATRIX_SIDE, _MATRIX_SIDE))
+        while not stop.is_set() and os.getppid() == parent_pid:
+            for _ in range(_PRODUCTS_PER_UPDATE):
+                product = matrix @ matrix
+                matrix = product / float(np.abs(product).max())
+            cpu_seconds[slot] = time.process_time()
+        return
     counter = 0
     while not stop.is_set() and os.getppid() == parent_pid:
         for _ in range(_SPIN_ITERATIONS):
@@ -78,7 +100,7 @@ def _emit(state: str, load: float, source: str, workers: int, cores: int) -> boo
     return True
 
 
-def run(workers: int, period_s: float, duration_s: float) -> int:
+def run(workers: int, period_s: float, duration_s: float, kind: str = "spin") -> int:
     cores = os.cpu_count() or 1
     context = _context()
     cpu_seconds = context.Array("d", workers, lock=False)
@@ -92,7 +114,7 @@ def run(workers: int, period_s: float, duration_s: float) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     processes = [
-        context.Process(target=_spin, args=(i, cpu_seconds, os.getpid(), stop), daemon=True)
+        context.Process(target=_spin, args=(i, cpu_seconds, os.getpid(), stop, kind), daemon=True)
         for i in range(workers)
     ]
     for process in processes:
@@ -129,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Occupy CPU cores with busy processes and report the load on stdout.",
     )
     parser.add_argument("--workers", type=int, default=0, help="busy processes (0 = one per core)")
+    parser.add_argument("--kind", choices=KINDS, default="spin", help="what each worker does")
     parser.add_argument(
         "--period-ms", type=float, default=100.0, help="time between two load reports"
     )
@@ -139,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = args.workers or os.cpu_count() or 1
     if workers < 1 or args.period_ms <= 0 or args.duration_s < 0:
         parser.error("--workers must be >= 0, --period-ms > 0 and --duration-s >= 0")
-    return run(workers, args.period_ms / 1000.0, args.duration_s)
+    return run(workers, args.period_ms / 1000.0, args.duration_s, args.kind)
 
 
 if __name__ == "__main__":

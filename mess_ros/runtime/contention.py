@@ -51,7 +51,10 @@ FREE_CORE_MARGIN: Final = 0.35
 
 
 class CpuShareMonitor:
-    """Share (0..1) of all cores' time that other processes used over the last quarter second."""
+    """Share (0..1) of all cores' time that other processes used over the last quarter second.
+
+    Time of processes at a positive niceness is not counted: it yields to this process.
+    """
 
     def __init__(self, window_s: float = MONITOR_WINDOW_S) -> None:
         self.cores = psutil.cpu_count() or 1
@@ -62,7 +65,13 @@ class CpuShareMonitor:
 
     def _sample(self) -> tuple[float, float, float]:
         times = psutil.cpu_times()
-        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        # Niced work (batch jobs, builds at nice > 0) yields the core as soon as a normal-priority
+        # thread wants it, so it does not compete; guest time is already part of user time.
+        busy = (
+            times.user
+            + times.system
+            + sum(getattr(times, name, 0.0) for name in ("irq", "softirq", "steal"))
+        )
         mine = self._process.cpu_times()
         return time.monotonic(), busy, mine.user + mine.system
 

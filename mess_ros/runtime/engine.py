@@ -454,7 +454,7 @@ class SegmentationEngine:
         run = _FrameRun(self._executor, plan, frame, deadline_ns, clock, tail_keys)
         earliest_ms = None
         if plan.policy.plans_for_deadline:
-            earliest_ms = frame.predict_ms(run.earliest_path_keys(), quantile=False)
+            earliest_ms = frame.typical_ms(run.earliest_path_keys())
         late = late_frame_decision(
             remaining_at_start, plan.config.policy.late_frame_action, earliest_ms
         )

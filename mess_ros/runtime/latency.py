@@ -391,16 +391,23 @@ class _LoadCurve:
     optimistic. Knots no frame has reached yet start from the configured
     prior ``1 + load_beta * load``; the factor is never smaller at a higher
     load than at a lower one.
+
+    Two factors are kept: ``levels`` rise fast and fall slowly (what
+    decisions plan with: an unexplained slow-down is followed within a few
+    frames), ``typical`` moves at the same pace both ways (the unbiased
+    figure, for judging that a frame cannot make its deadline at all).
     """
 
     def __init__(self, level: float, load_beta: float, spread: float) -> None:
         self.levels = [level * (1.0 + load_beta * knot) for knot in LOAD_KNOTS]
+        self.typical = list(self.levels)
         self.spread_vars = [spread**2] * len(LOAD_KNOTS)
 
-    def level(self, load: float) -> float:
+    def level(self, load: float, *, typical: bool = False) -> float:
+        values = self.typical if typical else self.levels
         weights = _knot_weights(load)
-        interpolated = sum(w * self.levels[i] for i, w in weights)
-        below = max(self.levels[: weights[0][0] + 1])
+        interpolated = sum(w * values[i] for i, w in weights)
+        below = max(values[: weights[0][0] + 1])
         return max(interpolated, below)
 
     def spread(self, load: float) -> float:
@@ -422,8 +429,10 @@ class _LoadCurve:
         for i, w in weights:
             self.spread_vars[i] += alpha * w * (squared - self.spread_vars[i])
         rate = max(alpha, _FAST_ALPHA) if ratio > predicted else alpha
+        typical = sum(w * self.typical[i] for i, w in weights)
         for i, w in weights:
             self.levels[i] = _clamp(self.levels[i] + rate * w / norm * (ratio - predicted))
+            self.typical[i] = _clamp(self.typical[i] + alpha * w / norm * (ratio - typical))
 
 
 class OnlineLatencyModel:
@@ -531,9 +540,12 @@ class OnlineLatencyModel:
         curve = self._curve(regime)
         return curve.level(1.0) / curve.level(0.0) - 1.0
 
-    def factor(self, load: float | None, regime: int = 0) -> float:
-        """Multiplier of the profiled stage times at ``load`` (None = no load information)."""
-        return self._curve(regime).level(load or 0.0)
+    def factor(self, load: float | None, regime: int = 0, *, typical: bool = False) -> float:
+        """Multiplier of the profiled stage times at ``load`` (None = no load information).
+
+        ``typical``: the unbiased factor instead of the fast-rising one decisions plan with.
+        """
+        return self._curve(regime).level(load or 0.0, typical=typical)
 
     def spread(self, load: float | None = None, regime: int = 0) -> float:
         """Relative standard deviation of frame times around the prediction at ``load``."""
@@ -617,6 +629,7 @@ class FrameLatency:
         self.regime = regime
         self.measurements: list[tuple[str, float]] = []
         self._factor = model.factor(load, regime)
+        self._typical_factor = model.factor(load, regime, typical=True)
         self._quantile_scale = 1.0 + model.z * model.spread(load, regime)
         self._margin_ms = model.config.safety_margin_ms
         self._measured_ms = 0.0
@@ -632,6 +645,11 @@ class FrameLatency:
         if not quantile:
             return mean
         return mean * self._quantile_scale * self.in_frame_factor + self._margin_ms
+
+    def typical_ms(self, keys: Iterable[str]) -> float:
+        """Unbiased mean time of ``keys`` at this frame's load: could they make it at all?"""
+        free = sum(self.model.load_free_ms(k, self.output_scale) for k in keys)
+        return free * self._typical_factor
 
     @property
     def in_frame_factor(self) -> float:

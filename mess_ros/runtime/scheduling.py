@@ -16,6 +16,15 @@ background, not the masks. Two ways exist on Linux, both per thread:
 The setting is applied to every thread of the process (inference, torch's
 worker threads, the DDS threads that receive images and send masks); threads
 created later inherit it from the thread that creates them.
+
+Kernels with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``,
+on by default in most desktop and many robot kernels) first share the CPU
+equally between sessions and only then apply niceness inside each session:
+a niceness alone then does nothing against a busy process started from
+another terminal or service. A niceness is therefore also written to the
+session's autogroup (``/proc/self/autogroup``), which raises every process
+of the node's session (under ``ros2 launch``: the nodes it started).
+Real-time policies stand above both and need no such step.
 """
 
 from __future__ import annotations
@@ -79,6 +88,8 @@ def apply_scheduling(policy: str, priority: int, tids: Iterable[int] | None = No
             vanished += 1  # a thread that ended meanwhile needs no priority
         except OSError as err:
             refused.append(str(err.strerror or err))
+    if policy == "other" and not refused:
+        refused += _set_autogroup_niceness(priority)
     if not refused:
         return []
     limit = "rtprio" if policy != "other" else "nice"
@@ -87,3 +98,16 @@ def apply_scheduling(policy: str, priority: int, tids: Iterable[int] | None = No
         f"{len(targets) - vanished} threads ({refused[0]}): "
         + _HOW_TO_ALLOW.format(limit=f"'<user> - {limit} {abs(priority)}'")
     ]
+
+
+def _set_autogroup_niceness(priority: int) -> list[str]:
+    """Give this process's session the niceness too (kernels with autogroup scheduling)."""
+    autogroup = Path("/proc/self/autogroup")
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    try:
+        if not autogroup.exists() or enabled.read_text(encoding="utf-8").strip() != "1":
+            return []
+        autogroup.write_text(f"{priority}\n", encoding="utf-8")
+    except OSError as err:
+        return [f"session autogroup: {err.strerror or err}"]
+    return []

@@ -296,3 +296,16 @@ def test_a_frame_caught_by_a_load_step_is_learnt_at_the_higher_load() -> None:
     model.end_frame(frame, load=1.0)
     assert model.factor(0.0) == pytest.approx(1.0)
     assert model.factor(1.0) > 2.0
+
+
+def test_typical_factor_is_unbiased_where_the_planning_factor_is_cautious() -> None:
+    """Times alternating 1x and 2x: planning follows the slow frames, the typical the mean."""
+    model = OnlineLatencyModel(constructed_table())
+    for i in range(200):
+        run_frame(model, None, 2.0 if i % 2 else 1.0)
+    assert model.factor(None, typical=True) == pytest.approx(1.5, rel=0.1)
+    assert model.factor(None) > 1.6
+    frame = model.begin_frame(None)
+    assert frame.typical_ms(frame_keys()) == pytest.approx(
+        model.factor(None, typical=True) * table_total()
+    )
