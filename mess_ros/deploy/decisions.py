@@ -185,8 +185,8 @@ def class_offsets(problem: SearchProblem) -> FloatArray:
         return float(centres[np.searchsorted(cumulative, cumulative[-1] / 2.0)])
 
     overall = median(per_class.sum(axis=0))
-    offsets = np.array([median(row) - overall for row in per_class])
-    return np.nan_to_num(offsets, nan=0.0)
+    offsets = np.array([median(row) - overall for row in per_class], dtype=np.float64)
+    return np.asarray(np.nan_to_num(offsets, nan=0.0), dtype=np.float64)
 
 
 def class_threshold_grid(

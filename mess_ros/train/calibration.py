@@ -236,7 +236,8 @@ class CalibrationCache:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, meta=np.array(json.dumps(meta)), **arrays)
+                arrays["meta"] = np.array(json.dumps(meta))
+                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
             Path(tmp_name).chmod(0o644)  # mkstemp makes 0600; the cache is meant to be shared
             Path(tmp_name).replace(path)
         except BaseException:
