@@ -24,6 +24,8 @@ from mess_ros.deploy.inputs import load_inputs
 from mess_ros.deploy.problem import ExitConfiguration, SearchProblem, evaluate, exit_decisions
 from mess_ros.deploy.search import SearchSpace, search
 from mess_ros.deploy.verify import calibration_dataset, verify_configuration
+from mess_ros.runtime.engine import SegmentationEngine
+from mess_ros.runtime.errors import ConfigError
 from mess_ros.runtime.exit_model import ExitPredictor, exit_features
 from tests.deploy.conftest import TinyRun
 from tests.deploy.constructed import constructed_problem
@@ -208,3 +210,34 @@ def test_configure_with_the_learnt_decision_writes_its_exit_model(
     assert ExitPredictor.load(out / "tiny.exit_model.json").checkpoint_fingerprint == (
         tiny_run.checkpoint.fingerprint
     )
+
+
+def test_hybrid_policy_with_a_learnt_decision_respects_deadlines(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    inputs = load_inputs(tiny_run.checkpoint_path, tiny_run.cache_path, tiny_run.table_path)
+    whole = inputs.problem()
+    predictor = fit_exit_predictor(whole)
+    model_path = tmp_path / "exit_model.json"
+    predictor.save(model_path)
+    first = whole.candidates[0].exit_id
+    config = ExitConfiguration((first,), 0.0, (1.0,), "learnt")  # never confident enough
+    params = apply_configuration(
+        config, tiny_run.table, str(tiny_run.checkpoint_path), exit_model_path=str(model_path)
+    )
+    params.policy.name = "hybrid"
+    engine = SegmentationEngine(params, tiny_run.checkpoint, latency_table=tiny_run.table)
+    image = calibration_dataset(inputs.cache.dataset, "tiny run")[0].image
+    relaxed = engine.infer(image)
+    assert relaxed.exit_id == "final" and relaxed.evaluated_exits == (first, "final")
+    # A deadline between the first exit and the final one: the hybrid policy stops early.
+    early = tiny_run.table.path_ms([first], first)
+    late = tiny_run.table.path_ms([first], "final")
+    params.deadline.deadline_ms = (early + late) / 2
+    engine.reconfigure(params)
+    hurried = engine.infer(image)
+    assert hurried.exit_id == first and "deadline" in hurried.reason
+    # A missing exit model is a configuration error naming the parameter.
+    params.policy.exit_model = str(tmp_path / "absent.json")
+    with pytest.raises(ConfigError, match=r"policy\.exit_model"):
+        engine.reconfigure(params)
