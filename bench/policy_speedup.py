@@ -189,18 +189,13 @@ def main(args: argparse.Namespace) -> int:
     table = profile_table(model, args.device, args.profile_repeats, progress)
     choices: dict[str, Choice] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    exit_model_path = args.out.with_name(f"{NAME}.exit_model.json")
+    limits = {"miou_margin": args.miou_margin, "max_exits": args.max_exits}
     for decision in DECISIONS:
         choices[decision] = choose_configuration(
-            model,
-            cache,
-            table,
-            miou_margin=args.miou_margin,
-            max_exits=args.max_exits,
-            threads=args.threads,
-            progress=progress,
-            decision=decision,
-            exit_model_path=args.out.with_name(f"{NAME}.exit_model.json"),
-        )
+            model, cache, table, threads=args.threads, progress=progress, decision=decision,
+            exit_model_path=exit_model_path, **limits,
+        )  # fmt: skip
     any_choice = next(iter(choices.values()))
     split = any_choice.held.split
     print(
@@ -211,10 +206,10 @@ def main(args: argparse.Namespace) -> int:
     base, held_base = any_choice.baseline, any_choice.held.held_out_baseline
     print(f"  final only  fit {base.summary()}")
     print(f"              held-out {held_base.summary()}")
-    for decision, choice in choices.items():
+    for name, choice in choices.items():
         fit, held = choice.chosen, choice.held_out
         print(
-            f"  {decision:<11} fit {base.mean_ms / fit.mean_ms:.2f}x "
+            f"  {name:<11} fit {base.mean_ms / fit.mean_ms:.2f}x "
             f"{100 * (fit.miou - base.miou):+.2f}"
             f" | held-out {held_base.mean_ms / held.mean_ms:.2f}x "
             f"{100 * (held.miou - held_base.miou):+.2f}: {fit.config.describe()}"
@@ -224,8 +219,8 @@ def main(args: argparse.Namespace) -> int:
         base_config(model, args.device, args.threads), "final", active_exits=[FINAL_EXIT]
     )
     engines = {"final": SegmentationEngine(final_config, model.checkpoint, latency_table=table)}
-    for decision, choice in choices.items():
-        engines[decision] = SegmentationEngine(choice.config, model.checkpoint, latency_table=table)
+    for name, choice in choices.items():
+        engines[name] = SegmentationEngine(choice.config, model.checkpoint, latency_table=table)
 
     height = args.frame_height or int(cache.dataset.get("height", height))
     width = args.frame_width or int(cache.dataset.get("width", width))
@@ -316,7 +311,7 @@ def main(args: argparse.Namespace) -> int:
         }
         figures[group] = {"frames": count, "policies": rows}
 
-    exit_order = list(dict.fromkeys(e for run in runs.values() for e in run.exits))
+    exit_order = [e for e in exit_ids if any(e in run.exits for run in runs.values())]
     for name, run in runs.items():
         if name != "final":
             print(f"{name} exit usage: {format_usage(usage(run.exits, exit_order))}")

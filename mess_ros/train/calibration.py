@@ -432,6 +432,18 @@ def _dataset_description(dataset: SegmentationDataset) -> dict[str, Any]:
     }
 
 
+def check_same_weights(
+    cache: CalibrationCache, cache_path: Path, checkpoint: Checkpoint, checkpoint_path: Path
+) -> None:
+    """CalibrationError naming both files when the cache describes other weights."""
+    if cache.checkpoint_fingerprint != checkpoint.fingerprint:
+        msg = (
+            f"{str(cache_path)!r} was computed for weights {cache.checkpoint_fingerprint}, but "
+            f"{str(checkpoint_path)!r} holds {checkpoint.fingerprint}"
+        )
+        raise CalibrationError(msg)
+
+
 def recalibrate(checkpoint_path: Path, cache_path: Path, progress: bool = True) -> CalibrationCache:
     """Compute ``cache_path`` again in the current format, on the images it records.
 
@@ -440,13 +452,7 @@ def recalibrate(checkpoint_path: Path, cache_path: Path, progress: bool = True) 
     """
     old = CalibrationCache.load(cache_path)
     checkpoint = load_checkpoint(checkpoint_path)
-    if old.checkpoint_fingerprint != checkpoint.fingerprint:
-        msg = (
-            f"calibration cache {str(cache_path)!r} describes weights "
-            f"{old.checkpoint_fingerprint}, but {str(checkpoint_path)!r} holds "
-            f"{checkpoint.fingerprint}"
-        )
-        raise CalibrationError(msg)
+    check_same_weights(old, cache_path, checkpoint, checkpoint_path)
     try:
         dataset = build_dataset(DatasetSpec.from_dict(old.dataset))
     except MessError as err:
