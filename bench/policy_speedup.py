@@ -21,6 +21,8 @@ This is the paper's headline claim measured end to end on this machine:
    accurate) and that tolerance. The oracle's latency is each exit's path in
    the latency table profiled in this run (blocks, its head, its output), so
    its speed-up is compared with the policies' network-stage speed-up.
+   ``--latency-table`` prices the search and the oracle with a table
+   profiled on a quiet machine instead.
 
 Latency is the whole ``infer`` call (preprocessing, blocks, heads, decisions,
 output mask at the frame's size); "stages" leaves out preprocessing, as the
@@ -186,7 +188,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"model {model.path} ({model.checkpoint.fingerprint}), input {height}x{width}")
     print(f"calibration cache {cache_path}: {cache.num_images} images of {cache.dataset}")
 
-    table = profile_table(model, args.device, args.profile_repeats, progress)
+    if args.latency_table:
+        table = LatencyTable.load(Path(args.latency_table))
+        print(f"latency table {args.latency_table} ({table.device_name}) prices the search")
+    else:
+        table = profile_table(model, args.device, args.profile_repeats, progress)
     choices: dict[str, Choice] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     exit_model_path = args.out.with_name(f"{NAME}.exit_model.json")
@@ -397,6 +403,12 @@ def parser() -> argparse.ArgumentParser:
         "--max-exits", type=int, default=4, help="most exits a configuration may have (incl. final)"
     )
     p.add_argument("--profile-repeats", type=int, default=20, help="passes of the latency profile")
+    p.add_argument(
+        "--latency-table",
+        default="",
+        help="price the search and the oracle with this table instead of profiling now "
+        "(a profile taken on a busy CPU misprices the exits)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="untimed frames per policy first")
     p.add_argument(
         "--frame-height", type=int, default=0, help="test frame height (0 = calibration images')"
