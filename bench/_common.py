@@ -27,10 +27,16 @@ import numpy as np
 import torch
 
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
+from mess_ros.deploy.decisions import (
+    DEFAULT_HOLDOUT_SHARE,
+    HeldOutSearch,
+    search_held_out,
+    split_images,
+)
 from mess_ros.deploy.export import apply_configuration
 from mess_ros.deploy.inputs import build_problem
-from mess_ros.deploy.problem import ScoredConfiguration
-from mess_ros.deploy.search import SearchResult, SearchSpace, Target, search, select
+from mess_ros.deploy.problem import DecisionName, ScoredConfiguration
+from mess_ros.deploy.search import SearchResult, SearchSpace, Target, select
 from mess_ros.errors import MessError
 from mess_ros.model import Checkpoint, load_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
@@ -271,16 +277,25 @@ def with_policy(config: SegmentationConfig, name: str, **fields: Any) -> Segment
 
 @dataclass(frozen=True)
 class Choice:
-    """The deployment search's pick for an accuracy floor on the calibration images."""
+    """The deployment search's pick for an accuracy floor, with its held-out figures."""
 
-    result: SearchResult
+    held: HeldOutSearch
     chosen: ScoredConfiguration
     floor_miou: float
     config: SegmentationConfig
 
     @property
+    def result(self) -> SearchResult:
+        return self.held.result
+
+    @property
     def baseline(self) -> ScoredConfiguration:
-        return self.result.baseline
+        return self.held.result.baseline
+
+    @property
+    def held_out(self) -> ScoredConfiguration:
+        """The chosen configuration on the calibration images the search did not see."""
+        return self.held.on_held_out(self.chosen)
 
 
 def choose_configuration(
@@ -292,31 +307,57 @@ def choose_configuration(
     max_exits: int,
     threads: int,
     progress: bool,
+    decision: DecisionName = "confidence",
+    holdout_share: float = DEFAULT_HOLDOUT_SHARE,
+    exit_model_path: Path | None = None,
 ) -> Choice:
-    """The fastest confidence configuration whose calibration mIoU stays within a margin.
+    """The fastest configuration of one exit decision whose mIoU stays within a margin.
 
-    This is what ``mess_configure --min-miou`` does on a robot: the accuracy
-    floor is the final exit's own mIoU on the calibration cache minus
-    ``miou_margin`` (as a fraction, 0.004 = 0.4 points), and latency is
-    priced with ``table``. The margin is kept below the accuracy tolerance
-    the benchmarks judge on held-out images, so that the val-to-test gap has
-    room.
+    This is what ``mess_configure --min-miou`` does on a robot: exit models
+    and thresholds are fitted on part of the calibration cache, the accuracy
+    floor is the final exit's own mIoU there minus ``miou_margin`` (as a
+    fraction, 0.004 = 0.4 points), and latency is priced with ``table``. The
+    margin is kept below the accuracy tolerance the benchmarks judge on
+    held-out images, so that the val-to-test gap has room. A learnt
+    decision's exit model is written to ``exit_model_path``.
     """
     problem = build_problem(model.checkpoint.model, cache, table)
-    result = search(problem, SearchSpace(max_exits=max_exits), stat="mean", progress=progress)
-    floor = max(0.0, result.baseline.miou - miou_margin)
-    chosen = select(result, Target(min_miou=floor))
-    config = apply_configuration(chosen.config, table, str(model.path))
+    split = split_images(cache.difficulty, holdout_share)
+    held = search_held_out(
+        problem,
+        split,
+        (decision,),
+        SearchSpace(max_exits=max_exits),
+        "mean",
+        checkpoint_fingerprint=model.checkpoint.fingerprint,
+        progress=progress,
+    )
+    floor = max(0.0, held.result.baseline.miou - miou_margin)
+    chosen = select(held.result, Target(min_miou=floor))
+    model_file = ""
+    if chosen.config.decision == "learnt" and held.predictor is not None:
+        if exit_model_path is None:
+            raise BenchError("a learnt-decision configuration needs a path for its exit model")
+        held.predictor.save(exit_model_path)
+        model_file = str(exit_model_path)
+    config = apply_configuration(chosen.config, table, str(model.path), exit_model_path=model_file)
     config.engine.num_threads = threads
     config.deadline.deadline_ms = 0.0
     config.validate()
-    return Choice(result=result, chosen=chosen, floor_miou=floor, config=config)
+    return Choice(held=held, chosen=chosen, floor_miou=floor, config=config)
 
 
 def test_split(
-    num_images: int, height: int, width: int, difficulty: int | None = None
+    num_images: int,
+    height: int,
+    width: int,
+    difficulty: int | None = None,
+    seed: int | None = None,
 ) -> SegmentationDataset:
-    """The held-out synthetic split (``test``: its own seed, never seen in training or search)."""
+    """The held-out synthetic split (``test``: its own seed, never seen in training or search).
+
+    ``seed`` draws another set of held-out scenes (None: the split's own seed).
+    """
     spec = DatasetSpec(
         kind="synthetic",
         split="test",
@@ -324,6 +365,7 @@ def test_split(
         height=height,
         width=width,
         difficulty=difficulty,
+        seed=seed,
     )
     return build_dataset(spec)
 

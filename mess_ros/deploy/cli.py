@@ -23,6 +23,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mess_ros.deploy.decisions import (
+    DEFAULT_HOLDOUT_SHARE,
+    DEFAULT_TOLERANCE,
+    HeldOutSearch,
+    search_held_out,
+    split_images,
+)
 from mess_ros.deploy.errors import DeployError, UnreachableTargetError
 from mess_ros.deploy.estimate import (
     DEFAULT_JITTER,
@@ -37,21 +44,20 @@ from mess_ros.deploy.export import (
     apply_configuration,
     configuration_from_parameters,
     header_comment,
+    scored_to_dict,
     write_pruned_checkpoint,
     write_reports,
     write_summary,
 )
 from mess_ros.deploy.inputs import DeployInputs, load_inputs, run_paths
-from mess_ros.deploy.problem import STATS, ScoredConfiguration, SearchProblem, evaluate
+from mess_ros.deploy.problem import DECISIONS, STATS, DecisionName, ScoredConfiguration, evaluate
 from mess_ros.deploy.profile import format_table, parse_hw, profile_checkpoint
 from mess_ros.deploy.search import (
     DEFAULT_IMAGE_THRESHOLDS,
     DEFAULT_PIXEL_THRESHOLDS,
     THRESHOLD_MODES,
-    SearchResult,
     SearchSpace,
     Target,
-    search,
     select,
 )
 from mess_ros.deploy.verify import calibration_dataset, verify_configuration
@@ -253,6 +259,16 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(v.strip() for v in text.split(",") if v.strip())
 
 
+def _decisions(text: str) -> tuple[DecisionName, ...]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in DECISIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a comma-separated list of {', '.join(DECISIONS)}"
+        )
+    return tuple(d for d in DECISIONS if d in names)
+
+
 def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mess_configure",
@@ -308,6 +324,28 @@ def configure_parser() -> argparse.ArgumentParser:
         default=DEFAULT_IMAGE_THRESHOLDS,
         help="image threshold grid",
     )
+    space.add_argument(
+        "--decisions",
+        type=_decisions,
+        default=DECISIONS,
+        help="exit decisions to search, comma-separated: confidence (confident-pixel share), "
+        "class (per-class pixel thresholds), learnt (an exit model fitted on the cache); "
+        f"default {','.join(DECISIONS)}",
+    )
+    space.add_argument(
+        "--holdout-share",
+        type=float,
+        default=DEFAULT_HOLDOUT_SHARE,
+        help="share of the calibration images held out from fitting and choosing; the written "
+        f"figures are measured on them (default {DEFAULT_HOLDOUT_SHARE:g})",
+    )
+    space.add_argument(
+        "--exit-tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="per-image mIoU an exit may lose against the final exit and still count as good "
+        f"enough, for the learnt decision (default {DEFAULT_TOLERANCE:g})",
+    )
     output = parser.add_argument_group("outputs")
     output.add_argument("--robot", required=True, help="robot name: <out-dir>/<robot>.yaml")
     output.add_argument("--out-dir", type=Path, default=Path("config/robots"))
@@ -330,6 +368,11 @@ def configure_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--param-latency-table",
         help="engine.latency_table written in the file (default: the copied table's path)",
+    )
+    output.add_argument(
+        "--param-exit-model",
+        help="policy.exit_model written in the file for a learnt decision (default: the "
+        "written exit model's path)",
     )
     check = parser.add_argument_group("verification")
     check.add_argument("--verify", action="store_true", help="run the written file with the engine")
@@ -386,15 +429,30 @@ def _configure(args: argparse.Namespace) -> int:
         allow_other_weights=args.allow_other_weights,
     )
     base = SegmentationConfig.from_yaml(args.base_params) if args.base_params else None
-    problem = inputs.problem()
-    result = search(problem, _space(args), target.stat, progress=not args.no_progress)
+    split = split_images(inputs.cache.difficulty, args.holdout_share)
+    held = search_held_out(
+        inputs.problem(),
+        split,
+        args.decisions,
+        _space(args),
+        target.stat,
+        tolerance=args.exit_tolerance,
+        checkpoint_fingerprint=inputs.checkpoint.fingerprint,
+        progress=not args.no_progress,
+    )
+    result = held.result
     print(result.report())
+    print(
+        f"fitted and chosen on {split.fit.size} calibration images, figures below on the "
+        f"{split.held_out.size} held out"
+    )
     paths = ExportPaths.for_robot(args.out_dir, args.robot, args.report_dir, args.model_dir)
     provenance = Provenance(
         source=source,
         checkpoint_fingerprint=inputs.checkpoint.fingerprint,
         latency_table=str(args.latency_table),
-        num_images=problem.num_images,
+        num_images=int(split.held_out.size),
+        fit_images=int(split.fit.size),
     )
     title = f"{args.robot}: {inputs.table.device_name}, {target.describe()}"
     try:
@@ -404,20 +462,29 @@ def _configure(args: argparse.Namespace) -> int:
         print(f"mess_configure: {err}", file=sys.stderr)
         print(f"Pareto front written to {paths.pareto_md} and {paths.pareto_png}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    _export(args, inputs, result, chosen, target, paths, provenance, base, title)
-    print(f"chosen: {chosen.summary()}")
-    print(f"single exit (final only): {result.baseline.summary()}")
-    for path in paths.all():
+    _export(args, inputs, held, chosen, target, paths, provenance, base, title)
+    print(f"chosen (fitting images): {chosen.summary()}")
+    print(f"chosen (held-out images): {held.on_held_out(chosen).summary()}")
+    print(f"single exit (final only, held-out images): {held.held_out_baseline.summary()}")
+    for path in paths.all(learnt=chosen.config.decision == "learnt"):
         print(f"wrote {path}")
     if not args.verify:
         return 0
-    return _verify(args, inputs, problem, result, chosen, target, paths, provenance)
+    return _verify(args, inputs, held, chosen, target, paths, provenance)
+
+
+def _held_out_record(held: HeldOutSearch, chosen: ScoredConfiguration) -> dict[str, object]:
+    return {
+        "images": [int(i) for i in held.split.held_out],
+        "chosen": scored_to_dict(held.on_held_out(chosen)),
+        "baseline": scored_to_dict(held.held_out_baseline),
+    }
 
 
 def _export(
     args: argparse.Namespace,
     inputs: DeployInputs,
-    result: SearchResult,
+    held: HeldOutSearch,
     chosen: ScoredConfiguration,
     target: Target,
     paths: ExportPaths,
@@ -429,32 +496,38 @@ def _export(
     paths.latency_table.parent.mkdir(parents=True, exist_ok=True)
     if paths.latency_table.resolve() != inputs.table_path.resolve():
         shutil.copyfile(inputs.table_path, paths.latency_table)
+    exit_model = ""
+    if chosen.config.decision == "learnt" and held.predictor is not None:
+        held.predictor.save(paths.exit_model)
+        exit_model = args.param_exit_model or str(paths.exit_model)
     params = apply_configuration(
         chosen.config,
         inputs.table,
         model_path=args.param_model_path or str(paths.checkpoint),
         latency_table_path=args.param_latency_table or str(paths.latency_table),
         base=base,
+        exit_model_path=exit_model,
     )
     header = header_comment(
         args.robot,
-        chosen,
-        result.baseline,
+        held.on_held_out(chosen),
+        held.held_out_baseline,
         target,
         inputs.table,
         provenance,
         str(paths.checkpoint),
+        fitted=chosen,
     )
     params.to_yaml(paths.params, header_comment=header)
-    write_reports(paths, result, chosen, target, title)
-    write_summary(paths.summary_json, result, chosen, target, provenance)
+    write_reports(paths, held.result, chosen, target, title)
+    record = _held_out_record(held, chosen)
+    write_summary(paths.summary_json, held.result, chosen, target, provenance, held_out=record)
 
 
 def _verify(
     args: argparse.Namespace,
     inputs: DeployInputs,
-    problem: SearchProblem,
-    result: SearchResult,
+    held: HeldOutSearch,
     chosen: ScoredConfiguration,
     target: Target,
     paths: ExportPaths,
@@ -462,18 +535,28 @@ def _verify(
 ) -> int:
     params = SegmentationConfig.from_yaml(paths.params)  # what the robot will read
     config = configuration_from_parameters(params)
-    predicted = evaluate(problem, config)
+    predicted = evaluate(held.held_out_problem, config)
     dataset = calibration_dataset(inputs.cache.dataset, f"calibration cache {inputs.cache_path}")
     report = verify_configuration(
         params,
         load_checkpoint(paths.checkpoint),
         inputs.table,
-        problem,
+        held.held_out_problem,
         predicted,
         dataset,
+        images=[int(i) for i in held.split.held_out],
         passes=args.verify_passes,
         progress=not args.no_progress,
     )
     print(report.summary())
-    write_summary(paths.summary_json, result, chosen, target, provenance, report.to_dict())
+    record = _held_out_record(held, chosen)
+    write_summary(
+        paths.summary_json,
+        held.result,
+        chosen,
+        target,
+        provenance,
+        report.to_dict(),
+        held_out=record,
+    )
     return 0 if report.passed else EXIT_VERIFICATION_FAILED

@@ -32,8 +32,12 @@ def apply_configuration(
     model_path: str,
     latency_table_path: str = "",
     base: SegmentationConfig | None = None,
+    exit_model_path: str = "",
 ) -> SegmentationConfig:
     """Node parameters that run ``config`` with the confidence policy on the table's device.
+
+    The learnt decision names its exit model file (``exit_model_path``), the
+    class decision writes its per-class thresholds.
 
     Engine settings that the latency depends on (device, input size,
     precision, memory format, CPU threads when recorded) come from the latency
@@ -53,6 +57,13 @@ def apply_configuration(
     policy = params.policy
     policy.active_exits = [*config.exits, FINAL_EXIT]
     policy.class_thresholds = []
+    policy.exit_model = ""
+    if config.exits and config.decision == "learnt":
+        if not exit_model_path:
+            raise DeployError("a learnt-decision configuration needs its exit model file")
+        policy.exit_model = exit_model_path
+    elif config.exits and config.decision == "class":
+        policy.class_thresholds = [float(t) for t in config.class_thresholds]
     if config.exits:
         policy.name = "confidence"
         policy.pixel_threshold = float(config.pixel_threshold)
@@ -73,8 +84,15 @@ def configuration_from_parameters(params: SegmentationConfig) -> ExitConfigurati
     if policy.name != "confidence":
         raise DeployError(f"policy {policy.name!r} is not the confidence policy the search models")
     thresholds = list(policy.image_thresholds)
-    image = thresholds * len(exits) if len(thresholds) == 1 else thresholds
-    return ExitConfiguration(exits, float(policy.pixel_threshold), tuple(float(t) for t in image))
+    image = tuple(
+        float(t) for t in (thresholds * len(exits) if len(thresholds) == 1 else thresholds)
+    )
+    if policy.exit_model:
+        return ExitConfiguration(exits, 0.0, image, "learnt")
+    if policy.class_thresholds:
+        classes = tuple(float(t) for t in policy.class_thresholds)
+        return ExitConfiguration(exits, float(policy.pixel_threshold), image, "class", classes)
+    return ExitConfiguration(exits, float(policy.pixel_threshold), image)
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,8 @@ class Provenance:
     latency_table: str
     num_images: int
     tool_version: str = ""
+    fit_images: int = 0
+    """Calibration images the decisions were fitted and chosen on (the rest are held out)."""
 
 
 def header_comment(
@@ -96,8 +116,14 @@ def header_comment(
     table: LatencyTable,
     provenance: Provenance,
     pruned_checkpoint: str,
+    fitted: ScoredConfiguration | None = None,
 ) -> str:
-    """The human-readable summary written as comments at the top of the parameter file."""
+    """The human-readable summary written as comments at the top of the parameter file.
+
+    ``chosen`` and ``baseline`` hold the figures on the held-out images
+    (``provenance.num_images``); ``fitted`` the chosen one's on the images it
+    was chosen on, said beside them so nobody mistakes one for the other.
+    """
     estimated = table.notes.get("estimated")
     device = f"{table.device_name} ({table.device}, {table.precision})"
     hw = f"{table.input_hw[0]}x{table.input_hw[1]}"
@@ -116,8 +142,19 @@ def header_comment(
         lines.append(f"ESTIMATED latencies, not measured on the robot: {estimated}")
     lines += [
         f"Target: {target.describe()}.",
-        f"Predicted on {provenance.num_images} calibration images: mIoU "
-        f"{100 * chosen.miou:.2f}%, mean {chosen.mean_ms:.2f} ms, p95 {chosen.p95_ms:.2f} ms.",
+    ]
+    held_out = f" held-out (fitted and chosen on {provenance.fit_images} others)"
+    lines += [
+        f"Predicted on {provenance.num_images}{held_out if provenance.fit_images else ''} "
+        f"calibration images: mIoU {100 * chosen.miou:.2f}%, mean {chosen.mean_ms:.2f} ms, "
+        f"p95 {chosen.p95_ms:.2f} ms.",
+    ]
+    if fitted is not None:
+        lines.append(
+            f"On the {provenance.fit_images} fitting images: mIoU {100 * fitted.miou:.2f}%, "
+            f"mean {fitted.mean_ms:.2f} ms."
+        )
+    lines += [
         f"Configuration: {chosen.config.describe()}.",
         f"Exit taken: {shares}.",
         f"Final exit only (single-exit baseline): mIoU {100 * baseline.miou:.2f}%, mean "
@@ -138,6 +175,7 @@ class ExportPaths:
     pareto_md: Path
     pareto_csv: Path
     summary_json: Path
+    exit_model: Path
 
     @classmethod
     def for_robot(
@@ -157,13 +195,16 @@ class ExportPaths:
             pareto_md=reports / f"{robot}_pareto.md",
             pareto_csv=reports / f"{robot}_pareto.csv",
             summary_json=reports / f"{robot}_search.json",
+            exit_model=models / f"{robot}.exit_model.json",
         )
 
-    def all(self) -> list[Path]:
+    def all(self, learnt: bool = False) -> list[Path]:
+        """Every file written; the exit model only for a learnt-decision configuration."""
         return [
             self.params,
             self.checkpoint,
             self.latency_table,
+            *([self.exit_model] if learnt else []),
             self.pareto_png,
             self.pareto_md,
             self.pareto_csv,
@@ -207,7 +248,9 @@ def scored_to_dict(scored: ScoredConfiguration) -> dict[str, Any]:
     """JSON form of a scored configuration (summary files, scripts)."""
     return {
         "exits": list(scored.config.exits),
+        "decision": scored.config.decision,
         "pixel_threshold": scored.config.pixel_threshold,
+        "class_thresholds": list(scored.config.class_thresholds),
         "image_thresholds": list(scored.config.image_thresholds),
         "miou": scored.miou,
         "mean_ms": scored.mean_ms,
@@ -223,13 +266,19 @@ def write_summary(
     target: Target,
     provenance: Provenance,
     verification: dict[str, Any] | None = None,
+    held_out: dict[str, Any] | None = None,
 ) -> None:
-    """Machine-readable record of the search: inputs, speed, front, choice (and verification)."""
+    """Machine-readable record of the search: inputs, speed, front, choice (and verification).
+
+    ``held_out`` holds the chosen and baseline figures on the held-out images.
+    """
     data = {
         "source": provenance.source,
         "checkpoint_fingerprint": provenance.checkpoint_fingerprint,
         "latency_table": provenance.latency_table,
         "calibration_images": provenance.num_images,
+        "fit_images": provenance.fit_images,
+        "held_out": held_out,
         "target": {"budget_ms": target.budget_ms, "min_miou": target.min_miou, "stat": target.stat},
         "search": {
             "configurations_in_space": result.configurations_in_space,

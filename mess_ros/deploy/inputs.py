@@ -181,4 +181,5 @@ def build_problem(model: MESSNet, cache: CalibrationCache, table: LatencyTable) 
         costs=stats,
         final_params=head_params(model, FINAL_EXIT),
         class_names=tuple(cache.class_names),
+        class_hist=None if cache.class_hist is None else cache.class_hist[:, columns],
     )

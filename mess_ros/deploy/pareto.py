@@ -71,7 +71,8 @@ def table_rows(
     def number(value: float, digits: int) -> str:
         return repr(float(value)) if exact else f"{value:.{digits}f}"
 
-    header = ["rank", "miou", "mean_ms", "p95_ms", "exits", "heads", "pixel_thr", "image_thr"]
+    header = ["rank", "miou", "mean_ms", "p95_ms", "exits", "heads", "decision", "pixel_thr"]
+    header.append("image_thr")
     header.append("exit_shares")
     rows: list[list[str]] = []
     for rank, scored in enumerate(front, start=1):
@@ -86,7 +87,10 @@ def table_rows(
                 number(scored.p95_ms, 3),
                 " ".join(points) or "-",
                 " ".join(heads) or "-",
-                number(config.pixel_threshold, 2) if config.exits else "-",
+                config.decision if config.exits else "-",
+                number(config.pixel_threshold, 2)
+                if config.exits and config.decision != "learnt"
+                else "-",
                 " ".join(number(t, 3) for t in config.image_thresholds) or "-",
                 " ".join(number(share, 3) for share in scored.exit_shares),
             ]

@@ -8,9 +8,18 @@ A *configuration* is what a robot deploys with the ``confidence`` policy:
   histogram, so the histogram answers exactly);
 * image thresholds, either one shared by all exits or one per exit.
 
-An image leaves at the first active exit (in depth order) whose share of
-pixels with top-1 probability ``>= pixel threshold`` reaches that exit's image
-threshold; otherwise it reaches the final exit. Because each image's outcome
+An image leaves at the first active exit (in depth order) whose *score*
+reaches that exit's image threshold; otherwise it reaches the final exit.
+The score is what the configuration's *decision* reads from the exit's output:
+
+* ``confidence`` (the paper's): the share of pixels with top-1 probability
+  ``>= pixel threshold`` (from the cache's confidence histogram);
+* ``class``: the share of pixels whose top-1 probability reaches the
+  threshold of their top-1 class (per-class histogram, thresholds on its grid);
+* ``learnt``: the exit model's probability that the exit's mask is as good as
+  the final exit's (:mod:`mess_ros.runtime.exit_model`), scored per image
+  with the engine's own code into ``learnt_scores``.
+ Because each image's outcome
 depends only on its own cached numbers, the accuracy of a configuration is
 exact: the confusion matrices of the exits the images take are summed and the
 Cityscapes mIoU is computed from the sum (:mod:`mess_ros.eval.metrics`).
@@ -36,7 +45,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -51,6 +60,8 @@ search imports without torch."""
 
 StatName = Literal["mean", "p95"]
 STATS: tuple[StatName, ...] = get_args(StatName)
+DecisionName = Literal["confidence", "class", "learnt"]
+DECISIONS: tuple[DecisionName, ...] = get_args(DecisionName)
 P95_QUANTILE = 0.95
 
 IntArray = npt.NDArray[np.int64]
@@ -99,6 +110,9 @@ class SearchProblem:
     with ``E = len(candidates)`` and the final exit last; candidates are in
     depth order (point, then exit id). ``costs`` has one entry per statistic
     (``"mean"`` and ``"p95"``, the latter holding the components' high quantile).
+    ``class_hist`` (``[N, E + 1, C, CLASS_BINS]``) is needed by the ``class``
+    decision and to fit exit models; ``learnt_scores`` (``[N, E + 1]``, the
+    final column unused) by the ``learnt`` decision.
     """
 
     points: tuple[str, ...]
@@ -108,6 +122,8 @@ class SearchProblem:
     costs: Mapping[StatName, ComponentCosts]
     final_params: int = 0
     class_names: tuple[str, ...] = ()
+    class_hist: IntArray | None = None
+    learnt_scores: FloatArray | None = None
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -148,6 +164,20 @@ class SearchProblem:
             return problems
         if self.conf_hist.shape[2] < 2 or (self.conf_hist.sum(axis=2) <= 0).any():
             problems.append("every confidence histogram must hold at least one pixel")
+        classes = self.confusion.shape[2]
+        if self.class_hist is not None and (
+            self.class_hist.ndim != 4
+            or self.class_hist.shape[:3] != (*self.conf_hist.shape[:2], classes)
+        ):
+            problems.append(
+                f"class_hist has shape {self.class_hist.shape}, expected "
+                f"[{self.confusion.shape[0]}, {exits}, {classes}, BINS]"
+            )
+        if self.learnt_scores is not None and self.learnt_scores.shape != self.conf_hist.shape[:2]:
+            problems.append(
+                f"learnt_scores has shape {self.learnt_scores.shape}, expected "
+                f"{self.conf_hist.shape[:2]}"
+            )
         ground_truth = self.confusion.sum(axis=3)
         if (ground_truth != ground_truth[:, :1]).any():
             problems.append("confusion matrices of one image disagree on its ground truth")
@@ -195,6 +225,34 @@ class SearchProblem:
     @property
     def bins(self) -> int:
         return int(self.conf_hist.shape[2])
+
+    def subset(self, images: npt.NDArray[np.intp]) -> SearchProblem:
+        """The same problem on some of its images (in the order given)."""
+        index = np.asarray(images, dtype=np.intp)
+        return replace(
+            self,
+            confusion=self.confusion[index],
+            conf_hist=self.conf_hist[index],
+            class_hist=None if self.class_hist is None else self.class_hist[index],
+            learnt_scores=None if self.learnt_scores is None else self.learnt_scores[index],
+        )
+
+    def require_class_hist(self, purpose: str) -> IntArray:
+        if self.class_hist is None:
+            msg = (
+                f"{purpose} needs the calibration cache's per-class confidence histograms, "
+                "which this one lacks (format version 1); rebuild it with "
+                "`python -m mess_ros.train.calibration CHECKPOINT CACHE.npz`"
+            )
+            raise SearchSpaceError(msg)
+        return self.class_hist
+
+    def require_learnt_scores(self) -> FloatArray:
+        if self.learnt_scores is None:
+            raise SearchSpaceError(
+                "the learnt decision needs an exit model's scores (fit one first)"
+            )
+        return self.learnt_scores
 
     def candidate(self, exit_id: str) -> ExitCandidate:
         for candidate in self.candidates:
@@ -251,15 +309,19 @@ def _threshold_levels(shares: FloatArray, image_thresholds: FloatArray) -> Int16
 
 @dataclass(frozen=True)
 class ExitConfiguration:
-    """Active intermediate exits (depth order, final implied) and confidence-policy thresholds.
+    """Active intermediate exits (depth order, final implied), decision and its thresholds.
 
     ``image_thresholds`` has one value per exit in ``exits``; when they are all
-    equal the parameter file writes a single shared value.
+    equal the parameter file writes a single shared value. ``class_thresholds``
+    (one per class) are the ``class`` decision's; ``pixel_threshold`` is then
+    the grid value they were derived from, and unused by ``learnt``.
     """
 
     exits: tuple[str, ...]
     pixel_threshold: float
     image_thresholds: tuple[float, ...]
+    decision: DecisionName = "confidence"
+    class_thresholds: tuple[float, ...] = ()
 
     @property
     def active_exits(self) -> tuple[str, ...]:
@@ -272,15 +334,19 @@ class ExitConfiguration:
     def describe(self) -> str:
         if not self.exits:
             return "final exit only"
+        what = "decision threshold" if self.decision == "learnt" else "image threshold"
         thresholds = (
-            f"image threshold {self.image_thresholds[0]:g}"
+            f"{what} {self.image_thresholds[0]:g}"
             if self.shared_threshold
-            else "image thresholds " + "/".join(f"{t:g}" for t in self.image_thresholds)
+            else f"{what}s " + "/".join(f"{t:g}" for t in self.image_thresholds)
         )
-        return (
-            f"exits {', '.join(self.exits)} + final; pixel threshold "
-            f"{self.pixel_threshold:g}; {thresholds}"
-        )
+        if self.decision == "learnt":
+            return f"exits {', '.join(self.exits)} + final; learnt decision; {thresholds}"
+        if self.decision == "class":
+            pixel = "class thresholds " + "/".join(f"{t:g}" for t in self.class_thresholds)
+        else:
+            pixel = f"pixel threshold {self.pixel_threshold:g}"
+        return f"exits {', '.join(self.exits)} + final; {pixel}; {thresholds}"
 
 
 @dataclass(frozen=True)
@@ -324,19 +390,58 @@ def pixel_bin(problem: SearchProblem, pixel_threshold: float) -> int:
     return int(index)
 
 
-def _image_shares(problem: SearchProblem, column: int, bin_index: int) -> FloatArray:
-    hist = problem.conf_hist[:, column]
-    return confident_shares(hist[:, bin_index:].sum(axis=1), hist.sum(axis=1))
+def class_bins(problem: SearchProblem, class_thresholds: Sequence[float]) -> list[int]:
+    """Per-class histogram bins of class thresholds; they must lie on its grid to be exact."""
+    hist = problem.require_class_hist("the class decision")
+    bins = hist.shape[3]
+    if len(class_thresholds) != problem.num_classes:
+        msg = f"{len(class_thresholds)} class thresholds for {problem.num_classes} classes"
+        raise SearchSpaceError(msg)
+    result = []
+    for threshold in class_thresholds:
+        scaled = threshold * bins
+        index = round(scaled)
+        if not (0 <= index < bins) or abs(scaled - index) > 1e-9:
+            msg = (
+                f"class threshold {threshold!r} is not a multiple of 1/{bins} in "
+                f"[0, {(bins - 1) / bins:g}]; only those are answered exactly by the cache"
+            )
+            raise SearchSpaceError(msg)
+        result.append(int(index))
+    return result
+
+
+def decision_scores(problem: SearchProblem, config: ExitConfiguration) -> FloatArray:
+    """[E+1, N]: every exit's score on every image under ``config``'s decision and settings.
+
+    The numbers the engine compares with the image thresholds, computed the
+    way it computes them (see :func:`confident_shares` and the module doc).
+    """
+    totals = problem.conf_hist.sum(axis=2)  # [N, E+1]
+    if config.decision == "learnt":
+        return np.ascontiguousarray(problem.require_learnt_scores().T)
+    if config.decision == "class":
+        hist = problem.require_class_hist("the class decision")
+        bins = class_bins(problem, config.class_thresholds)
+        passing = np.zeros(totals.shape, dtype=np.int64)
+        for c, start in enumerate(bins):
+            passing += hist[:, :, c, start:].sum(axis=2)
+        return np.ascontiguousarray(confident_shares(passing, totals).T)
+    bin_index = pixel_bin(problem, config.pixel_threshold)
+    passing = problem.conf_hist[:, :, bin_index:].sum(axis=2)
+    return np.ascontiguousarray(confident_shares(passing, totals).T)
 
 
 def exit_decisions(problem: SearchProblem, config: ExitConfiguration) -> IntArray:
     """Per calibration image, the index in ``config.active_exits`` of the exit it leaves at."""
     columns = _config_columns(problem, config)
-    bin_index = pixel_bin(problem, config.pixel_threshold) if config.exits else 0
     decision = np.full(problem.num_images, len(config.exits), dtype=np.int64)
+    if not config.exits:
+        return decision
+    scores = decision_scores(problem, config)
     undecided = np.ones(problem.num_images, dtype=bool)
     for index, (column, threshold) in enumerate(zip(columns, config.image_thresholds, strict=True)):
-        passes = _image_shares(problem, column, bin_index) >= threshold
+        passes = scores[column] >= threshold
         leaving = undecided & passes
         decision[leaving] = index
         undecided &= ~leaving
@@ -414,11 +519,15 @@ def per_image_stats(problem: SearchProblem) -> tuple[IntArray, IntArray]:
 
 
 def exit_levels(
-    problem: SearchProblem, pixel_bins: npt.NDArray[np.intp], image_thresholds: Sequence[float]
+    problem: SearchProblem,
+    settings: Sequence[ExitConfiguration],
+    image_thresholds: Sequence[float],
 ) -> Int16Array:
-    """[E+1, P, N]: how many image thresholds each exit passes per pixel threshold and image."""
-    hist = problem.conf_hist
-    suffix = np.cumsum(hist[:, :, ::-1], axis=2)[:, :, ::-1]  # pixels in bins >= k
-    shares = confident_shares(suffix[:, :, pixel_bins], hist.sum(axis=2)[:, :, None])
-    levels = _threshold_levels(shares, np.asarray(image_thresholds, dtype=np.float64))
-    return np.ascontiguousarray(levels.transpose(1, 2, 0))
+    """[E+1, P, N]: how many image thresholds each exit passes per setting and image.
+
+    ``settings`` are configurations without exits that carry the decision and
+    its pixel or class thresholds, one per value the search enumerates.
+    """
+    scores = np.stack([decision_scores(problem, setting) for setting in settings], axis=1)
+    levels = _threshold_levels(scores, np.asarray(image_thresholds, dtype=np.float64))
+    return np.ascontiguousarray(levels)

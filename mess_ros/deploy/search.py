@@ -39,8 +39,10 @@ from tqdm import tqdm
 from mess_ros.deploy.errors import SearchSpaceError, UnreachableTargetError
 from mess_ros.deploy.pareto import pareto_indices
 from mess_ros.deploy.problem import (
+    DECISIONS,
     FINAL_EXIT,
     STATS,
+    DecisionName,
     ExitCandidate,
     ExitConfiguration,
     FloatArray,
@@ -49,6 +51,7 @@ from mess_ros.deploy.problem import (
     ScoredConfiguration,
     SearchProblem,
     StatName,
+    class_bins,
     evaluate,
     exit_levels,
     mean_latency,
@@ -62,6 +65,10 @@ THRESHOLD_MODES: tuple[ThresholdMode, ...] = get_args(ThresholdMode)
 
 DEFAULT_PIXEL_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
 DEFAULT_IMAGE_THRESHOLDS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+DEFAULT_DECISION_THRESHOLDS = (
+    0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.975, 0.99,
+)  # fmt: skip
+"""Grid of the learnt decision's thresholds (on its predicted probability)."""
 
 BoolArray = npt.NDArray[np.bool_]
 DeltaArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
@@ -83,6 +90,10 @@ class SearchSpace:
     architectures (``"fcn"``) or full head names (``"fcn_c64_k2_d1"``).
     ``max_head_params`` bounds the parameters of the chosen intermediate
     heads, which is what a configuration adds to the robot's memory.
+    ``decision`` says what the image thresholds threshold (see
+    :mod:`mess_ros.deploy.problem`): the ``class`` decision enumerates
+    ``class_thresholds`` (one vector per pixel threshold, the grid value it
+    was derived from); ``learnt`` ignores the pixel thresholds.
     """
 
     max_exits: int = 4
@@ -92,6 +103,19 @@ class SearchSpace:
     image_thresholds: tuple[float, ...] = DEFAULT_IMAGE_THRESHOLDS
     thresholds: ThresholdMode = "per_exit"
     prune_dominated_heads: bool = True
+    decision: DecisionName = "confidence"
+    class_thresholds: tuple[tuple[float, ...], ...] = ()
+
+    def settings(self) -> list[ExitConfiguration]:
+        """The decision settings the search enumerates besides the image thresholds."""
+        if self.decision == "learnt":
+            return [ExitConfiguration((), 0.0, (), "learnt")]
+        if self.decision == "class":
+            return [
+                ExitConfiguration((), pixel, (), "class", tuple(classes))
+                for pixel, classes in zip(self.pixel_thresholds, self.class_thresholds, strict=True)
+            ]
+        return [ExitConfiguration((), pixel, ()) for pixel in self.pixel_thresholds]
 
     def check(self, problem: SearchProblem) -> None:
         """SearchSpaceError naming the offending setting and what is allowed."""
@@ -109,8 +133,23 @@ class SearchSpace:
         if not all(0.0 <= t <= 1.0 for t in self.image_thresholds):
             msg = f"image thresholds must lie in [0, 1], got {list(self.image_thresholds)}"
             raise SearchSpaceError(msg)
-        for threshold in self.pixel_thresholds:
-            pixel_bin(problem, threshold)
+        if self.decision not in DECISIONS:
+            msg = f"exit decision {self.decision!r} is not one of {list(DECISIONS)}"
+            raise SearchSpaceError(msg)
+        if self.decision == "confidence":
+            for threshold in self.pixel_thresholds:
+                pixel_bin(problem, threshold)
+        elif self.decision == "class":
+            if len(self.class_thresholds) != len(self.pixel_thresholds):
+                msg = (
+                    f"{len(self.class_thresholds)} class threshold vectors for "
+                    f"{len(self.pixel_thresholds)} pixel thresholds; give one per pixel threshold"
+                )
+                raise SearchSpaceError(msg)
+            for classes in self.class_thresholds:
+                class_bins(problem, classes)
+        else:
+            problem.require_learnt_scores()
         if self.allowed_heads is not None:
             known = {c.arch for c in problem.candidates} | {c.head_name for c in problem.candidates}
             unknown = sorted(set(self.allowed_heads) - known)
@@ -340,7 +379,7 @@ class _Search:
         self.classes = problem.num_classes
         self.shared = space.thresholds == "shared"
         self.grid = len(space.image_thresholds)
-        self.pixel_bins = np.array([pixel_bin(problem, t) for t in space.pixel_thresholds])
+        self.settings = space.settings()
 
         true_pos, predicted = per_image_stats(problem)
         stats = np.concatenate((true_pos, predicted), axis=2).astype(np.float64)  # [N, E+1, 2C]
@@ -354,7 +393,7 @@ class _Search:
         bound = float(np.abs(delta).sum(axis=1).max()) if delta.size else 0.0
         self.delta: DeltaArray = delta.astype(np.float32) if bound < 2**24 else delta
         self.ground_truth = problem.confusion[:, 0].sum(axis=(0, 2)).astype(np.float64)
-        self.levels = exit_levels(problem, self.pixel_bins, space.image_thresholds)[:-1]
+        self.levels = exit_levels(problem, self.settings, space.image_thresholds)[:-1]
 
         costs = problem.costs[stat]
         self.depth = [problem.points.index(c.point) for c in problem.candidates]
@@ -389,7 +428,7 @@ class _Search:
     def space_size(self) -> int:
         """Configurations in the user's space (limits applied, before any pruning)."""
         sets = self._sets_by_size(self.admitted, self.max_intermediate, self.space.max_head_params)
-        per_threshold = len(self.pixel_bins)
+        per_threshold = len(self.settings)
         total = 1  # the final exit alone
         for k in range(1, len(sets)):
             total += sets[k] * per_threshold * (self.grid if self.shared else self.grid**k)
@@ -414,7 +453,7 @@ class _Search:
         """Score every exit set; returns the number of exit sets visited."""
         final_only = self._root(1)
         self._score(_Node(), final_only, np.array([self.final_ms]))
-        pixels = len(self.pixel_bins)
+        pixels = len(self.settings)
         root = self._root(pixels * self.grid if self.shared else pixels)
         if self.shared:
             root.pixel = np.repeat(np.arange(pixels), self.grid)
@@ -527,10 +566,15 @@ class _Search:
             image = tuple(grid[thresholds[0]] for _ in exits) if exits else ()
         else:
             image = tuple(grid[t] for t in thresholds)
+        if not exits:
+            return ExitConfiguration((), 0.0, ())
+        setting = self.settings[pixel]
         return ExitConfiguration(
             exits=tuple(self.problem.candidates[i].exit_id for i in exits),
-            pixel_threshold=self.space.pixel_thresholds[pixel] if exits else 0.0,
+            pixel_threshold=setting.pixel_threshold,
             image_thresholds=image,
+            decision=setting.decision,
+            class_thresholds=setting.class_thresholds,
         )
 
 
@@ -596,8 +640,7 @@ def dominated_heads(
     indices = list(range(len(problem.candidates))) if indices is None else list(indices)
     if not indices:
         return {}
-    bins = np.array([pixel_bin(problem, t) for t in space.pixel_thresholds])
-    levels = exit_levels(problem, bins, space.image_thresholds)  # [E+1, P, N]
+    levels = exit_levels(problem, space.settings(), space.image_thresholds)  # [E+1, P, N]
     true_pos, predicted = per_image_stats(problem)
     false_pos = predicted - true_pos
     depth = {c.point: problem.points.index(c.point) for c in problem.candidates}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,20 +127,24 @@ def verify_configuration(
     predicted: ScoredConfiguration,
     dataset: SegmentationDataset,
     *,
+    images: Sequence[int] | None = None,
     passes: int = 1,
     progress: bool = False,
 ) -> VerificationReport:
-    """Run ``params`` with the engine on every calibration image ``passes`` times.
+    """Run ``params`` with the engine on the calibration images ``passes`` times.
 
-    ``problem`` must come from the calibration cache of ``dataset`` (same
-    images in the same order); ``predicted`` is the configuration's exact
-    evaluation on it. Deadlines are switched off so that the engine makes
-    the confidence decisions the prediction assumes.
+    ``problem`` must come from the calibration cache of ``dataset``: its images
+    are ``dataset[i]`` for ``i`` in ``images`` (all of them, in order, by
+    default), e.g. the held-out part; ``predicted`` is the configuration's
+    exact evaluation on it. Deadlines are switched off so that the engine
+    makes the decisions the prediction assumes.
     """
-    if len(dataset) != problem.num_images:
+    chosen = list(range(len(dataset))) if images is None else [int(i) for i in images]
+    if len(chosen) != problem.num_images or any(not 0 <= i < len(dataset) for i in chosen):
         msg = (
-            f"the calibration dataset has {len(dataset)} images but the cache describes "
-            f"{problem.num_images}; verification needs the very images the cache was built on"
+            f"the calibration dataset has {len(dataset)} images and {len(chosen)} were selected, "
+            f"but the cache describes {problem.num_images}; verification needs the very images "
+            "the cache was built on"
         )
         raise VerificationError(msg)
     if passes < 1:
@@ -157,11 +162,11 @@ def verify_configuration(
     matching = 0
     stage_ms: list[float] = []
     frame_ms: list[float] = []
-    total = passes * len(dataset)
+    total = passes * len(chosen)
     with tqdm(total=total, desc="verify", unit="img", disable=not progress) as bar:
         for run in range(passes):
-            for index in range(len(dataset)):
-                sample = dataset[index]
+            for index, image in enumerate(chosen):
+                sample = dataset[image]
                 result = engine.infer(sample.image)
                 if run == 0:
                     confusion += confusion_matrix(sample.mask, result.mask, num_classes, ignore)
@@ -173,7 +178,7 @@ def verify_configuration(
                 bar.update(1)
     rank = max(1, math.ceil(P95_QUANTILE * len(stage_ms) - 1e-9))
     return VerificationReport(
-        images=len(dataset),
+        images=len(chosen),
         passes=passes,
         predicted=predicted,
         measured_miou=mean_iou(confusion),

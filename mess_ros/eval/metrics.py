@@ -90,6 +90,22 @@ def mean_iou(conf: npt.NDArray[np.integer[Any]]) -> float:
     return float(iou[present].mean())
 
 
+def per_image_miou(confusion: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.float64]:
+    """:func:`mean_iou` of every matrix of a ``[..., C, C]`` stack at once (NaN where empty).
+
+    What "as good as the final exit on this image" is judged by: the learnt
+    exit decision's training target and the per-image oracle.
+    """
+    conf = np.asarray(confusion, dtype=np.int64)
+    tp = np.diagonal(conf, axis1=-2, axis2=-1).astype(np.float64)
+    union = conf.sum(axis=-1) + conf.sum(axis=-2) - tp
+    present = union > 0
+    iou = np.divide(tp, union, out=np.zeros_like(tp), where=present)
+    count = present.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(count > 0, iou.sum(axis=-1) / count, np.nan), dtype=np.float64)
+
+
 def pixel_accuracy(conf: npt.NDArray[np.integer[Any]]) -> float:
     """Share of non-ignored pixels classified correctly; NaN when no pixel was counted."""
     conf64 = _square(conf)

@@ -30,11 +30,14 @@ from mess_ros.model.errors import CheckpointError, ModelError
 from mess_ros.model.heads import EXIT_HEADS, ExitHead, HeadSpec, build_head, default_head_pool
 from mess_ros.model.messnet import FINAL_EXIT, ExitSpec, MESSNet, ModelSpec
 from mess_ros.model.outputs import (
+    CLASS_CONFIDENCE_BINS,
     CONFIDENCE_BINS,
+    class_confidence_histogram,
     confidence_histogram,
     confident_share,
     logits_to_mask,
     threshold_bin,
+    top1,
     top1_probability,
 )
 
@@ -42,6 +45,7 @@ __all__ = [
     "BACKBONES",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "CLASS_CONFIDENCE_BINS",
     "CONFIDENCE_BINS",
     "EXIT_HEADS",
     "FINAL_EXIT",
@@ -62,6 +66,7 @@ __all__ = [
     "PointInfo",
     "build_backbone",
     "build_head",
+    "class_confidence_histogram",
     "confidence_histogram",
     "confident_share",
     "default_head_pool",
@@ -73,5 +78,6 @@ __all__ = [
     "prune_checkpoint",
     "save_checkpoint",
     "threshold_bin",
+    "top1",
     "top1_probability",
 ]

@@ -20,16 +20,20 @@ from torch import Tensor
 CONFIDENCE_BINS = 100
 """Bins of the top-1 probability histogram over [0, 1]."""
 
+CLASS_CONFIDENCE_BINS = 20
+"""Bins of the per-class top-1 probability histogram (steps of 0.05: per-class thresholds and
+the learnt exit decision's features need the class, not a finer grid)."""
 
-def _bin_edges(device: torch.device) -> Tensor:
-    """Inner edges k/BINS (k = 1..BINS-1) as float32, exactly as a Python threshold converts.
+
+def _bin_edges(device: torch.device, bins: int = CONFIDENCE_BINS) -> Tensor:
+    """Inner edges k/bins (k = 1..bins-1) as float32, exactly as a Python threshold converts.
 
     Binning by comparison against these values (rather than ``floor(p * BINS)``,
     which rounds in float32) makes ``p >= k / BINS`` equivalent to
     ``bin(p) >= k`` for every pixel, so shares read from the histogram equal
     :func:`confident_share` exactly at thresholds on the bin grid.
     """
-    edges = [k / CONFIDENCE_BINS for k in range(1, CONFIDENCE_BINS)]
+    edges = [k / bins for k in range(1, bins)]
     return torch.tensor(edges, dtype=torch.float32, device=device)
 
 
@@ -39,7 +43,13 @@ def top1_probability(logits: Tensor) -> Tensor:
     Computed in float32 whatever the logits' precision, so fp16 inference
     and fp32 calibration threshold the same numbers.
     """
-    return torch.softmax(logits.float(), dim=1).max(dim=1).values
+    return top1(logits)[0]
+
+
+def top1(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, h, w) top-1 softmax probability (float32) and (N, h, w) top-1 class of the logits."""
+    probability, label = torch.softmax(logits.float(), dim=1).max(dim=1)
+    return probability, label
 
 
 def confident_share(logits: Tensor, pixel_threshold: float) -> Tensor:
@@ -76,6 +86,23 @@ def confidence_histogram(logits: Tensor) -> Tensor:
     offsets = torch.arange(batch, device=bins.device).view(batch, 1, 1) * CONFIDENCE_BINS
     counts = torch.bincount((bins + offsets).flatten(), minlength=batch * CONFIDENCE_BINS)
     return counts.view(batch, CONFIDENCE_BINS)
+
+
+def class_confidence_histogram(logits: Tensor, bins: int = CLASS_CONFIDENCE_BINS) -> Tensor:
+    """(N, C, bins) int64 counts of pixels per top-1 class and top-1 probability bin.
+
+    Bins as in :func:`confidence_histogram` (``k/bins <= p < (k+1)/bins``), so
+    the share of pixels passing per-class thresholds on the grid (a pixel
+    passes when its probability reaches the threshold of its top-1 class)
+    follows exactly, and so do the features of the learnt exit decision.
+    """
+    probability, label = top1(logits)
+    batch, classes = int(logits.shape[0]), int(logits.shape[1])
+    binned = torch.bucketize(probability, _bin_edges(probability.device, bins), right=True)
+    offsets = torch.arange(batch, device=binned.device).view(batch, 1, 1) * (classes * bins)
+    index = (label * bins + binned + offsets).flatten()
+    counts = torch.bincount(index, minlength=batch * classes * bins)
+    return counts.view(batch, classes, bins)
 
 
 def threshold_bin(pixel_threshold: float) -> int:

@@ -218,6 +218,14 @@ class PolicyConfig:
             max_value=1.0,
         ),
     )
+    exit_model: str = _param(
+        "",
+        "Learnt exit decision: an exit model file (JSON, written by mess_configure beside the "
+        "robot's checkpoint) whose predicted probability that an exit's mask is as good as the "
+        "final exit's replaces the confident-pixel share in the confidence and hybrid "
+        "policies; image_thresholds then threshold that probability. Empty: the "
+        "confident-pixel share.",
+    )
     late_frame_action: str = _param(
         "earliest",
         "What to do with a frame that cannot meet its deadline: one whose deadline passed "
@@ -642,6 +650,15 @@ class SegmentationConfig:
                     policy.image_thresholds,
                     f"expected 1 value or {len(intermediate)} (one per active intermediate exit "
                     f"{', '.join(intermediate)})",
+                )
+            )
+        if policy.exit_model and policy.class_thresholds:
+            problems.append(
+                _problem(
+                    "policy.class_thresholds",
+                    policy.class_thresholds,
+                    "empty while policy.exit_model is set (the learnt decision replaces the "
+                    "confident-pixel share that class thresholds define)",
                 )
             )
         if policy.name == "fixed":

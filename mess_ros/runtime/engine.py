@@ -38,8 +38,9 @@ from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint, model_finger
 from mess_ros.model.checkpoint import PRUNED_FROM_KEY
 from mess_ros.runtime.config import EngineConfig, SegmentationConfig
 from mess_ros.runtime.contention import CpuShareMonitor, ThreadChange, ThreadGovernor
-from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError
+from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError, PolicyError
 from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
+from mess_ros.runtime.exit_model import ExitPredictor
 from mess_ros.runtime.latency import (
     PREPROCESS_KEY,
     FrameLatency,
@@ -170,6 +171,7 @@ class _Plan:
     image_thresholds: tuple[float, ...]  # per active exit (unused for the final one)
     class_thresholds: Tensor | None
     policy: ExitPolicy
+    exit_model: ExitPredictor | None = None  # the learnt decision (policy.exit_model)
 
 
 class SegmentationEngine:
@@ -310,6 +312,12 @@ class SegmentationEngine:
                 f"policy.fixed_exit = {policy_config.fixed_exit!r} is not allowed: expected one "
                 f"of the active exits: {', '.join(exits)}"
             )
+        exit_model = None
+        if policy_config.exit_model and not problems:
+            try:
+                exit_model = self._load_exit_model(policy_config.exit_model, exits[:-1])
+            except EngineError as err:
+                problems.append(f"policy.exit_model = {policy_config.exit_model!r}: {err}")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems), problems)
         blocks = self._executor.blocks
@@ -332,7 +340,22 @@ class SegmentationEngine:
             image_thresholds=tuple(per_exit),
             class_thresholds=class_thresholds,
             policy=build_policy(policy_config),
+            exit_model=exit_model,
         )
+
+    def _load_exit_model(self, path: str, exits: tuple[str, ...]) -> ExitPredictor:
+        source = resolve_package_file(path, "policy.exit_model")
+        model = ExitPredictor.load(source)
+        model.check_covers(list(exits), self.model.spec.num_classes, repr(str(source)))
+        if model.checkpoint_fingerprint not in ("", model_fingerprint(self.model)):
+            pruned_from = self.checkpoint.metrics.get(PRUNED_FROM_KEY)
+            if model.checkpoint_fingerprint != pruned_from:
+                msg = (
+                    f"exit model {str(source)!r} was fitted for weights "
+                    f"{model.checkpoint_fingerprint}, the model is {model_fingerprint(self.model)}"
+                )
+                raise PolicyError(msg)
+        return model
 
     def _check_table(self, table: LatencyTable, source: str) -> None:
         if tuple(table.input_hw) != self.input_hw:
@@ -644,7 +667,11 @@ class _FrameRun:
                 # Policies that never read confidences (final, fixed, deadline) skip the
                 # softmax: on a CPU it is a measurable share of an early exit's time.
                 confidence = math.nan
-                if plan.policy.uses_confidence:
+                if plan.exit_model is not None:
+                    if decision.action is Action.EVALUATE:
+                        counts = executor.class_histogram(logits)
+                        confidence = plan.exit_model.score(exit_id, counts)
+                elif plan.policy.uses_confidence:
                     confidence = executor.confidence(logits, pixel_threshold, plan.class_thresholds)
                 self._record(head_key(exit_id))
                 self.evaluated.append(exit_id)

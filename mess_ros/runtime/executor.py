@@ -24,7 +24,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from mess_ros.model import MESSNet, confident_share, logits_to_mask
+from mess_ros.model import MESSNet, class_confidence_histogram, confident_share, logits_to_mask
 from mess_ros.runtime.config import DEVICE_PATTERN, PRECISIONS
 from mess_ros.runtime.errors import EngineError
 
@@ -197,6 +197,11 @@ class ModelExecutor:
         probability, label = torch.softmax(logits.float(), dim=1).max(dim=1)
         confident = probability >= class_thresholds.to(logits.device)[label]
         return float(confident.float().mean().item())
+
+    def class_histogram(self, logits: Tensor) -> npt.NDArray[np.int64]:
+        """(C, bins) pixels per top-1 class and probability bin: the learnt decision's input."""
+        counts: npt.NDArray[np.int64] = class_confidence_histogram(logits)[0].cpu().numpy()
+        return counts
 
     def output(self, logits: Tensor, size_hw: tuple[int, int]) -> npt.NDArray[np.uint8]:
         """HxW uint8 mask at ``size_hw``: one bilinear upsample of these logits, argmax, copy."""

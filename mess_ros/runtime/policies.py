@@ -118,10 +118,6 @@ class ExitContext:
         )
 
 
-def _confidence_text(confidence: float, ctx: ExitContext, pixel_text: str) -> str:
-    return f"{confidence:.1%} of pixels {pixel_text} (needs {ctx.image_threshold:.1%})"
-
-
 def _deadline_text(needed_ms: float, remaining_ms: float) -> str:
     return f"deadline: next exit needs {needed_ms:.1f} ms, {remaining_ms:.1f} ms left"
 
@@ -139,6 +135,12 @@ class ExitPolicy:
             self.pixel_text = "above their class threshold"
         else:
             self.pixel_text = f">= {config.pixel_threshold:.2f}"
+
+    def score_text(self, confidence: float, ctx: ExitContext) -> str:
+        """The exit's score against its threshold, for a person reading ``exit_info``."""
+        if self.config.exit_model:
+            return f"learnt P(as good as final) {confidence:.3f} (needs {ctx.image_threshold:.3f})"
+        return f"{confidence:.1%} of pixels {self.pixel_text} (needs {ctx.image_threshold:.1%})"
 
     def before_head(self, ctx: ExitContext) -> Decision:
         if ctx.is_last:
@@ -200,7 +202,7 @@ class ConfidencePolicy(ExitPolicy):
         return Decision(Action.EVALUATE, "evaluate confidence")
 
     def after_head(self, ctx: ExitContext, confidence: float) -> Decision:
-        text = _confidence_text(confidence, ctx, self.pixel_text)
+        text = self.score_text(confidence, ctx)
         if confidence >= ctx.image_threshold:
             return Decision(Action.STOP, f"confident: {text}")
         return Decision(Action.CONTINUE, f"not confident: {text}")
@@ -265,7 +267,7 @@ class HybridPolicy(ConfidencePolicy):
             return decision
         needed = ctx.next_cost_ms(own_head=False)
         if needed > ctx.remaining_ms:
-            text = _confidence_text(confidence, ctx, self.pixel_text)
+            text = self.score_text(confidence, ctx)
             return Decision(
                 Action.STOP, f"{_deadline_text(needed, ctx.remaining_ms)} (not confident: {text})"
             )

@@ -31,7 +31,11 @@ from pathlib import Path
 from mess_ros.data.datasets import build_dataset
 from mess_ros.errors import MessError
 from mess_ros.model.checkpoint import load_checkpoint, save_checkpoint
-from mess_ros.train.calibration import CalibrationCache, build_calibration_cache
+from mess_ros.train.calibration import (
+    CalibrationCache,
+    build_calibration_cache,
+    check_same_weights,
+)
 from mess_ros.train.errors import TrainError
 from mess_ros.train.rundir import RunDir
 
@@ -62,13 +66,7 @@ def bundle_run(
             raise TrainError(msg)
     checkpoint = load_checkpoint(run.checkpoint_path)
     run_cache = CalibrationCache.load(run.calibration_path)
-    if run_cache.checkpoint_fingerprint != checkpoint.fingerprint:
-        msg = (
-            f"{str(run.calibration_path)!r} was computed for weights "
-            f"{run_cache.checkpoint_fingerprint}, but {str(run.checkpoint_path)!r} holds "
-            f"{checkpoint.fingerprint}"
-        )
-        raise TrainError(msg)
+    check_same_weights(run_cache, run.calibration_path, checkpoint, run.checkpoint_path)
     try:
         run_metrics = json.loads(run.metrics_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:

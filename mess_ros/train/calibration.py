@@ -1,12 +1,15 @@
-"""The calibration cache: per image and per candidate exit, a confusion matrix and a
-histogram of pixel confidences.
+"""The calibration cache: per image and per candidate exit, a confusion matrix and
+histograms of pixel confidences (over all pixels, and per top-1 class).
 
 Confusion matrices add, and the confidence policy only looks at the share of
 pixels whose top-1 probability passes a threshold, which the histogram gives
 exactly for thresholds on its bin edges. So the accuracy of *any* exit
 configuration and threshold on the calibration images can be computed by
 summing cached arrays, without running the network again; this is what makes
-the exhaustive deployment search run in seconds.
+the exhaustive deployment search run in seconds. The per-class histogram
+(format version 2) does the same for per-class thresholds and is what the
+learnt exit decision is trained on; a version-1 cache still loads, and what
+needs the per-class numbers says how to rebuild it.
 
 The cache is only worth anything if its numbers equal what the engine would
 measure. It therefore uses the very functions the engine uses:
@@ -17,8 +20,10 @@ mode, one bilinear upsample of each exit's logits to the label resolution.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,18 +35,33 @@ import numpy.typing as npt
 import torch
 from tqdm import tqdm
 
-from mess_ros.data.datasets import Sample, SegmentationDataset
+from mess_ros.data.datasets import DatasetSpec, Sample, SegmentationDataset, build_dataset
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS
 from mess_ros.data.transforms import normalize_image
+from mess_ros.errors import MessError
 from mess_ros.eval.metrics import confusion_matrix, mean_iou, pixel_accuracy
-from mess_ros.model.checkpoint import Checkpoint
+from mess_ros.model.checkpoint import Checkpoint, load_checkpoint
 from mess_ros.model.messnet import FINAL_EXIT, MESSNet
-from mess_ros.model.outputs import CONFIDENCE_BINS, confidence_histogram, logits_to_mask
+from mess_ros.model.outputs import (
+    CLASS_CONFIDENCE_BINS,
+    CONFIDENCE_BINS,
+    class_confidence_histogram,
+    confidence_histogram,
+    logits_to_mask,
+)
 from mess_ros.train.errors import CalibrationError
 
 CACHE_FORMAT = "mess_ros.calibration"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 lacks ``class_hist``; everything else reads the same."""
 _ARRAYS = ("confusion", "conf_hist", "difficulty")
+RECALIBRATE_COMMAND = "python -m mess_ros.train.calibration"
+
+
+def rebuild_hint(path: str) -> str:
+    """How to bring an old cache to the current format (said by every error that needs it)."""
+    return f"rebuild it with `{RECALIBRATE_COMMAND} CHECKPOINT {path}` (same images, new format)"
 
 
 @dataclass
@@ -57,6 +77,8 @@ class CalibrationCache:
     class_names: list[str]
     checkpoint_fingerprint: str
     dataset: dict[str, Any]
+    class_hist: npt.NDArray[np.int64] | None = None
+    """[N_images, N_exits, C, CLASS_CONFIDENCE_BINS]; None in a version-1 cache."""
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -96,7 +118,28 @@ class CalibrationCache:
             )
         if (self.confusion < 0).any() or (self.conf_hist < 0).any():
             problems.append("counts must not be negative")
+        if self.class_hist is not None:
+            expected = (n_images, n_exits, n_classes, CLASS_CONFIDENCE_BINS)
+            if not isinstance(self.class_hist, np.ndarray) or self.class_hist.dtype != np.int64:
+                problems.append("class_hist must be an int64 array")
+            elif self.class_hist.shape != expected:
+                problems.append(
+                    f"class_hist has shape {self.class_hist.shape}, expected {expected}"
+                )
+            elif (self.class_hist.sum(axis=(2, 3)) != self.conf_hist.sum(axis=2)).any():
+                problems.append("class_hist and conf_hist disagree on pixel counts")
         return problems
+
+    def require_class_hist(self, purpose: str, source: str = "") -> npt.NDArray[np.int64]:
+        """The per-class histograms, or CalibrationError saying how to rebuild an old cache."""
+        if self.class_hist is None:
+            where = f"calibration cache {source!r}" if source else "the calibration cache"
+            msg = (
+                f"{purpose} needs per-class confidence histograms, which {where} lacks "
+                f"(format version 1); {rebuild_hint(source or 'CACHE.npz')}"
+            )
+            raise CalibrationError(msg)
+        return self.class_hist
 
     @property
     def num_images(self) -> int:
@@ -180,17 +223,21 @@ class CalibrationCache:
             "checkpoint_fingerprint": self.checkpoint_fingerprint,
             "dataset": self.dataset,
         }
+        arrays = {
+            "confusion": self.confusion,
+            "conf_hist": self.conf_hist,
+            "difficulty": self.difficulty,
+        }
+        if self.class_hist is not None:
+            arrays["class_hist"] = self.class_hist
+        else:
+            meta["version"] = 1  # what it holds is the version-1 content
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(
-                    handle,
-                    meta=np.array(json.dumps(meta)),
-                    confusion=self.confusion,
-                    conf_hist=self.conf_hist,
-                    difficulty=self.difficulty,
-                )
+                arrays["meta"] = np.array(json.dumps(meta))
+                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
             Path(tmp_name).chmod(0o644)  # mkstemp makes 0600; the cache is meant to be shared
             Path(tmp_name).replace(path)
         except BaseException:
@@ -209,6 +256,7 @@ class CalibrationCache:
                     raise CalibrationError(f"{where} lacks {', '.join(missing)}")
                 meta = json.loads(str(npz["meta"]))
                 arrays = {key: npz[key] for key in _ARRAYS}
+                class_hist = npz["class_hist"] if "class_hist" in npz.files else None
         except CalibrationError:
             raise
         except FileNotFoundError as err:
@@ -218,11 +266,15 @@ class CalibrationCache:
             raise CalibrationError(msg) from err
         if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
             raise CalibrationError(f"{where} is not a mess_ros calibration cache")
-        if meta.get("version") != CACHE_VERSION:
+        version = meta.get("version")
+        if version not in READABLE_VERSIONS:
             msg = (
-                f"{where} has version {meta.get('version')!r}; this mess_ros reads {CACHE_VERSION}"
+                f"{where} has version {version!r}; this mess_ros reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; {rebuild_hint(str(path))}"
             )
             raise CalibrationError(msg)
+        if version == CACHE_VERSION and class_hist is None:
+            raise CalibrationError(f"{where} (version {version}) lacks class_hist")
         try:
             height, width = (int(v) for v in meta["input_hw"])
             return cls(
@@ -235,6 +287,7 @@ class CalibrationCache:
                 class_names=[str(n) for n in meta["class_names"]],
                 checkpoint_fingerprint=str(meta["checkpoint_fingerprint"]),
                 dataset=dict(meta["dataset"]),
+                class_hist=class_hist,
             )
         except CalibrationError as err:
             raise CalibrationError(f"{where}: {err}") from err
@@ -246,6 +299,16 @@ def _json_float(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 6)
 
 
+@dataclass(frozen=True)
+class ExitOutcomes:
+    """One image's numbers over ``model.exit_ids``: what the cache stores per image."""
+
+    sample: Sample
+    confusion: npt.NDArray[np.int64]  # [E, C, C]
+    conf_hist: npt.NDArray[np.int64]  # [E, CONFIDENCE_BINS]
+    class_hist: npt.NDArray[np.int64]  # [E, C, CLASS_CONFIDENCE_BINS]
+
+
 def iter_exit_outcomes(
     model: MESSNet,
     samples: Iterator[Sample],
@@ -253,8 +316,8 @@ def iter_exit_outcomes(
     device: torch.device,
     num_classes: int,
     ignore_index: int = 255,
-) -> Iterator[tuple[Sample, npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-    """Per sample: ``(sample, confusion [E, C, C], conf_hist [E, BINS])`` over ``model.exit_ids``.
+) -> Iterator[ExitOutcomes]:
+    """Per sample, every exit's confusion matrix and confidence histograms.
 
     One image at a time, exactly as the engine sees frames: the shared
     preprocessing, every exit's logits at its own resolution, one bilinear
@@ -269,11 +332,15 @@ def iter_exit_outcomes(
             label_hw = (int(sample.mask.shape[0]), int(sample.mask.shape[1]))
             confusion = np.empty((len(exit_ids), num_classes, num_classes), dtype=np.int64)
             hist = np.empty((len(exit_ids), CONFIDENCE_BINS), dtype=np.int64)
+            class_hist = np.empty(
+                (len(exit_ids), num_classes, CLASS_CONFIDENCE_BINS), dtype=np.int64
+            )
             for index, exit_id in enumerate(exit_ids):
                 mask = logits_to_mask(logits[exit_id], label_hw)[0].cpu().numpy()
                 confusion[index] = confusion_matrix(sample.mask, mask, num_classes, ignore_index)
                 hist[index] = confidence_histogram(logits[exit_id])[0].cpu().numpy()
-            yield sample, confusion, hist
+                class_hist[index] = class_confidence_histogram(logits[exit_id])[0].cpu().numpy()
+            yield ExitOutcomes(sample, confusion, hist, class_hist)
 
 
 def build_calibration_cache(
@@ -306,16 +373,20 @@ def build_calibration_cache(
     exit_ids = list(model.exit_ids)
     confusion = np.zeros((count, len(exit_ids), num_classes, num_classes), dtype=np.int64)
     conf_hist = np.zeros((count, len(exit_ids), CONFIDENCE_BINS), dtype=np.int64)
+    class_hist = np.zeros(
+        (count, len(exit_ids), num_classes, CLASS_CONFIDENCE_BINS), dtype=np.int64
+    )
     difficulty = np.full(count, -1, dtype=np.int64)
     samples = (dataset[i] for i in range(count))
     outcomes = iter_exit_outcomes(
         model, samples, input_hw, device, num_classes, labels.ignore_index
     )
     bar = tqdm(outcomes, total=count, desc="calibration", unit="img", disable=not progress)
-    for index, (sample, image_confusion, image_hist) in enumerate(bar):
-        confusion[index] = image_confusion
-        conf_hist[index] = image_hist
-        difficulty[index] = sample.difficulty
+    for index, outcome in enumerate(bar):
+        confusion[index] = outcome.confusion
+        conf_hist[index] = outcome.conf_hist
+        class_hist[index] = outcome.class_hist
+        difficulty[index] = outcome.sample.difficulty
     return CalibrationCache(
         exit_ids=exit_ids,
         confusion=confusion,
@@ -326,6 +397,7 @@ def build_calibration_cache(
         class_names=list(labels.class_names),
         checkpoint_fingerprint=checkpoint.fingerprint,
         dataset=dataset_info if dataset_info is not None else _dataset_description(dataset),
+        class_hist=class_hist,
     )
 
 
@@ -344,7 +416,8 @@ def evaluate_exits(
     outcomes = iter_exit_outcomes(
         model, samples, input_hw, device, labels.num_classes, labels.ignore_index
     )
-    for _, confusion, _ in outcomes:
+    for outcome in outcomes:
+        confusion = outcome.confusion
         total = confusion if total is None else total + confusion
     if total is None:
         return {}
@@ -357,3 +430,60 @@ def _dataset_description(dataset: SegmentationDataset) -> dict[str, Any]:
         "num_images": len(dataset),
         "labels": dataset.labels.name,
     }
+
+
+def check_same_weights(
+    cache: CalibrationCache, cache_path: Path, checkpoint: Checkpoint, checkpoint_path: Path
+) -> None:
+    """CalibrationError naming both files when the cache describes other weights."""
+    if cache.checkpoint_fingerprint != checkpoint.fingerprint:
+        msg = (
+            f"{str(cache_path)!r} was computed for weights {cache.checkpoint_fingerprint}, but "
+            f"{str(checkpoint_path)!r} holds {checkpoint.fingerprint}"
+        )
+        raise CalibrationError(msg)
+
+
+def recalibrate(checkpoint_path: Path, cache_path: Path, progress: bool = True) -> CalibrationCache:
+    """Compute ``cache_path`` again in the current format, on the images it records.
+
+    The dataset spec and input size come from the existing cache, so the new
+    one describes the same images; it replaces the old file only once complete.
+    """
+    old = CalibrationCache.load(cache_path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    check_same_weights(old, cache_path, checkpoint, checkpoint_path)
+    try:
+        dataset = build_dataset(DatasetSpec.from_dict(old.dataset))
+    except MessError as err:
+        msg = f"cannot rebuild the images recorded in {str(cache_path)!r} ({old.dataset}): {err}"
+        raise CalibrationError(msg) from err
+    cache = build_calibration_cache(
+        checkpoint, dataset, old.input_hw, progress=progress, dataset_info=old.dataset
+    )
+    cache.save(cache_path)
+    return cache
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mess_ros.train.calibration CHECKPOINT CACHE``: rebuild a cache in place."""
+    parser = argparse.ArgumentParser(
+        prog=RECALIBRATE_COMMAND,
+        description="Compute a calibration cache again, in the current format, for the images "
+        "it records (dataset spec and input size) and the given checkpoint.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="the checkpoint the cache describes")
+    parser.add_argument("cache", type=Path, help="the cache (.npz) to rebuild in place")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        cache = recalibrate(args.checkpoint, args.cache, progress=not args.no_progress)
+    except MessError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.cache}: {cache.num_images} images, format version {CACHE_VERSION}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

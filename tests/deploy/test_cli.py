@@ -74,7 +74,10 @@ def test_configure_writes_a_robot_that_the_engine_runs(
     assert "configurations scored per second" in printed
     summary = json.loads((out / "tiny_search.json").read_text())
     assert summary["verification"]["miou_matches"] is True
-    assert summary["verification"]["decisions_matching"] == tiny_run.cache.num_images
+    held_out = summary["held_out"]["images"]
+    assert summary["verification"]["images"] == len(held_out) < tiny_run.cache.num_images
+    assert summary["verification"]["decisions_matching"] == len(held_out)
+    assert summary["fit_images"] + len(held_out) == tiny_run.cache.num_images
     chosen = summary["chosen"]
     assert chosen["mean_ms"] <= budget
     assert chosen["miou"] >= summary["baseline"]["miou"]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from mess_ros.model import (
     CONFIDENCE_BINS,
+    class_confidence_histogram,
     confidence_histogram,
     confident_share,
     logits_to_mask,
@@ -77,3 +78,17 @@ def test_histogram_share_equals_confident_share_on_the_grid() -> None:
 )
 def test_threshold_bin_rounds_up_off_the_grid(threshold: float, expected: int) -> None:
     assert threshold_bin(threshold) == expected
+
+
+def test_class_histogram_splits_pixels_by_top1_class_and_probability() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 7) * 3
+    hist = class_confidence_histogram(logits, bins=20)
+    assert hist.shape == (2, 4, 20) and hist.dtype == torch.int64
+    label = torch.softmax(logits, dim=1).argmax(dim=1)
+    for c in range(4):
+        assert (hist[:, c].sum(dim=1) == (label == c).flatten(1).sum(dim=1)).all()
+    # Summed over classes and read at a grid threshold, it gives the confident share.
+    for k in range(20):
+        share = hist[:, :, k:].sum(dim=(1, 2)).float() / 35
+        assert torch.equal(share, confident_share(logits, k / 20))

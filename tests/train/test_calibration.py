@@ -23,6 +23,7 @@ from mess_ros.model.outputs import (
     threshold_bin,
 )
 from mess_ros.train.calibration import CalibrationCache, build_calibration_cache
+from mess_ros.train.calibration import main as calibration_main
 from mess_ros.train.errors import CalibrationError
 from tests.train.helpers import Runs
 
@@ -164,3 +165,32 @@ def test_unknown_exit_lists_the_cached_ones(runs: Runs) -> None:
     cache = CalibrationCache.load(runs.straight / "calibration.npz")
     with pytest.raises(CalibrationError, match="layer1_0:linear"):
         cache.exit_index("layer9_9:linear")
+
+
+def test_a_version_1_cache_loads_and_says_how_to_rebuild(runs: Runs, tmp_path: Path) -> None:
+    cache = CalibrationCache.load(runs.straight / "calibration.npz")
+    assert cache.class_hist is not None
+    old = dataclasses.replace(cache, class_hist=None)
+    path = tmp_path / "old.npz"
+    old.save(path)
+    loaded = CalibrationCache.load(path)
+    assert loaded.class_hist is None
+    assert (loaded.confusion == cache.confusion).all()
+    with pytest.raises(CalibrationError) as info:
+        loaded.require_class_hist("the learnt decision", str(path))
+    message = str(info.value)
+    assert "version 1" in message and str(path) in message
+    assert "python -m mess_ros.train.calibration CHECKPOINT" in message
+
+
+def test_recalibrate_rebuilds_an_old_cache_in_the_current_format(
+    runs: Runs, tmp_path: Path
+) -> None:
+    cache = CalibrationCache.load(runs.straight / "calibration.npz")
+    path = tmp_path / "old.npz"
+    dataclasses.replace(cache, class_hist=None).save(path)
+    assert calibration_main([str(runs.straight / "checkpoint.pt"), str(path), "--no-progress"]) == 0
+    rebuilt = CalibrationCache.load(path)
+    assert rebuilt.class_hist is not None
+    assert (rebuilt.class_hist == cache.class_hist).all()
+    assert (rebuilt.confusion == cache.confusion).all()
