@@ -49,13 +49,13 @@ model: setup
 	$(PY) -m mess_ros.train.bundle runs/default models --calibration-images 720
 
 # Every figure the README quotes; exit_accuracy's ablation needs `make ablation` first.
-# The node soak alone takes 12 minutes.
+# The node soak alone takes 12 minutes, the end-to-end deadline runs 12 more.
 bench: setup
 	$(PY) bench/exit_accuracy.py --skip-ablation
 	$(PY) bench/exit_accuracy.py --model runs/ablation_two_stage --out reports/bench/ablation.json --plot reports/bench/ablation.png
 	$(PY) bench/engine_overhead.py
 	$(PY) bench/policy_speedup.py
-	$(PY) bench/deadline.py
+	$(PY) bench/deadline_e2e.py
 	$(PY) bench/search_speed.py
 	$(PY) bench/offline_eval_overhead.py
 	$(PY) bench/node_latency.py

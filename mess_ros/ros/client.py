@@ -56,10 +56,13 @@ def ns_to_stamp(stamp_ns: int) -> Time:
 
 @dataclass
 class FrameTrace:
-    """One frame sent to the node and what came back for it (None: nothing yet)."""
+    """One frame sent to the node and what came back for it (None: nothing yet).
+
+    ``sent_monotonic_ns`` is None for frames another process published (a camera).
+    """
 
     stamp_ns: int
-    sent_monotonic_ns: int
+    sent_monotonic_ns: int | None = None
     mask_monotonic_ns: int | None = None
     mask_system_ns: int | None = None
     exit_info: ExitInfo | None = None
@@ -86,9 +89,12 @@ MaskCallback = Callable[[FrameTrace, Image], None]
 class NodeClient:
     """Publishes frames and load, records masks and exit reports, sets parameters.
 
-    ``on_mask`` runs on the client's spin thread for every mask of a frame
-    this client sent (e.g. to score it); keep it short. Use as a context
-    manager, or call :meth:`close`.
+    By default only frames this client sent are traced; with ``track_all``
+    every mask and report is, so frames of another publisher (a camera
+    process) can be followed too (:meth:`expect` registers one seen
+    elsewhere, e.g. by its ground truth). ``on_mask`` runs on the client's
+    spin thread for every traced mask (e.g. to score it); keep it short.
+    Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class NodeClient:
         image_depth: int = 1,
         output_depth: int = 30,
         on_mask: MaskCallback | None = None,
+        track_all: bool = False,
     ) -> None:
         # Read by Fast DDS when the participant is created: a camera frame is larger than the
         # default shared-memory segment, and discovery stays on this machine unless set.
@@ -115,10 +122,10 @@ class NodeClient:
         self.node = rclpy.create_node(name, context=self.context)
         self.node_name = node_name
         self._on_mask = on_mask
+        self._track_all = track_all
         self._lock = threading.Lock()
         self._frames: dict[int, FrameTrace] = {}
         self._last_stamp_ns = 0
-        self.extra_reports: list[ExitInfo] = []
         out = qos.output_qos(depth=output_depth)
         self.node.create_subscription(Image, "mask", self._on_mask_msg, out)
         self.node.create_subscription(DiagnosticArray, "exit_info", self._on_exit_info, out)
@@ -178,6 +185,14 @@ class NodeClient:
         with self._lock:
             return self._frames.get(stamp_ns)
 
+    def expect(self, stamp_ns: int) -> FrameTrace:
+        """The trace of a frame another process published (created at first sight)."""
+        with self._lock:
+            return self._frames.setdefault(stamp_ns, FrameTrace(stamp_ns))
+
+    def _traced(self, stamp_ns: int) -> FrameTrace | None:
+        return self.expect(stamp_ns) if self._track_all else self.trace(stamp_ns)
+
     def traces(self) -> list[FrameTrace]:
         """Every frame sent so far, in sending order."""
         with self._lock:
@@ -200,7 +215,7 @@ class NodeClient:
 
     def _on_mask_msg(self, msg: Image) -> None:
         monotonic_ns, system_ns = time.monotonic_ns(), time.time_ns()  # first: it is here now
-        trace = self.trace(stamp_to_ns(msg.header.stamp))
+        trace = self._traced(stamp_to_ns(msg.header.stamp))
         if trace is None or trace.answered:
             return
         trace.mask_monotonic_ns, trace.mask_system_ns = monotonic_ns, system_ns
@@ -212,10 +227,8 @@ class NodeClient:
             info = ExitInfo.from_message(msg)
         except ValueError:
             return
-        trace = self.trace(info.stamp_ns)
-        if trace is None:
-            self.extra_reports.append(info)
-        else:
+        trace = self._traced(info.stamp_ns)
+        if trace is not None:
             trace.exit_info = info
 
     # --- parameters ----------------------------------------------------------------------

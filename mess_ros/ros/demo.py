@@ -24,6 +24,7 @@ import argparse
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,21 +34,13 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import psutil
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.srv import SetParameters
-from rclpy.client import Client
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float32
 
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.errors import MessError
 from mess_ros.eval.metrics import confusion_matrix
 from mess_ros.ros import qos
+from mess_ros.ros.client import FrameTrace, NodeClient, stamp_to_ns
 from mess_ros.ros.conversions import image_to_array
 from mess_ros.ros.demo_report import (
     DemoSummary,
@@ -56,7 +49,6 @@ from mess_ros.ros.demo_report import (
     summarize_phase,
     write_report,
 )
-from mess_ros.ros.diagnostics import key_values
 from mess_ros.ros.errors import RosError
 from mess_ros.ros.processes import (
     PROFILE_VARIABLE,
@@ -67,6 +59,7 @@ from mess_ros.ros.processes import (
     ros_environment,
     sigterm_as_interrupt,
 )
+from mess_ros.runtime.contention import CpuShareMonitor
 
 NODE_NAME: Final = "segmentation_node"
 LOAD_PERIOD_S: Final = 0.2
@@ -100,102 +93,108 @@ class DemoOptions:
 
 
 class DemoRecorder:
-    """The demo's own ROS node: records outputs, scores masks, reports the load."""
+    """The demo's consumer: follows the camera's frames through the node, scores, reports load.
+
+    Masks are judged where a robot would judge them, at this subscriber: a
+    frame meets its deadline when its mask arrives here by ``stamp +
+    deadline`` (one that never arrives misses). Every frame the camera
+    published is known by its ground truth, so frames the node never
+    answered are counted too.
+    """
 
     def __init__(self, domain_id: int, num_classes: int, node_pid: int) -> None:
-        self.context = Context()
-        rclpy.init(
-            context=self.context,
-            domain_id=domain_id,
-            signal_handler_options=SignalHandlerOptions.NO,
-        )
-        self.node = rclpy.create_node("mess_demo", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        out = qos.output_qos(depth=30)
-        self.node.create_subscription(Image, "mask", self._on_mask, out)
-        self.node.create_subscription(Image, "mask_gt", self._on_gt, out)
-        self.node.create_subscription(DiagnosticArray, "exit_info", self._on_exit, out)
-        self._load_pub = self.node.create_publisher(Float32, "system_load", qos.output_qos())
+        self.client = NodeClient(domain_id, name="mess_demo", track_all=True, on_mask=self._on_mask)
+        node = self.client.node
+        node.create_subscription(Image, "mask_gt", self._on_gt, qos.output_qos(depth=30))
         self.num_classes = num_classes
         self.phase = "warmup"
         self.t0_ns: int | None = None
-        self.records: list[FrameRecord] = []
         self.loads: list[tuple[float, float]] = []
         self.confusion = {
             phase: np.zeros((num_classes, num_classes), dtype=np.int64)
             for phase in ("warmup", "idle", "loaded", "done")
         }
         self.scored = dict.fromkeys(self.confusion, 0)
-        self.frames_published = 0
-        self.masks_received = 0
-        self.device = ""
-        self.policy = ""
         self.unscorable = 0
+        self._lock = threading.Lock()
         self._phase_of_stamp: dict[int, str] = {}
         self._pending_masks: dict[int, npt.NDArray[np.uint8]] = {}
         self._pending_gt: dict[int, npt.NDArray[np.uint8]] = {}
-        self._node_process = psutil.Process(node_pid)
-        self._node_process.cpu_percent(None)
-        psutil.cpu_percent(None)
-        self._cpu_count = psutil.cpu_count() or 1
-        self.node.create_timer(LOAD_PERIOD_S, self._report_load)
+        self._monitor = CpuShareMonitor(process=psutil.Process(node_pid))
+        self._monitor.others_share()
+        node.create_timer(LOAD_PERIOD_S, self._report_load)
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self.client.close()
 
-    def spin(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if until is not None and until():
-                return True
-            self.executor.spin_once(timeout_sec=0.05)
-        return until is not None and until()
+    @property
+    def masks_received(self) -> int:
+        return sum(t.answered for t in self.client.traces())
 
     def now_s(self) -> float:
-        now_ns = int(self.node.get_clock().now().nanoseconds)
-        return 0.0 if self.t0_ns is None else (now_ns - self.t0_ns) / 1e9
+        return 0.0 if self.t0_ns is None else (time.time_ns() - self.t0_ns) / 1e9
 
-    def set_parameter(self, name: str, value: Any) -> str:
-        """Set one node parameter at run time; '' on success, else the node's reason."""
-        client: Client[Any, Any] = self.node.create_client(
-            SetParameters, f"/{NODE_NAME}/set_parameters"
-        )
-        try:
-            if not self.spin(10.0, client.service_is_ready):
-                return "parameter service not available"
-            parameter = Parameter(name, value=value).to_parameter_msg()
-            future = client.call_async(SetParameters.Request(parameters=[parameter]))
-            response = future.result() if self.spin(10.0, future.done) else None
-            if response is None:
-                return "parameter service did not answer"
-            result = response.results[0]
-            return "" if result.successful else str(result.reason)
-        finally:
-            self.node.destroy_client(client)
+    def records(self, deadline_ms: float) -> list[FrameRecord]:
+        """Every frame the camera published since the start, judged against ``deadline_ms``."""
+        with self._lock:
+            phases = dict(self._phase_of_stamp)
+        origin = self.t0_ns or 0
+        records = []
+        for trace in sorted(self.client.traces(), key=lambda t: t.stamp_ns):
+            phase = phases.get(trace.stamp_ns)
+            if phase is None:
+                continue  # a mask whose ground truth never came: not a frame of the camera's
+            info = trace.exit_info
+            latency_ms = (
+                (trace.mask_system_ns - trace.stamp_ns) / 1e6
+                if trace.mask_system_ns is not None
+                else math.nan
+            )
+            records.append(
+                FrameRecord(
+                    t_s=(trace.stamp_ns - origin) / 1e9,
+                    phase=phase,
+                    exit_id=info.exit_id if info is not None else "",
+                    exit_index=info.exit_index if info is not None else -1,
+                    num_exits=info.num_exits if info is not None else 0,
+                    measured_ms=info.measured_ms if info is not None else math.nan,
+                    end_to_end_ms=latency_ms,
+                    predicted_ms=info.predicted_ms if info is not None else math.nan,
+                    met_deadline=trace.met(deadline_ms) if deadline_ms > 0 else None,
+                    load=info.load if info is not None else None,
+                    dropped=not trace.answered,
+                    infeasible=info is not None and info.infeasible,
+                )
+            )
+        return records
 
-    # --- callbacks -----------------------------------------------------------------------
+    @property
+    def policy(self) -> str:
+        return next((t.exit_info.policy for t in self._reports()), "")
 
-    def _stamp(self, msg: Any) -> int:
-        stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-        if self.t0_ns is None:
-            self.t0_ns = stamp_ns
-        return stamp_ns
+    @property
+    def device(self) -> str:
+        return next((t.exit_info.hardware_id for t in self._reports()), "")
 
-    def _on_gt(self, msg: Any) -> None:
-        stamp = self._stamp(msg)
-        self.frames_published += 1
-        self._phase_of_stamp[stamp] = self.phase
-        self._pending_gt[stamp] = np.array(image_to_array(msg), dtype=np.uint8)
-        self._score(stamp)
+    def _reports(self) -> list[Any]:
+        return [t for t in reversed(self.client.traces()) if t.exit_info is not None]
 
-    def _on_mask(self, msg: Any) -> None:
-        stamp = self._stamp(msg)
-        self.masks_received += 1
-        self._pending_masks[stamp] = np.array(image_to_array(msg), dtype=np.uint8)
-        self._score(stamp)
+    # --- callbacks (the client's spin thread) --------------------------------------------
+
+    def _on_gt(self, msg: Image) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        self.client.expect(stamp)
+        with self._lock:
+            if self.t0_ns is None:
+                self.t0_ns = stamp
+            self._phase_of_stamp[stamp] = self.phase
+            self._pending_gt[stamp] = np.array(image_to_array(msg), dtype=np.uint8)
+            self._score(stamp)
+
+    def _on_mask(self, trace: FrameTrace, msg: Image) -> None:
+        with self._lock:
+            self._pending_masks[trace.stamp_ns] = np.array(image_to_array(msg), dtype=np.uint8)
+            self._score(trace.stamp_ns)
 
     def _score(self, stamp: int) -> None:
         if stamp in self._pending_masks and stamp in self._pending_gt:
@@ -212,55 +211,23 @@ class DemoRecorder:
             for old in [s for s in pending if s < horizon]:
                 del pending[old]
 
-    def _on_exit(self, msg: Any) -> None:
-        stamp = self._stamp(msg)
-        status = msg.status[0]
-        values = key_values(status)
-        phase = self._phase_of_stamp.get(stamp, self.phase)
-        self.device = str(status.hardware_id)
-        self.policy = values.get("policy", self.policy)
-        assert self.t0_ns is not None
-        self.records.append(
-            FrameRecord(
-                t_s=(stamp - self.t0_ns) / 1e9,
-                phase=phase,
-                exit_id=values.get("exit_id", ""),
-                exit_index=int(values.get("exit_index", "-1")),
-                num_exits=int(values.get("num_exits", "0")),
-                measured_ms=float(values.get("measured_ms", "nan")),
-                end_to_end_ms=float(values.get("end_to_end_ms", "nan")),
-                predicted_ms=float(values.get("predicted_ms", "nan")),
-                met_deadline=_optional_bool(values.get("met_deadline", "none")),
-                load=_optional_float(values.get("load", "none")),
-                dropped=values.get("dropped") == "true",
-            )
-        )
-
     def _report_load(self) -> None:
         """Share of the CPU used by everything but the node: what competes with it."""
         try:
-            node_share = self._node_process.cpu_percent(None) / (100.0 * self._cpu_count)
+            load = self._monitor.others_share()
         except psutil.Error:
             return
-        total_share = psutil.cpu_percent(None) / 100.0
-        load = min(max(total_share - node_share, 0.0), 1.0)
-        self._load_pub.publish(Float32(data=float(load)))
+        if load is None:
+            return
+        self.client.publish_load(load)
         if self.t0_ns is not None:
             self.loads.append((self.now_s(), load))
-
-
-def _optional_bool(text: str) -> bool | None:
-    return None if text == "none" else text == "true"
-
-
-def _optional_float(text: str) -> float | None:
-    return None if text in ("none", "") else float(text)
 
 
 def _wait_for_first_mask(recorder: DemoRecorder, node: ManagedProcess, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if recorder.spin(1.0, lambda: recorder.masks_received > 0):
+        if recorder.client.wait_until(lambda: recorder.masks_received > 0, 1.0):
             return
         if not node.alive():
             msg = f"segmentation_node exited with status {node.popen.returncode}:\n{node.tail()}"
@@ -269,9 +236,10 @@ def _wait_for_first_mask(recorder: DemoRecorder, node: ManagedProcess, timeout_s
 
 
 def _auto_deadline_ms(records: Sequence[FrameRecord]) -> float:
-    times = [r.measured_ms for r in records if not r.dropped and math.isfinite(r.measured_ms)]
+    """1.3 x the 90th percentile of the warm-up's stamp-to-mask time at this subscriber."""
+    times = [r.end_to_end_ms for r in records if math.isfinite(r.end_to_end_ms)]
     if not times:
-        raise DemoError("no frame was segmented during the warm-up; cannot choose a deadline")
+        raise DemoError("no mask arrived during the warm-up; cannot choose a deadline")
     return round(AUTO_DEADLINE_FACTOR * float(np.percentile(times, 90)), 1)
 
 
@@ -336,11 +304,11 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRu
             log("waiting for the node to load and profile the model ...")
             _wait_for_first_mask(recorder, node, START_TIMEOUT_S)
             log(f"first mask received; warming up for {options.warmup_s:g} s")
-            recorder.spin(options.warmup_s)
+            time.sleep(options.warmup_s)
             if deadline_ms <= 0:
-                deadline_ms = _auto_deadline_ms(recorder.records)
+                deadline_ms = _auto_deadline_ms(recorder.records(0.0))
                 source = f"{AUTO_DEADLINE_FACTOR} x p90 of the warm-up, set at run time"
-                reason = recorder.set_parameter("deadline.deadline_ms", deadline_ms)
+                reason = recorder.client.set_parameters({"deadline.deadline_ms": deadline_ms})
                 if reason:
                     raise DemoError(
                         f"the node refused deadline.deadline_ms={deadline_ms}: {reason}"
@@ -362,32 +330,34 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRu
                     recorder.phase = "loaded"
                     load_started_s = recorder.now_s()
                     log(f"background load: {hogs} busy processes from t = {load_started_s:.1f} s")
-                recorder.spin(0.1)
+                time.sleep(0.1)
                 if not node.alive():
                     raise DemoError(f"segmentation_node died:\n{node.tail()}")
             recorder.phase = "done"
-            recorder.spin(DRAIN_S)
+            time.sleep(DRAIN_S)
         finally:
             processes.stop_all()
             if recorder is not None:
                 recorder.close()
     assert recorder is not None
+    records = recorder.records(deadline_ms)
     summary = _summary(
-        options, recorder, deadline_ms, source, load_started_s, hogs, processes.exit_codes
+        options, recorder, records, deadline_ms, source, load_started_s, hogs, processes.exit_codes
     )
-    return DemoRun(summary, list(recorder.records), list(recorder.loads))
+    return DemoRun(summary, records, list(recorder.loads))
 
 
 def _summary(
     options: DemoOptions,
     recorder: DemoRecorder,
+    records: Sequence[FrameRecord],
     deadline_ms: float,
     source: str,
     load_started_s: float | None,
     hogs: int,
     exit_codes: dict[str, int],
 ) -> DemoSummary:
-    measured = [r for r in recorder.records if r.phase in ("idle", "loaded")]
+    measured = [r for r in records if r.phase in ("idle", "loaded")]
     phases = [
         summarize_phase(
             name,
@@ -407,8 +377,9 @@ def _summary(
     return DemoSummary(
         duration_s=options.duration_s,
         rate_hz=options.rate_hz,
-        frames_published=recorder.frames_published,
-        masks_received=recorder.masks_received,
+        frames_published=sum(r.phase in ("idle", "loaded") for r in records),
+        masks_received=sum(r.phase in ("idle", "loaded") and not r.dropped for r in records),
+        warmup_masks=sum(r.phase == "warmup" and not r.dropped for r in records),
         deadline_ms=deadline_ms,
         deadline_source=source,
         load_started_s=load_started_s,

@@ -328,9 +328,10 @@ class NodeConfig:
         choices=SCHEDULING_POLICIES,
     )
     scheduling_priority: int = _param(
-        0,
+        -10,
         "Niceness (-20..19, lower runs first; 0 leaves it unchanged) with scheduling_policy "
-        "other, real-time priority (1..99) with fifo or rr.",
+        "other, real-time priority (1..99) with fifo or rr. The default -10 puts the masks "
+        "ahead of normal-priority work on the machine (see the README's figures).",
         read_only=True,
         min_value=-20,
         max_value=99,

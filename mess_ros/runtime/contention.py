@@ -51,15 +51,20 @@ FREE_CORE_MARGIN: Final = 0.35
 
 
 class CpuShareMonitor:
-    """Share (0..1) of all cores' time that other processes used over the last quarter second.
+    """Share (0..1) of all cores' time that processes other than ``process`` used recently.
 
-    Time of processes at a positive niceness is not counted: it yields to this process.
+    ``process`` is this one by default (the engine measuring its competition); a
+    supervisor may watch another one (the demo reports what competes with the
+    node). Time of processes at a positive niceness is not counted: it yields
+    to normal-priority work.
     """
 
-    def __init__(self, window_s: float = MONITOR_WINDOW_S) -> None:
+    def __init__(
+        self, window_s: float = MONITOR_WINDOW_S, process: psutil.Process | None = None
+    ) -> None:
         self.cores = psutil.cpu_count() or 1
         self._window_s = window_s
-        self._process = psutil.Process()
+        self._process = process or psutil.Process()
         self._samples: deque[tuple[float, float, float]] = deque()
         self._share: float | None = None
 

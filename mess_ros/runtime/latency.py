@@ -394,21 +394,41 @@ class _LoadCurve:
 
     Two factors are kept: ``levels`` rise fast and fall slowly (what
     decisions plan with: an unexplained slow-down is followed within a few
-    frames), ``typical`` moves at the same pace both ways (the unbiased
-    figure, for judging that a frame cannot make its deadline at all).
+    frames), ``typical`` moves at the same pace both ways and rests on
+    measured knots only (the unbiased figure, for judging that a frame
+    cannot make its deadline at all: a cautious prior must not declare
+    frames lost that the machine can still serve).
     """
 
     def __init__(self, level: float, load_beta: float, spread: float) -> None:
         self.levels = [level * (1.0 + load_beta * knot) for knot in LOAD_KNOTS]
         self.typical = list(self.levels)
+        self.seen = [0.0] * len(LOAD_KNOTS)
         self.spread_vars = [spread**2] * len(LOAD_KNOTS)
 
     def level(self, load: float, *, typical: bool = False) -> float:
+        if typical and any(seen >= 1.0 for seen in self.seen):
+            return self._measured_level(load)
         values = self.typical if typical else self.levels
         weights = _knot_weights(load)
         interpolated = sum(w * values[i] for i, w in weights)
         below = max(values[: weights[0][0] + 1])
         return max(interpolated, below)
+
+    def _measured_level(self, load: float) -> float:
+        """``typical`` interpolated between the knots frames have reached, flat beyond them."""
+        knots = [(LOAD_KNOTS[i], self.typical[i]) for i, seen in enumerate(self.seen) if seen >= 1]
+        below = [value for knot, value in knots if knot <= load]
+        above = [(knot, value) for knot, value in knots if knot > load]
+        if not below:
+            return above[0][1]
+        low_knot = max(knot for knot, _ in knots if knot <= load)
+        low_value = dict(knots)[low_knot]
+        if not above:
+            return max(below)
+        high_knot, high_value = above[0]
+        w = (load - low_knot) / (high_knot - low_knot)
+        return max((1 - w) * low_value + w * high_value, max(below))
 
     def spread(self, load: float) -> float:
         variance = sum(w * self.spread_vars[i] for i, w in _knot_weights(load))
@@ -431,6 +451,7 @@ class _LoadCurve:
         rate = max(alpha, _FAST_ALPHA) if ratio > predicted else alpha
         typical = sum(w * self.typical[i] for i, w in weights)
         for i, w in weights:
+            self.seen[i] += w
             self.levels[i] = _clamp(self.levels[i] + rate * w / norm * (ratio - predicted))
             self.typical[i] = _clamp(self.typical[i] + alpha * w / norm * (ratio - typical))
 

@@ -23,7 +23,14 @@ from tests.ros.conftest import next_domain_id, ros_env
 
 
 def record(
-    t_s: float, phase: str, exit_id: str, index: int, ms: float, met: bool | None
+    t_s: float,
+    phase: str,
+    exit_id: str,
+    index: int,
+    ms: float,
+    met: bool | None,
+    *,
+    infeasible: bool = False,
 ) -> FrameRecord:
     return FrameRecord(
         t_s=t_s,
@@ -37,6 +44,7 @@ def record(
         met_deadline=met,
         load=0.5 if phase == "loaded" else 0.0,
         dropped=False,
+        infeasible=infeasible,
     )
 
 
@@ -54,9 +62,22 @@ def test_phase_statistics() -> None:
     # IoU class 0: 8 / (8 + 2 + 0) = 0.8; class 1: 10 / (10 + 2) = 0.833...
     assert phase.miou == pytest.approx((0.8 + 10 / 12) / 2)
     assert phase.mean_load == 0.0
+    assert (phase.infeasible_misses, phase.avoidable_misses) == (0, 1)
     empty = summarize_phase("loaded", [], None, 0)
     assert empty.masks == 0
     assert math.isnan(empty.miou)
+
+
+def test_misses_split_into_infeasible_and_avoidable() -> None:
+    records = [
+        record(0.0, "loaded", "final", 2, 30.0, False),
+        record(0.1, "loaded", "layer1_0:linear", 0, 30.0, False, infeasible=True),
+        record(0.2, "loaded", "layer1_0:linear", 0, 5.0, True, infeasible=True),
+        record(0.3, "loaded", "final", 2, 9.0, True),
+    ]
+    phase = summarize_phase("loaded", records, None, 0)
+    assert phase.deadline_misses == 2
+    assert (phase.infeasible_misses, phase.avoidable_misses) == (1, 1)
 
 
 def test_report_files(tmp_path: Path) -> None:
@@ -71,6 +92,7 @@ def test_report_files(tmp_path: Path) -> None:
         rate_hz=5.0,
         frames_published=12,
         masks_received=10,
+        warmup_masks=7,
         deadline_ms=12.0,
         deadline_source="test",
         load_started_s=1.0,
@@ -82,6 +104,7 @@ def test_report_files(tmp_path: Path) -> None:
     )
     text = format_summary(summary)
     assert "layer1_0:linear 5" in text
+    assert "not counted: 7 masks of the warm-up" in text
     written = write_report(tmp_path, summary, idle + loaded, [(0.0, 0.0), (1.0, 0.5)])
     assert {p.name for p in written} == {"summary.json", "report.md", "timeline.png", "exits.png"}
     data = json.loads((tmp_path / "summary.json").read_text())
@@ -126,6 +149,10 @@ def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
     assert summary["frames_published"] > 20
     assert summary["masks_received"] > 10
     assert summary["deadline_ms"] > 0
+    assert summary["warmup_masks"] > 0
+    for phase in summary["phases"]:
+        assert phase["deadline_frames"] > 0
+        assert phase["infeasible_misses"] + phase["avoidable_misses"] == phase["deadline_misses"]
     assert summary["policy"] == "deadline"
     assert [p["name"] for p in summary["phases"]] == ["idle", "loaded"]
     assert summary["overall"]["scored_masks"] > 0
@@ -133,7 +160,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
     # Every process the demo started was stopped and reaped; node and camera cleanly.
     codes = summary["exit_codes"]
     assert set(codes) == {"segmentation_node", "synthetic_camera", "cpu_load_0"}
-    assert codes["segmentation_node"] == 0
+    assert codes["segmentation_node"] == 0, (out / "logs" / "node.log").read_text()
     assert codes["synthetic_camera"] == 0
     for name in ("report.md", "timeline.png", "exits.png", "logs/node.log"):
         assert (out / name).is_file(), name

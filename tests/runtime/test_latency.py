@@ -309,3 +309,14 @@ def test_typical_factor_is_unbiased_where_the_planning_factor_is_cautious() -> N
     assert frame.typical_ms(frame_keys()) == pytest.approx(
         model.factor(None, typical=True) * table_total()
     )
+
+
+def test_typical_factor_rests_on_measured_loads_only() -> None:
+    """A cautious prior at loads no frame ran at must not make the typical factor pessimistic."""
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(load_beta=5.0))
+    for _ in range(40):
+        run_frame(model, 0.0, 1.0)
+        run_frame(model, 1.0, 1.5)
+    assert model.factor(0.5) > 2.0  # planning: the prior at 0.4 and 0.6 still counts
+    assert model.factor(0.5, typical=True) == pytest.approx(1.25, rel=0.05)
+    assert model.factor(1.0, typical=True) == pytest.approx(1.5, rel=0.05)
