@@ -215,11 +215,21 @@ def _plot(
     for name, color in zip(exit_names, colors, strict=False):
         chosen = [r for r in served if r.exit_id == name]
         latency_ax.scatter(
-            [r.t_s for r in chosen], [r.measured_ms for r in chosen], s=8, color=color, label=name
+            [r.t_s for r in chosen], [r.end_to_end_ms for r in chosen], s=8, color=color, label=name
+        )
+    infeasible = [r for r in records if r.infeasible]
+    if infeasible:
+        latency_ax.scatter(
+            [r.t_s for r in infeasible],
+            [r.end_to_end_ms if not r.dropped else summary.deadline_ms for r in infeasible],
+            s=18,
+            marker="x",
+            color="tab:red",
+            label="infeasible",
         )
     if summary.deadline_ms > 0:
         latency_ax.axhline(summary.deadline_ms, color="red", linestyle="--", label="deadline")
-    latency_ax.set_ylabel("engine time [ms]")
+    latency_ax.set_ylabel("stamp to mask [ms]")
     latency_ax.legend(loc="upper left", fontsize=7, ncol=2)
     exit_ax.step([r.t_s for r in served], [r.exit_index for r in served], where="post")
     exit_ax.set_ylabel("exit index")
@@ -233,7 +243,7 @@ def _plot(
     for ax in axes:
         if summary.load_started_s is not None:
             ax.axvline(summary.load_started_s, color="grey", linestyle=":")
-    figure.suptitle("mess_demo: latency, exit taken and load per frame")
+    figure.suptitle("mess_demo: stamp-to-mask time at the subscriber, exit taken and load")
     figure.tight_layout()
     timeline = out_dir / "timeline.png"
     figure.savefig(timeline, dpi=100)
