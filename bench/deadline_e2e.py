@@ -55,12 +55,9 @@ from typing import IO, Any, Final
 import matplotlib
 import numpy as np
 from _common import REPORT_DIR, BenchError, environment, print_target, run_main, write_json
-from sensor_msgs.msg import Image
 from tqdm import tqdm
 
-from mess_ros.data.synthetic import SceneGenerator
-from mess_ros.ros.client import FrameTrace, NodeClient
-from mess_ros.ros.conversions import array_to_image
+from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.processes import (
     ManagedProcess,
     package_data_file,
@@ -68,6 +65,7 @@ from mess_ros.ros.processes import (
     ros_environment,
     sigterm_as_interrupt,
 )
+from mess_ros.ros.synthetic_camera import render_pool
 from mess_ros.runtime.scheduling import apply_scheduling
 
 matplotlib.use("Agg")
@@ -215,39 +213,7 @@ def running_node(
 # --------------------------------------------------------------------------------------------
 
 
-def render_frames(size_hw: tuple[int, int]) -> list[Image]:
-    """Distinct synthetic scenes as ``rgb8`` messages, built once before any clock starts."""
-    generator = SceneGenerator(size_hw[0], size_hw[1], seed=SCENE_SEED)
-    frames = [array_to_image(generator.render(i).image, "rgb8") for i in range(SCENES)]
-    for frame in frames:
-        frame.header.frame_id = "camera_optical_frame"
-    return frames
-
-
-class Camera:
-    """Prebuilt frames published at a fixed rate (a tick only stamps and publishes)."""
-
-    def __init__(self, client: NodeClient, frames: list[Image], rate_hz: float) -> None:
-        self.frames = frames
-        self.client = client
-        self.period_ns = round(1e9 / rate_hz)
-        self._count = 0
-        self._next_ns = time.monotonic_ns()
-
-    def tick(self) -> FrameTrace:
-        """Wait for the next period, then publish one frame."""
-        now = time.monotonic_ns()
-        if now < self._next_ns:
-            time.sleep((self._next_ns - now) / 1e9)
-        # After a pause the schedule restarts from now: two frames back to back would make
-        # the node's keep-last-1 subscription replace the first before it is taken.
-        self._next_ns = max(self._next_ns, now) + self.period_ns
-        frame = self.frames[self._count % len(self.frames)]
-        self._count += 1
-        return self.client.publish_image(frame)
-
-
-def wait_for_first_mask(camera: Camera, node: ManagedProcess) -> None:
+def wait_for_first_mask(camera: FrameStream, node: ManagedProcess) -> None:
     start = time.monotonic()
     while not any(t.answered for t in camera.client.traces()):
         if time.monotonic() - start > START_TIMEOUT_S:
@@ -258,7 +224,7 @@ def wait_for_first_mask(camera: Camera, node: ManagedProcess) -> None:
 
 
 def stream(
-    camera: Camera, seconds: float, node: ManagedProcess, label: str, progress: bool
+    camera: FrameStream, seconds: float, node: ManagedProcess, label: str, progress: bool
 ) -> list[FrameTrace]:
     frames = []
     end = time.monotonic() + seconds
@@ -278,7 +244,7 @@ def calibrate_deadline_ms(args: argparse.Namespace, domain_id: int) -> tuple[flo
     overrides = {"policy.name": "final", "deadline.deadline_ms": 0.0}
     argv = node_argv(args.params_file, overrides)
     with running_node(argv, domain_id, args.log_dir / "calibration.log") as (node, client):
-        camera = Camera(client, args.frames, args.rate)
+        camera = FrameStream(client, args.frames, args.rate)
         wait_for_first_mask(camera, node)
         stream(camera, args.warmup, node, "calibration warm-up", args.progress)
         frames = stream(camera, args.calibration_seconds, node, "calibration", args.progress)
@@ -312,7 +278,7 @@ def run_variant(
     )
     hog: Hog | None = None
     with running_node(argv, domain_id, log) as (node, client):
-        camera = Camera(client, args.frames, args.rate)
+        camera = FrameStream(client, args.frames, args.rate)
         wait_for_first_mask(camera, node)
         stream(camera, args.warmup, node, f"{tag} warm-up", args.progress)
         client.forget(t.stamp_ns for t in client.traces())
@@ -504,7 +470,7 @@ def parse_args_extra(args: argparse.Namespace) -> None:
     args.params_file = Path(args.params_file or package_data_file("config/default.yaml"))
     args.log_dir = args.out.parent / f"{NAME}_logs"
     args.progress = not args.no_progress
-    args.frames = render_frames(args.size)
+    args.frames = [image for image, _ in render_pool(SCENES, args.size, seed=SCENE_SEED)]
 
 
 def main(args: argparse.Namespace) -> int:

@@ -16,11 +16,11 @@ machine's monotonic clock):
   from first to last instruction (resize and normalisation, the stages it
   ran, the mask at frame size), the time a standalone engine would take;
 * ``overhead`` = round trip - engine: everything the node and DDS add. It
-  *includes* the node's ``queue_ms`` (conversion of the incoming image and
-  the hand-over to the inference thread), which is also reported on its own,
-  together with the node's work after inference (mask message and publish:
-  ``end_to_end_ms - queue_ms - measured_ms``) and the two DDS trips
-  (round trip - ``end_to_end_ms``).
+  is split into the node's ``queue_ms`` (conversion of the incoming image
+  and the hand-over to the inference thread), its delivery (converting and
+  publishing the masks: ``stage.deliver:<h>x<w>`` of ``exit_info``) and the
+  transport (the rest: both DDS trips, with this process's take and
+  dispatch of the mask also reported on its own).
 
 Phases, after the node has served its first frame and a short warm-up:
 
@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import psutil
-import rclpy
 from _common import (
     BenchError,
     LoadedModel,
@@ -82,19 +81,10 @@ from _common import (
     run_main,
     write_json,
 )
-from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.signals import SignalHandlerOptions
-from rclpy.subscription import MessageInfo
-from sensor_msgs.msg import Image
 from tqdm import tqdm
 
-from mess_ros.data.synthetic import SceneGenerator
-from mess_ros.ros import qos
-from mess_ros.ros.conversions import array_to_image
-from mess_ros.ros.diagnostics import key_values
+from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
+from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.processes import (
     PROFILE_VARIABLE,
     ManagedProcess,
@@ -103,6 +93,7 @@ from mess_ros.ros.processes import (
     ros_environment,
     sigterm_as_interrupt,
 )
+from mess_ros.ros.synthetic_camera import render_pool
 from mess_ros.runtime.config import SegmentationConfig
 
 NAME: Final = "node_latency"
@@ -113,7 +104,6 @@ MAX_RSS_CHANGE: Final = 0.05
 
 NODE_NAME: Final = "segmentation_node"
 ENCODING: Final = "rgb8"
-FRAME_ID: Final = "camera_optical_frame"
 SCENE_SEED: Final = 2  # the held-out "test" seed of the synthetic scenes
 START_TIMEOUT_S: Final = 300.0
 DRAIN_S: Final = 2.0
@@ -122,46 +112,35 @@ NS_PER_S: Final = 1_000_000_000
 
 
 # --------------------------------------------------------------------------------------------
-# Per-frame record
+# Per-frame decomposition
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FrameRecord:
-    """One published frame: when it left, when its mask came back, what the node reported."""
+def complete(trace: FrameTrace) -> bool:
+    """Mask and exit report both arrived: the frame can be decomposed."""
+    return (
+        trace.answered
+        and trace.exit_info is not None
+        and math.isfinite(trace.exit_info.measured_ms)
+    )
 
-    stamp_ns: int
-    published_ns: int
-    received_ns: int | None = None
-    dispatch_ms: float = math.nan
-    measured_ms: float = math.nan
-    queue_ms: float = math.nan
-    end_to_end_ms: float = math.nan
 
-    @property
-    def complete(self) -> bool:
-        """Mask and exit report both arrived: the frame can be decomposed."""
-        return self.received_ns is not None and math.isfinite(self.measured_ms)
+def round_trip_ms(trace: FrameTrace) -> float:
+    if trace.mask_monotonic_ns is None or trace.sent_monotonic_ns is None:
+        return math.nan
+    return (trace.mask_monotonic_ns - trace.sent_monotonic_ns) / 1e6
 
-    @property
-    def round_trip_ms(self) -> float:
-        if self.received_ns is None:
-            return math.nan
-        return (self.received_ns - self.published_ns) / 1e6
 
-    @property
-    def overhead_ms(self) -> float:
-        return self.round_trip_ms - self.measured_ms
+def deliver_ms(info: ExitInfo) -> float:
+    """The node's work after inference: converting and publishing the masks."""
+    return sum(ms for stage, ms in info.stage_ms.items() if stage.startswith("deliver:"))
 
-    @property
-    def transport_ms(self) -> float:
-        """Both DDS trips with their (de)serialisation and executor dispatch."""
-        return self.round_trip_ms - self.end_to_end_ms
 
-    @property
-    def after_inference_ms(self) -> float:
-        """Node work after ``infer`` returned: building and publishing the mask."""
-        return self.end_to_end_ms - self.queue_ms - self.measured_ms
+def dispatch_ms(trace: FrameTrace) -> float:
+    """From DDS having the mask in this process to the callback: take and dispatch here."""
+    if trace.mask_dds_ns is None or trace.mask_system_ns is None:
+        return math.nan
+    return (trace.mask_system_ns - trace.mask_dds_ns) / 1e6
 
 
 def summary_ms(values: Sequence[float]) -> dict[str, float]:
@@ -176,115 +155,36 @@ def summary_ms(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def decomposition(records: Sequence[FrameRecord]) -> dict[str, Any]:
-    """Counts and the latency split of the frames of one phase."""
-    complete = [r for r in records if r.complete]
-    answered = sum(r.received_ns is not None for r in records)
+def decomposition(traces: Sequence[FrameTrace]) -> dict[str, Any]:
+    """Counts and the latency split of the frames of one phase.
+
+    overhead = round trip - engine: the node's queue (conversion and hand-over
+    before inference), its delivery (mask conversion and publishing, the
+    engine's last stage) and the transport (both DDS trips with this
+    process's take and dispatch).
+    """
+    done = [t for t in traces if complete(t)]
+    infos = [t.exit_info for t in done if t.exit_info is not None]
+    answered = sum(t.answered for t in traces)
+    transport = [
+        round_trip_ms(t) - i.queue_ms - i.measured_ms - deliver_ms(i)
+        for t, i in zip(done, infos, strict=True)
+    ]
     return {
-        "frames_published": len(records),
+        "frames_published": len(traces),
         "masks_received": answered,
-        "frames_decomposed": len(complete),
-        "unanswered": len(records) - answered,
-        "overhead_ms": summary_ms([r.overhead_ms for r in complete]),
-        "engine_ms": summary_ms([r.measured_ms for r in complete]),
-        "round_trip_ms": summary_ms([r.round_trip_ms for r in complete]),
-        "queue_ms": summary_ms([r.queue_ms for r in complete]),
-        "after_inference_ms": summary_ms([r.after_inference_ms for r in complete]),
-        "transport_ms": summary_ms([r.transport_ms for r in complete]),
-        "dispatch_ms": summary_ms([r.dispatch_ms for r in complete]),
+        "frames_decomposed": len(done),
+        "unanswered": len(traces) - answered,
+        "overhead_ms": summary_ms(
+            [round_trip_ms(t) - i.measured_ms for t, i in zip(done, infos, strict=True)]
+        ),
+        "engine_ms": summary_ms([i.measured_ms for i in infos]),
+        "round_trip_ms": summary_ms([round_trip_ms(t) for t in done]),
+        "queue_ms": summary_ms([i.queue_ms for i in infos]),
+        "deliver_ms": summary_ms([deliver_ms(i) for i in infos]),
+        "transport_ms": summary_ms(transport),
+        "dispatch_ms": summary_ms([dispatch_ms(t) for t in done]),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# The camera and consumer in this process
-# --------------------------------------------------------------------------------------------
-
-
-def render_frames(count: int, size_hw: tuple[int, int]) -> list[Image]:
-    """Prebuilt ``rgb8`` messages of distinct synthetic scenes; only the header changes later."""
-    generator = SceneGenerator(size_hw[0], size_hw[1], seed=SCENE_SEED)
-    frames = [array_to_image(generator.render(i).image, ENCODING) for i in range(count)]
-    for frame in frames:
-        frame.header.frame_id = FRAME_ID
-    return frames
-
-
-class BenchClient:
-    """Publishes frames and records masks and exit reports, on the node's domain."""
-
-    def __init__(self, domain_id: int, frames: list[Image]) -> None:
-        self.context = Context()
-        rclpy.init(
-            context=self.context,
-            domain_id=domain_id,
-            signal_handler_options=SignalHandlerOptions.NO,
-        )
-        self.node = rclpy.create_node("mess_node_latency", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._frames = frames
-        self._published = 0
-        self._last_stamp_ns = 0
-        self._records: dict[int, FrameRecord] = {}
-        self._image_pub = self.node.create_publisher(Image, "image", qos.image_qos())
-        out = qos.output_qos(depth=30)
-        self.node.create_subscription(Image, "mask", self._on_mask, out)
-        self.node.create_subscription(DiagnosticArray, "exit_info", self._on_exit_info, out)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-    def publish(self) -> FrameRecord:
-        """Stamp the next prebuilt frame with a unique time and publish it."""
-        image = self._frames[self._published % len(self._frames)]
-        self._published += 1
-        stamp_ns = max(int(self.node.get_clock().now().nanoseconds), self._last_stamp_ns + 1)
-        self._last_stamp_ns = stamp_ns
-        image.header.stamp = Time(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
-        record = FrameRecord(stamp_ns=stamp_ns, published_ns=time.monotonic_ns())
-        self._records[stamp_ns] = record
-        self._image_pub.publish(image)
-        return record
-
-    def spin_until_ns(self, monotonic_ns: int) -> None:
-        """Serve callbacks until the monotonic clock reaches ``monotonic_ns``."""
-        while (now := time.monotonic_ns()) < monotonic_ns:
-            self.executor.spin_once(timeout_sec=(monotonic_ns - now) / 1e9)
-
-    def spin_once(self, timeout_s: float) -> None:
-        self.executor.spin_once(timeout_sec=timeout_s)
-
-    def _on_mask(self, msg: Image, info: MessageInfo) -> None:
-        received_ns = time.monotonic_ns()  # first thing: the consumer has the mask now
-        # DDS stamps arrival on the system clock: the rest is this process's take and dispatch.
-        dispatch_ms = (time.time_ns() - int(info["received_timestamp"])) / 1e6
-        record = self._records.get(_stamp_ns(msg))
-        if record is not None and record.received_ns is None:
-            record.received_ns = received_ns
-            if info["received_timestamp"] > 0:
-                record.dispatch_ms = dispatch_ms
-
-    def _on_exit_info(self, msg: DiagnosticArray) -> None:
-        record = self._records.get(_stamp_ns(msg))
-        if record is None or not msg.status:
-            return
-        values = key_values(msg.status[0])
-        record.measured_ms = _float(values.get("measured_ms"))
-        record.queue_ms = _float(values.get("queue_ms"))
-        record.end_to_end_ms = _float(values.get("end_to_end_ms"))
-
-
-def _stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
-
-
-def _float(text: str | None) -> float:
-    try:
-        return float(text) if text is not None else math.nan
-    except ValueError:
-        return math.nan
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,61 +199,50 @@ def check_alive(node: ManagedProcess) -> None:
         )
 
 
-def drain(client: BenchClient, records: Sequence[FrameRecord], timeout_s: float) -> None:
+def drain(client: NodeClient, traces: Sequence[FrameTrace], timeout_s: float) -> None:
     """Let answers of the last frames arrive (frames the node never answers time out)."""
-    end_ns = time.monotonic_ns() + round(timeout_s * NS_PER_S)
-    while time.monotonic_ns() < end_ns and not all(r.complete for r in records[-3:]):
-        client.spin_once(0.02)
-    client.spin_until_ns(time.monotonic_ns() + 50_000_000)  # stragglers already on the wire
+    client.wait_until(lambda: all(complete(t) for t in traces[-3:]), timeout_s)
+    time.sleep(0.05)  # stragglers already on the wire
 
 
-def wait_for_first_mask(client: BenchClient, node: ManagedProcess, rate_hz: float) -> float:
+def wait_for_first_mask(camera: FrameStream, node: ManagedProcess) -> float:
     """Stream until the node answers (model loaded and profiled, topics matched); seconds taken."""
     start_ns = time.monotonic_ns()
-    period_ns = round(NS_PER_S / rate_hz)
-    records: list[FrameRecord] = []
-    while not any(r.received_ns is not None for r in records):
+    traces: list[FrameTrace] = []
+    while not any(t.answered for t in traces):
         elapsed_s = (time.monotonic_ns() - start_ns) / NS_PER_S
         if elapsed_s > START_TIMEOUT_S:
             raise BenchError(
                 f"no mask within {START_TIMEOUT_S:.0f} s; {NODE_NAME} output:\n{node.tail()}"
             )
         check_alive(node)
-        records.append(client.publish())
-        client.spin_until_ns(records[-1].published_ns + period_ns)
+        traces.append(camera.tick())
     return (time.monotonic_ns() - start_ns) / NS_PER_S
 
 
 def stream(
-    client: BenchClient,
+    camera: FrameStream,
     node: ManagedProcess,
-    rate_hz: float,
     seconds: float,
     *,
     label: str,
     progress: bool,
     every_second: Callable[[float], str] | None = None,
-) -> list[FrameRecord]:
-    """Publish at ``rate_hz`` for ``seconds`` like a camera, then wait for the last answers.
+) -> list[FrameTrace]:
+    """Publish like a camera for ``seconds``, then wait for the last answers.
 
-    Ticks are on a fixed grid from the start; when this process falls behind
-    by more than a period (a busy machine), missed ticks are skipped rather
-    than sent in a burst, as a camera driver would. ``every_second`` runs once
-    a second with the elapsed time and returns text for the progress bar.
+    ``every_second`` runs once a second with the elapsed time and returns
+    text for the progress bar.
     """
-    period_ns = round(NS_PER_S / rate_hz)
     start_ns = time.monotonic_ns()
     end_ns = start_ns + round(seconds * NS_PER_S)
-    records: list[FrameRecord] = []
-    tick, next_second = 0, 1
+    traces: list[FrameTrace] = []
+    next_second = 1
     total_s = round(seconds)
     with tqdm(total=total_s, desc=label, unit="s", disable=not progress, leave=False) as bar:
-        while (tick_ns := start_ns + tick * period_ns) < end_ns:
-            client.spin_until_ns(tick_ns)
-            records.append(client.publish())
-            now_ns = time.monotonic_ns()
-            tick = max(tick + 1, (now_ns - start_ns) // period_ns)
-            elapsed_s = (now_ns - start_ns) / NS_PER_S
+        while time.monotonic_ns() < end_ns:
+            traces.append(camera.tick())
+            elapsed_s = (time.monotonic_ns() - start_ns) / NS_PER_S
             if elapsed_s >= next_second:
                 check_alive(node)
                 if every_second is not None:
@@ -362,9 +251,10 @@ def stream(
                 next_second = math.floor(elapsed_s) + 1
         if every_second is not None:
             every_second((time.monotonic_ns() - start_ns) / NS_PER_S)
-        drain(client, records, DRAIN_S)
+        drain(camera.client, traces, DRAIN_S)
         bar.update(max(total_s - bar.n, 0))
-    return records
+    camera.client.forget(t.stamp_ns for t in traces[:-3])
+    return traces
 
 
 @dataclass
@@ -411,16 +301,17 @@ def throughput_rate_hz(requested_hz: float, engine_mean_ms: float) -> float:
     return 2e3 / engine_mean_ms
 
 
-def throughput_figures(records: Sequence[FrameRecord], rate_hz: float) -> dict[str, Any]:
+def throughput_figures(traces: Sequence[FrameTrace], rate_hz: float) -> dict[str, Any]:
     """Masks per second between the first and last mask, against the engine's own rate."""
-    received = sorted(r.received_ns for r in records if r.received_ns is not None)
-    complete = [r for r in records if r.complete]
+    received = sorted(t.mask_monotonic_ns for t in traces if t.mask_monotonic_ns is not None)
     masks_per_s = math.nan
     if len(received) >= 2:
         masks_per_s = (len(received) - 1) / ((received[-1] - received[0]) / NS_PER_S)
-    engine_mean_ms = summary_ms([r.measured_ms for r in complete])["mean_ms"]
+    engine_mean_ms = summary_ms(
+        [t.exit_info.measured_ms for t in traces if complete(t) and t.exit_info is not None]
+    )["mean_ms"]
     engine_per_s = 1e3 / engine_mean_ms if engine_mean_ms > 0 else math.nan
-    figures = decomposition(records)
+    figures = decomposition(traces)
     figures.update(
         publish_rate_hz=rate_hz,
         masks_per_s=masks_per_s,
@@ -533,18 +424,19 @@ def main(args: argparse.Namespace) -> int:
     for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", PROFILE_VARIABLE):
         os.environ[name] = env[name]
 
-    frames = render_frames(args.pool, frame_hw)
+    frames = [image for image, _ in render_pool(args.pool, frame_hw, seed=SCENE_SEED)]
     results: dict[str, Any] = {}
-    client: BenchClient | None = None
+    client: NodeClient | None = None
     with sigterm_as_interrupt(), ProcessSet() as processes:
         try:
             node = processes.start(NODE_NAME, node_argv(args, model, params_file), env, log_path)
-            client = BenchClient(args.domain_id, frames)
+            client = NodeClient(args.domain_id, name="mess_node_latency")
+            camera = FrameStream(client, frames, args.rate)
             print(f"waiting for {NODE_NAME} (pid {node.pid}) to serve ...")
-            startup_s = wait_for_first_mask(client, node, args.rate)
+            startup_s = wait_for_first_mask(camera, node)
             print(f"first mask after {startup_s:.1f} s; warm-up {args.warmup_seconds:g} s")
-            stream(client, node, args.rate, args.warmup_seconds, label="warm-up", progress=progress)
-            results = run_phases(args, client, node, progress)
+            stream(camera, node, args.warmup_seconds, label="warm-up", progress=progress)
+            results = run_phases(args, camera, node, progress)
             results["startup_s"] = startup_s
         finally:
             processes.stop_all()
@@ -556,12 +448,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_phases(
-    args: argparse.Namespace, client: BenchClient, node: ManagedProcess, progress: bool
+    args: argparse.Namespace, camera: FrameStream, node: ManagedProcess, progress: bool
 ) -> dict[str, Any]:
     """Latency at the camera rate, then the memory soak, then throughput (faster frames)."""
-    latency_records = stream(
-        client, node, args.rate, args.seconds, label="latency", progress=progress
-    )
+    latency_records = stream(camera, node, args.seconds, label="latency", progress=progress)
     latency = decomposition(latency_records)
     if not latency["frames_decomposed"]:
         raise BenchError(f"no frame of the latency phase came back; node output:\n{node.tail()}")
@@ -574,9 +464,8 @@ def run_phases(
     if args.soak_minutes > 0:
         sampler = RssSampler(psutil.Process(node.pid), args.baseline_minutes * 60.0, [])
         soak_records = stream(
-            client,
+            camera,
             node,
-            args.rate,
             args.soak_minutes * 60.0,
             label="memory soak",
             progress=progress,
@@ -604,9 +493,8 @@ def run_phases(
 
     if args.throughput_seconds > 0:
         rate_hz = throughput_rate_hz(args.throughput_rate, latency["engine_ms"]["mean_ms"])
-        records = stream(
-            client, node, rate_hz, args.throughput_seconds, label="throughput", progress=progress
-        )
+        fast = FrameStream(camera.client, camera.frames, rate_hz)
+        records = stream(fast, node, args.throughput_seconds, label="throughput", progress=progress)
         results["throughput"] = throughput_figures(records, rate_hz)
     return results
 
@@ -629,7 +517,7 @@ def report(
     rows = [
         ("overhead (round trip - engine)", over),
         ("  of which queue (node, before infer)", latency["queue_ms"]),
-        ("  of which after infer (node, mask out)", latency["after_inference_ms"]),
+        ("  of which deliver (node, mask out)", latency["deliver_ms"]),
         ("  of which transport (both DDS trips)", latency["transport_ms"]),
         ("    incl. mask take + dispatch here", latency["dispatch_ms"]),
         ("engine (exit_info measured_ms)", latency["engine_ms"]),

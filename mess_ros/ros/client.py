@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +32,7 @@ from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32
 
@@ -65,6 +66,7 @@ class FrameTrace:
     sent_monotonic_ns: int | None = None
     mask_monotonic_ns: int | None = None
     mask_system_ns: int | None = None
+    mask_dds_ns: int | None = None  # when DDS had the mask here, on the system clock
     exit_info: ExitInfo | None = None
 
     @property
@@ -213,12 +215,14 @@ class NodeClient:
             time.sleep(0.005)
         return predicate()
 
-    def _on_mask_msg(self, msg: Image) -> None:
+    def _on_mask_msg(self, msg: Image, info: MessageInfo) -> None:
         monotonic_ns, system_ns = time.monotonic_ns(), time.time_ns()  # first: it is here now
         trace = self._traced(stamp_to_ns(msg.header.stamp))
         if trace is None or trace.answered:
             return
         trace.mask_monotonic_ns, trace.mask_system_ns = monotonic_ns, system_ns
+        if info["received_timestamp"] > 0:
+            trace.mask_dds_ns = int(info["received_timestamp"])
         if self._on_mask is not None:
             self._on_mask(trace, msg)
 
@@ -257,3 +261,35 @@ class NodeClient:
                 return "" if result.successful else str(result.reason)
             self._parameters.remove_pending_request(future)
         raise RosError(f"/{self.node_name} did not answer a parameter change in {timeout_s:g} s")
+
+
+class FrameStream:
+    """Publishes prebuilt frames through a :class:`NodeClient` at a steady rate, like a camera.
+
+    Ticks lie on a fixed grid from the first one. When the caller falls
+    behind by more than a period (a busy machine), the missed ticks are
+    skipped rather than sent in a burst, as a camera driver would: two
+    frames back to back would make the node's keep-last-1 subscription
+    replace the first before it is taken.
+    """
+
+    def __init__(self, client: NodeClient, frames: Sequence[Image], rate_hz: float) -> None:
+        if not frames or rate_hz <= 0:
+            raise RosError("a frame stream needs at least one frame and a rate above 0 Hz")
+        self.client = client
+        self.frames = list(frames)
+        self.period_ns = round(NS_PER_S / rate_hz)
+        self.published = 0
+        self._next_ns: int | None = None
+
+    def tick(self) -> FrameTrace:
+        """Wait for the next tick of the grid, then publish the next frame of the pool."""
+        now_ns = time.monotonic_ns()
+        if self._next_ns is None or now_ns - self._next_ns > self.period_ns:
+            self._next_ns = now_ns  # first tick, or fell behind: restart the grid from now
+        elif now_ns < self._next_ns:
+            time.sleep((self._next_ns - now_ns) / 1e9)
+        self._next_ns += self.period_ns
+        frame = self.frames[self.published % len(self.frames)]
+        self.published += 1
+        return self.client.publish_image(frame)

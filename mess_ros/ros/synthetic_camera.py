@@ -89,6 +89,31 @@ def pinhole_camera_info(height: int, width: int, frame_id: str) -> CameraInfo:
     return info
 
 
+def render_pool(
+    count: int,
+    size_hw: tuple[int, int],
+    *,
+    seed: int = 2,
+    encoding: str = "rgb8",
+    difficulty: int | None = None,
+    frame_id: str = "camera_optical_frame",
+) -> list[tuple[Image, Image]]:
+    """``count`` distinct scenes as (image, ground-truth ``mono8``) messages, built up front.
+
+    Rendering takes far longer than publishing, so a camera stand-in renders
+    its pool before its clock starts and then only stamps and publishes.
+    """
+    generator = SceneGenerator(size_hw[0], size_hw[1], seed=seed)
+    frames = []
+    for index in range(count):
+        sample = generator.render(index, difficulty)
+        image = array_to_image(rgb_to_encoding(sample.image, encoding), encoding)
+        mask = array_to_image(sample.mask, "mono8")
+        image.header.frame_id = mask.header.frame_id = frame_id
+        frames.append((image, mask))
+    return frames
+
+
 @dataclass(frozen=True)
 class CameraOptions:
     rate_hz: float = 15.0
@@ -110,14 +135,14 @@ class SyntheticCamera(Node):
     def __init__(self, options: CameraOptions, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.options = options
-        generator = SceneGenerator(options.height, options.width, seed=options.seed)
-        self._frames: list[tuple[Image, Image]] = []
-        for index in range(options.pool_size):
-            sample = generator.render(index, options.difficulty)
-            image = array_to_image(
-                rgb_to_encoding(sample.image, options.encoding), options.encoding
-            )
-            self._frames.append((image, array_to_image(sample.mask, "mono8")))
+        self._frames = render_pool(
+            options.pool_size,
+            (options.height, options.width),
+            seed=options.seed,
+            encoding=options.encoding,
+            difficulty=options.difficulty,
+            frame_id=options.frame_id,
+        )
         self._info = pinhole_camera_info(options.height, options.width, options.frame_id)
         reliability = "reliable" if options.reliable else "best_effort"
         self._image_pub = self.create_publisher(Image, "image", qos.image_qos(reliability, 1))

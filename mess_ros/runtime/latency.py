@@ -355,6 +355,8 @@ LOAD_KNOTS: Final = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # (over-predicting only costs accuracy, under-predicting costs deadlines).
 _FAST_ALPHA: Final = 0.6
 _MIN_SPREAD: Final = 0.02
+# Frames after which a load level's measurement no longer bounds the prediction at higher loads.
+_FLOOR_MEMORY_FRAMES: Final = 100
 _FACTOR_RANGE: Final = (0.05, 50.0)
 
 LOAD_REJECT_REASONS: Final = ("nan", "out_of_range", "stale")
@@ -390,45 +392,54 @@ class _LoadCurve:
     (which bends the idle prediction towards the loaded frames) cannot turn
     optimistic. Knots no frame has reached yet start from the configured
     prior ``1 + load_beta * load``; the factor is never smaller at a higher
-    load than at a lower one.
+    load than what frames at a lower load measured recently.
 
     Two factors are kept: ``levels`` rise fast and fall slowly (what
     decisions plan with: an unexplained slow-down is followed within a few
     frames), ``typical`` moves at the same pace both ways and rests on
-    measured knots only (the unbiased figure, for judging that a frame
-    cannot make its deadline at all: a cautious prior must not declare
-    frames lost that the machine can still serve).
+    measured knots only, interpolated without any floor (the unbiased
+    figure, for judging that a frame cannot make its deadline at all: a
+    cautious prior or an old outlier must not declare frames lost that the
+    machine can still serve).
     """
 
     def __init__(self, level: float, load_beta: float, spread: float) -> None:
         self.levels = [level * (1.0 + load_beta * knot) for knot in LOAD_KNOTS]
         self.typical = list(self.levels)
         self.seen = [0.0] * len(LOAD_KNOTS)
+        self.updated_at = [-_FLOOR_MEMORY_FRAMES - 1] * len(LOAD_KNOTS)
+        self.frames = 0
         self.spread_vars = [spread**2] * len(LOAD_KNOTS)
 
     def level(self, load: float, *, typical: bool = False) -> float:
-        if typical and any(seen >= 1.0 for seen in self.seen):
+        if typical:
             return self._measured_level(load)
-        values = self.typical if typical else self.levels
         weights = _knot_weights(load)
-        interpolated = sum(w * values[i] for i, w in weights)
-        below = max(values[: weights[0][0] + 1])
-        return max(interpolated, below)
+        interpolated = sum(w * self.levels[i] for i, w in weights)
+        # Never below what frames at a lower load measured recently (a prior, or a knot no frame
+        # has reached for a while, does not count: it would pin the prediction for good).
+        recent = [
+            self.levels[i]
+            for i in range(weights[0][0] + 1)
+            if self.frames - self.updated_at[i] <= _FLOOR_MEMORY_FRAMES
+        ]
+        return max([interpolated, *recent])
 
     def _measured_level(self, load: float) -> float:
         """``typical`` interpolated between the knots frames have reached, flat beyond them."""
         knots = [(LOAD_KNOTS[i], self.typical[i]) for i, seen in enumerate(self.seen) if seen >= 1]
-        below = [value for knot, value in knots if knot <= load]
+        if not knots:
+            weights = _knot_weights(load)
+            return sum(w * self.typical[i] for i, w in weights)
+        below = [(knot, value) for knot, value in knots if knot <= load]
         above = [(knot, value) for knot, value in knots if knot > load]
         if not below:
             return above[0][1]
-        low_knot = max(knot for knot, _ in knots if knot <= load)
-        low_value = dict(knots)[low_knot]
         if not above:
-            return max(below)
-        high_knot, high_value = above[0]
+            return below[-1][1]
+        (low_knot, low_value), (high_knot, high_value) = below[-1], above[0]
         w = (load - low_knot) / (high_knot - low_knot)
-        return max((1 - w) * low_value + w * high_value, max(below))
+        return (1 - w) * low_value + w * high_value
 
     def spread(self, load: float) -> float:
         variance = sum(w * self.spread_vars[i] for i, w in _knot_weights(load))
@@ -450,8 +461,10 @@ class _LoadCurve:
             self.spread_vars[i] += alpha * w * (squared - self.spread_vars[i])
         rate = max(alpha, _FAST_ALPHA) if ratio > predicted else alpha
         typical = sum(w * self.typical[i] for i, w in weights)
+        self.frames += 1
         for i, w in weights:
             self.seen[i] += w
+            self.updated_at[i] = self.frames
             self.levels[i] = _clamp(self.levels[i] + rate * w / norm * (ratio - predicted))
             self.typical[i] = _clamp(self.typical[i] + alpha * w / norm * (ratio - typical))
 

@@ -7,20 +7,11 @@ import math
 import pytest
 
 from mess_ros.ros.stats import DROP_STALE, NodeStatistics
-
-
-class FakeClock:
-    """A settable monotonic clock, so rates are exact."""
-
-    def __init__(self) -> None:
-        self.now_s = 100.0
-
-    def __call__(self) -> float:
-        return self.now_s
+from tests.clock import ManualClock
 
 
 def test_rates_drops_and_exits() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     stats = NodeStatistics(window=10, clock=clock, bad_input_causes=frozenset({"zero_size"}))
     for _ in range(20):
         stats.frame_received()
@@ -55,7 +46,7 @@ def test_rates_drops_and_exits() -> None:
 
 
 def test_window_forgets_old_frames_and_empty_is_nan() -> None:
-    stats = NodeStatistics(window=3, clock=FakeClock())
+    stats = NodeStatistics(window=3, clock=ManualClock())
     snap = stats.snapshot()
     assert math.isnan(snap.latency_mean_ms)
     assert snap.deadline_miss_rate == 0.0
@@ -78,7 +69,7 @@ def test_loads() -> None:
 
 
 def test_misses_split_into_infeasible_and_avoidable() -> None:
-    stats = NodeStatistics(window=20, clock=FakeClock())
+    stats = NodeStatistics(window=20, clock=ManualClock())
     stats.frame_published("final", 10.0, 12.0, True)
     stats.frame_published("final", 10.0, 12.0, False)  # the policy chose too deep: avoidable
     stats.frame_published("layer1_0:linear", 10.0, 40.0, False, infeasible=True)

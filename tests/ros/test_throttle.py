@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from mess_ros.ros.throttle import WarningThrottle
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_s = 0.0
-
-    def __call__(self) -> float:
-        return self.now_s
+from tests.clock import ManualClock
 
 
 def test_one_message_per_period_per_cause() -> None:
-    clock = FakeClock()
+    clock = ManualClock(0.0)
     throttle = WarningThrottle(period_s=5.0, clock=clock)
     assert throttle.filter("zero_size", "a") == "a"
     assert throttle.filter("zero_size", "b") is None

@@ -15,20 +15,13 @@ from mess_ros.runtime.contention import (
     CpuShareMonitor,
     ThreadGovernor,
 )
+from tests.clock import ManualClock
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_s = 100.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 def test_governor_takes_fewer_threads_at_once_and_restores_after_free_cores() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     governor = ThreadGovernor(max_threads=2, cores=2, clock_s=clock)
     assert governor.update(0.02, None, 1.0) is None  # idle: keep both threads
     change = governor.update(0.5, None, None)  # another process takes one core
@@ -45,7 +38,7 @@ def test_governor_takes_fewer_threads_at_once_and_restores_after_free_cores() ->
 
 
 def test_a_reported_load_counts_like_a_measured_one() -> None:
-    governor = ThreadGovernor(max_threads=2, cores=2, clock_s=FakeClock())
+    governor = ThreadGovernor(max_threads=2, cores=2, clock_s=ManualClock())
     change = governor.update(None, 0.9, None)
     assert change is not None and change.threads == 1
     assert governor.free_cores(0.1, 0.6) == pytest.approx(0.8)  # the larger share wins
@@ -53,7 +46,7 @@ def test_a_reported_load_counts_like_a_measured_one() -> None:
 
 def test_slow_frames_reduce_threads_and_probes_back_off() -> None:
     """Without a visible cause, all threads are tried again later, less often after each failure."""
-    clock = FakeClock()
+    clock = ManualClock()
     governor = ThreadGovernor(max_threads=2, cores=2, clock_s=clock)
     change = governor.update(None, None, 3.5)
     assert change is not None and change.threads == 1 and "3.5x slower" in change.reason
@@ -73,7 +66,7 @@ def test_slow_frames_reduce_threads_and_probes_back_off() -> None:
 
 
 def test_single_thread_has_nothing_to_govern() -> None:
-    governor = ThreadGovernor(max_threads=1, cores=2, clock_s=FakeClock())
+    governor = ThreadGovernor(max_threads=1, cores=2, clock_s=ManualClock())
     assert governor.update(1.0, 1.0, 10.0) is None
 
 

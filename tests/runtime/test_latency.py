@@ -320,3 +320,17 @@ def test_typical_factor_rests_on_measured_loads_only() -> None:
     assert model.factor(0.5) > 2.0  # planning: the prior at 0.4 and 0.6 still counts
     assert model.factor(0.5, typical=True) == pytest.approx(1.25, rel=0.05)
     assert model.factor(1.0, typical=True) == pytest.approx(1.5, rel=0.05)
+
+
+def test_an_old_outlier_at_a_lower_load_stops_bounding_higher_loads() -> None:
+    """One slow frame at no load, then a long run at high load: the outlier fades from there."""
+    model = OnlineLatencyModel(constructed_table(), DeadlineConfig(load_beta=1.0))
+    for _ in range(20):
+        run_frame(model, 0.0, 1.0)
+        run_frame(model, 0.9, 1.5)
+    run_frame(model, 0.0, 8.0)
+    assert model.factor(0.9) >= 4.0  # recent: it bounds what higher loads are predicted at
+    assert model.factor(0.9, typical=True) == pytest.approx(1.5, rel=0.1)  # never floored
+    for _ in range(150):
+        run_frame(model, 0.9, 1.5)
+    assert model.factor(0.9) == pytest.approx(1.5, rel=0.1)
