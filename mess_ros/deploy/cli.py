@@ -23,6 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mess_ros.console import add_debug_option, console_main
 from mess_ros.deploy.errors import DeployError, UnreachableTargetError
 from mess_ros.deploy.estimate import (
     DEFAULT_JITTER,
@@ -57,6 +58,7 @@ from mess_ros.deploy.search import (
 from mess_ros.deploy.verify import calibration_dataset, verify_configuration
 from mess_ros.errors import MessError
 from mess_ros.model import load_checkpoint
+from mess_ros.package_files import command_line_file
 from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import resolve_model_path
 from mess_ros.runtime.latency import LatencyTable
@@ -164,6 +166,7 @@ def profile_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"high quantile over mean of every stage (default {DEFAULT_JITTER:g})",
     )
+    add_debug_option(parser)
     return parser
 
 
@@ -199,13 +202,13 @@ def _estimate(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTab
         device=args.device or "cuda",
         precision=args.precision,
     )
-    checkpoint = load_checkpoint(resolve_model_path(args.model))
+    checkpoint = load_checkpoint(resolve_model_path(command_line_file(args.model)))
     return estimate_latency_table(checkpoint, input_hw, figures, quantile=args.quantile)
 
 
 def _measure(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTable:
     return profile_checkpoint(
-        args.model,
+        command_line_file(args.model),
         input_hw,
         args.device or "cpu",
         warmup=int(_option(args, "warmup", _MEASURE_DEFAULTS)),
@@ -218,6 +221,7 @@ def _measure(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTabl
     )
 
 
+@console_main("mess_profile")
 def profile_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mess_profile``."""
     args = profile_parser().parse_args(argv)
@@ -337,6 +341,7 @@ def configure_parser() -> argparse.ArgumentParser:
         "--verify-passes", type=int, default=1, help="passes over the images (default 1)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_debug_option(parser)
     return parser
 
 
@@ -365,6 +370,7 @@ def _space(args: argparse.Namespace) -> SearchSpace:
     )
 
 
+@console_main("mess_configure")
 def configure_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mess_configure``."""
     args = configure_parser().parse_args(argv)

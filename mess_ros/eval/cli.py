@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
+from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
 from mess_ros.data.errors import DataError
 from mess_ros.data.labels import LabelSet, get_label_set
@@ -50,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
     """Parsed arguments, or the status argparse would exit with (--help: 0, bad option: 2).
 
     Returning the status keeps the entry points callable from Python without
@@ -126,6 +127,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--startup-timeout", type=float, default=120.0, help="seconds to wait for the node"
     )
+    add_debug_option(parser)
     return parser
 
 
@@ -198,7 +200,8 @@ def _evaluate(args: argparse.Namespace) -> Evaluation:
     return evaluate_live(args.bag, specs, labels, live_options, **topics)
 
 
-def evaluate_main(argv: list[str] | None = None) -> int:
+@console_main("mess_evaluate")
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``mess_evaluate BAG --out DIR [--model M] [--params-file P] [--compare ...] [--live]``."""
     parser = _evaluate_parser()
     args = _parse(parser, argv)
@@ -263,6 +266,7 @@ def _bag_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-id", default="camera", help="header frame_id")
     parser.add_argument("--force", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug_option(parser)
     return parser
 
 
@@ -275,7 +279,8 @@ def _samples(dataset: SegmentationDataset, failures: list[str]) -> Iterator[Samp
             failures.append(f"sample {index}: {err}")
 
 
-def bag_main(argv: list[str] | None = None) -> int:
+@console_main("mess_bag")
+def bag_main(argv: Sequence[str] | None = None) -> int:
     """``mess_bag --dataset synthetic --num-images 50 --rate 15 --out demo.mcap``."""
     parser = _bag_parser()
     args = _parse(parser, argv)

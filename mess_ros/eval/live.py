@@ -70,13 +70,12 @@ from mess_ros.eval.results import (
     score_mask,
 )
 from mess_ros.eval.runs import RunSpec
+from mess_ros.ros.processes import default_domain_id
 from mess_ros.runtime.config import ParameterSpec, SegmentationConfig
 
 NS_PER_S: Final = 1_000_000_000
 NS_PER_MS: Final = 1_000_000
 DEFAULT_NODE_NAME: Final = "segmentation_node"
-# Tool-started nodes get a domain of their own in this range unless told otherwise.
-DOMAIN_RANGE: Final = range(100, 200)
 
 _PARAMETER_TYPES: Final = {
     "bool": Parameter.Type.BOOL,
@@ -96,8 +95,10 @@ class LiveOptions:
 
     ``node_command`` starts the node (the ``segmentation_node`` console
     script of this Python environment by default); ``start_node`` False
-    means a node named ``node_name`` is already running in ``domain_id``
-    (None: the environment's ``ROS_DOMAIN_ID``).
+    means a node named ``node_name`` is already running in ``domain_id``.
+    ``domain_id`` None takes ``ROS_DOMAIN_ID``, or when it is unset, an id
+    in 1..101 of this process's own for a started node
+    (:func:`~mess_ros.ros.processes.default_domain_id`).
     """
 
     rate: float = 1.0
@@ -679,11 +680,6 @@ class LiveReplay:
 # Entry point
 
 
-def pick_domain_id() -> int:
-    """A domain for a started node: unlikely to collide with other runs on this host."""
-    return DOMAIN_RANGE.start + os.getpid() % len(DOMAIN_RANGE)
-
-
 @contextmanager
 def _node_for(
     spec: RunSpec,
@@ -733,7 +729,7 @@ def evaluate_live(
     started = time.perf_counter()
     domain_id = options.domain_id
     if options.start_node and domain_id is None:
-        domain_id = pick_domain_id()
+        domain_id = default_domain_id()
     with BagReader(
         bag, camera_topic=camera_topic, gt_topic=gt_topic, load_topic=load_topic
     ) as reader:
