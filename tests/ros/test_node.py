@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from lifecycle_msgs.msg import Transition
 from rclpy.parameter import Parameter
@@ -311,6 +312,23 @@ def test_parameter_changes_valid_and_invalid(tunable: NodeUnderTest) -> None:
     assert results[0].successful
     _, info = client.segment(probe_image())
     assert info["exit_id"] == "final"
+
+    # ros2 param set ... deadline.deadline_ms 50: an integer for a double is taken as 50.0.
+    (result,) = client.set_parameters([Parameter("deadline.deadline_ms", value=50)])
+    assert result.successful, result.reason
+    assert client.get_parameter("deadline.deadline_ms") == 50.0
+    (result,) = client.set_parameters([Parameter("deadline.deadline_ms", value=0)])
+    assert result.successful, result.reason
+    # A typo is refused with the name that was meant, not silently added.
+    (result,) = client.set_parameters([Parameter("policy.pixel_treshold", value=0.95)])
+    assert not result.successful
+    assert "did you mean policy.pixel_threshold?" in result.reason
+    assert "policy.pixel_treshold" not in client.list_parameters()
+    # An exit the model lacks is refused as fixed_exit even while the policy is not fixed.
+    (result,) = client.set_parameters([Parameter("policy.fixed_exit", value="layer9_9:nope")])
+    assert not result.successful
+    assert "layer9_9:nope" in result.reason
+    assert client.get_parameter("policy.fixed_exit") == TINY_EXITS[2]
     assert tunable.process.alive()
 
 
@@ -453,6 +471,127 @@ def test_compressed_input(tmp_path: Path, tiny_checkpoint: Path) -> None:
         )
         assert (mask.height, mask.width) == (HEIGHT, WIDTH)
         assert mask.header.frame_id == "jpeg_camera"
+    finally:
+        process.stop(signal.SIGINT)
+        if client is not None:
+            client.close()
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.05, 0.5])
+def test_a_second_signal_during_shutdown_changes_nothing(
+    tmp_path: Path, tiny_checkpoint: Path, gap_s: float
+) -> None:
+    """Ctrl-C twice (or ros2 launch plus the terminal): status 0, no KeyboardInterrupt."""
+    params = write_params(tmp_path / "params.yaml", tiny_checkpoint)
+    domain_id = next_domain_id()
+    process = start_node(params, domain_id, tmp_path / "node.log")
+    client: RosClient | None = None
+    try:
+        client = RosClient(domain_id)
+        wait_until_serving(process, client, probe_image())
+        process.popen.send_signal(signal.SIGINT)
+        time.sleep(gap_s)
+        process.popen.send_signal(signal.SIGINT)
+        status = process.popen.wait(STOP_WAIT_S)
+        assert status == 0, process.output()
+        assert "Traceback" not in process.output()
+        assert "KeyboardInterrupt" not in process.output()
+    finally:
+        process.stop(signal.SIGKILL)
+        if client is not None:
+            client.close()
+
+
+def test_a_signal_while_the_model_loads_stops_the_node_cleanly(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # Many warm-up passes keep the node busy starting when the signals arrive.
+    params = write_params(tmp_path / "params.yaml", tiny_checkpoint, engine__warmup_frames=1000)
+    process = start_node(params, next_domain_id(), tmp_path / "node.log")
+    try:
+        time.sleep(3.0)
+        process.popen.send_signal(signal.SIGINT)
+        process.popen.send_signal(signal.SIGTERM)
+        status = process.popen.wait(STOP_WAIT_S)
+        assert status == 0, process.output()
+        assert "Traceback" not in process.output()
+    finally:
+        process.stop(signal.SIGKILL)
+
+
+STOP_WAIT_S = 60.0
+RANDOM_BYTES = bytes(range(128, 256)) * 4
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "expected"),
+    [
+        ("malformed YAML", b'"/**":\n  ros__parameters: [1, 2\n', "is not valid YAML"),
+        ("missing file", None, "cannot read parameter file"),
+        ("top-level list", b"- 1\n- 2\n", "its top level is a list"),
+        ("random bytes", RANDOM_BYTES, "is not UTF-8 text"),
+        ("no section", b"engine:\n  device: cpu\n", "no '<node>: ros__parameters:' section"),
+        (
+            "undeclared key",
+            b'"/**":\n  ros__parameters:\n    policy:\n      pixel_treshold: 0.95\n',
+            "did you mean policy.pixel_threshold?",
+        ),
+    ],
+)
+def test_unusable_parameter_files_end_in_one_fatal_line(
+    tmp_path: Path, kind: str, content: bytes | None, expected: str
+) -> None:
+    params = tmp_path / "params.yaml"
+    if content is not None:
+        params.write_bytes(content)
+    process = start_node(params, next_domain_id(), tmp_path / "node.log")
+    try:
+        status = process.popen.wait(STOP_WAIT_S)
+        output = process.output()
+        assert status == 1, output
+        fatal = [line for line in output.splitlines() if "[FATAL]" in line]
+        assert len(fatal) == 1, output
+        assert str(params) in fatal[0] and expected in fatal[0], output
+        assert "Traceback" not in output
+    finally:
+        process.stop(signal.SIGKILL)
+
+
+def test_a_latency_table_that_is_not_text_names_the_file(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    table = tmp_path / "tiny.latency.json"
+    table.write_bytes(RANDOM_BYTES)
+    params = write_params(
+        tmp_path / "params.yaml", tiny_checkpoint, engine__latency_table=str(table)
+    )
+    process = start_node(params, next_domain_id(), tmp_path / "node.log")
+    try:
+        status = process.popen.wait(STOP_WAIT_S)
+        output = process.output()
+        assert status == 1, output
+        fatal = [line for line in output.splitlines() if "[FATAL]" in line]
+        assert len(fatal) == 1, output
+        assert f"latency table {table} is not UTF-8 text" in fatal[0]
+        assert "Traceback" not in output
+    finally:
+        process.stop(signal.SIGKILL)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback needs a machine without CUDA")
+def test_cuda_fallback_is_warned_once_through_ros_logging(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    params = write_params(tmp_path / "params.yaml", tiny_checkpoint, engine__device="cuda")
+    domain_id = next_domain_id()
+    process = start_node(params, domain_id, tmp_path / "node.log")
+    client: RosClient | None = None
+    try:
+        client = RosClient(domain_id)
+        wait_until_serving(process, client, probe_image())
+        lines = [line for line in process.output().splitlines() if "CUDA is not available" in line]
+        assert len(lines) == 1, process.output()
+        assert lines[0].startswith("[WARN]") and "[segmentation_node]" in lines[0]
     finally:
         process.stop(signal.SIGINT)
         if client is not None:
