@@ -30,6 +30,7 @@ from mess_ros.data.labels import (
 from mess_ros.data.sample import UNKNOWN_DIFFICULTY, Sample
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS, SceneGenerator, difficulty_from_name
 from mess_ros.registry import Registry
+from mess_ros.textfiles import read_text
 
 __all__ = [
     "DATASET_KINDS",
@@ -521,12 +522,9 @@ def _folder_labels(spec: DatasetSpec, root: Path) -> LabelSet:
                 f"folder dataset {root} names no label set: set labels to one of "
                 f"{LABEL_SETS.names()} or a JSON file, or add {path}"
             )
+    expected = f"a JSON label set (or labels set to one of {LABEL_SETS.names()})"
+    text = read_text(path, "label set file", expected, DatasetError)
     try:
-        return LabelSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except OSError as err:
-        raise DatasetError(
-            f"cannot read label set file {path} (labels must be one of {LABEL_SETS.names()} "
-            "or a JSON file)"
-        ) from err
+        return LabelSet.from_dict(json.loads(text))
     except (json.JSONDecodeError, DataError) as err:
         raise DatasetError(f"label set file {path} is invalid: {err}") from err

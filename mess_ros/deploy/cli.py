@@ -6,8 +6,12 @@ at hand from a roofline model (:mod:`mess_ros.deploy.estimate`).
 ``mess_configure`` turns a training run and a latency table into a robot's
 parameter file: it searches every exit configuration, keeps the Pareto front,
 picks the configuration that meets the target and writes the parameter file,
-a pruned checkpoint, the front as table and plot, and a JSON record;
-``--verify`` then runs the written file with the real engine.
+a pruned checkpoint, the front as table and plot, and a JSON record. The
+parameter file names the checkpoint and the latency table relative to itself,
+so the robot's files work wherever they are copied or installed together.
+``--verify`` keeps a share of the calibration images out of the search and
+runs the written file with the real engine on them; the files reach their
+place only when it passes.
 
 Errors the user can fix are printed as one message (no traceback) and give
 exit status 1; an unreachable target gives 3 (the closest configuration is
@@ -20,6 +24,7 @@ import argparse
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,12 +43,19 @@ from mess_ros.deploy.export import (
     apply_configuration,
     configuration_from_parameters,
     header_comment,
+    install_files,
     write_pruned_checkpoint,
     write_reports,
     write_summary,
 )
 from mess_ros.deploy.inputs import DeployInputs, load_inputs, run_paths
-from mess_ros.deploy.problem import STATS, ScoredConfiguration, SearchProblem, evaluate
+from mess_ros.deploy.problem import (
+    STATS,
+    ScoredConfiguration,
+    SearchProblem,
+    evaluate,
+    holdout_split,
+)
 from mess_ros.deploy.profile import format_table, parse_hw, profile_checkpoint
 from mess_ros.deploy.search import (
     DEFAULT_IMAGE_THRESHOLDS,
@@ -55,7 +67,16 @@ from mess_ros.deploy.search import (
     search,
     select,
 )
-from mess_ros.deploy.verify import calibration_dataset, verify_configuration
+from mess_ros.deploy.verify import (
+    DEFAULT_HOLDOUT,
+    DEFAULT_PASSES,
+    LATENCY_TOLERANCE,
+    ImageSubset,
+    VerificationReport,
+    calibration_dataset,
+    calibration_warnings,
+    verify_configuration,
+)
 from mess_ros.errors import MessError
 from mess_ros.model import load_checkpoint
 from mess_ros.package_files import command_line_file
@@ -336,9 +357,30 @@ def configure_parser() -> argparse.ArgumentParser:
         help="engine.latency_table written in the file (default: the copied table's path)",
     )
     check = parser.add_argument_group("verification")
-    check.add_argument("--verify", action="store_true", help="run the written file with the engine")
     check.add_argument(
-        "--verify-passes", type=int, default=1, help="passes over the images (default 1)"
+        "--verify",
+        action="store_true",
+        help="run the written file with the engine on calibration images the search did not "
+        "see; nothing is written unless it passes",
+    )
+    check.add_argument(
+        "--holdout",
+        type=float,
+        default=DEFAULT_HOLDOUT,
+        help=f"share of the calibration images kept from the search for --verify (default "
+        f"{DEFAULT_HOLDOUT:g}; 0 verifies on the search's own images)",
+    )
+    check.add_argument(
+        "--verify-passes",
+        type=int,
+        default=DEFAULT_PASSES,
+        help=f"passes over the images; the median pass is compared (default {DEFAULT_PASSES})",
+    )
+    check.add_argument(
+        "--latency-tolerance",
+        type=float,
+        default=LATENCY_TOLERANCE,
+        help=f"accepted relative latency error (default {LATENCY_TOLERANCE:g})",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_debug_option(parser)
@@ -392,7 +434,11 @@ def _configure(args: argparse.Namespace) -> int:
         allow_other_weights=args.allow_other_weights,
     )
     base = SegmentationConfig.from_yaml(args.base_params) if args.base_params else None
-    problem = inputs.problem()
+    calibration = inputs.problem()
+    seen, held = holdout_split(calibration.num_images, args.holdout if args.verify else 0.0)
+    problem = calibration.subset(seen) if held else calibration
+    for warning in calibration_warnings(problem.num_images, len(held)):
+        print(f"mess_configure: warning: {warning}", file=sys.stderr)
     result = search(problem, _space(args), target.stat, progress=not args.no_progress)
     print(result.report())
     paths = ExportPaths.for_robot(args.out_dir, args.robot, args.report_dir, args.model_dir)
@@ -410,14 +456,27 @@ def _configure(args: argparse.Namespace) -> int:
         print(f"mess_configure: {err}", file=sys.stderr)
         print(f"Pareto front written to {paths.pareto_md} and {paths.pareto_png}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    _export(args, inputs, result, chosen, target, paths, provenance, base, title)
     print(f"chosen: {chosen.summary()}")
     print(f"single exit (final only): {result.baseline.summary()}")
+    # Everything is written aside first and moved into place only once complete (and verified).
+    with tempfile.TemporaryDirectory(prefix="mess_configure_") as scratch:
+        staged = paths.staged_in(Path(scratch))
+        _export(args, inputs, result, chosen, target, staged, paths, provenance, base, title)
+        if args.verify:
+            report = _verify(args, inputs, calibration, held, chosen, staged)
+            print(report.summary())
+            if not report.passed:
+                print(
+                    "mess_configure: verification failed; nothing was written (the Pareto front "
+                    "above and this report are all there is)",
+                    file=sys.stderr,
+                )
+                return EXIT_VERIFICATION_FAILED
+            write_summary(staged.summary_json, result, chosen, target, provenance, report.to_dict())
+        install_files(staged, paths)
     for path in paths.all():
         print(f"wrote {path}")
-    if not args.verify:
-        return 0
-    return _verify(args, inputs, problem, result, chosen, target, paths, provenance)
+    return 0
 
 
 def _export(
@@ -426,20 +485,20 @@ def _export(
     result: SearchResult,
     chosen: ScoredConfiguration,
     target: Target,
-    paths: ExportPaths,
+    staged: ExportPaths,
+    final: ExportPaths,
     provenance: Provenance,
     base: SegmentationConfig | None,
     title: str,
 ) -> None:
-    write_pruned_checkpoint(inputs.checkpoint_path, chosen.config, paths.checkpoint)
-    paths.latency_table.parent.mkdir(parents=True, exist_ok=True)
-    if paths.latency_table.resolve() != inputs.table_path.resolve():
-        shutil.copyfile(inputs.table_path, paths.latency_table)
+    """Write every file into ``staged``; paths inside the parameter file are ``final``'s."""
+    write_pruned_checkpoint(inputs.checkpoint_path, chosen.config, staged.checkpoint)
+    shutil.copyfile(inputs.table_path, staged.latency_table)
     params = apply_configuration(
         chosen.config,
         inputs.table,
-        model_path=args.param_model_path or str(paths.checkpoint),
-        latency_table_path=args.param_latency_table or str(paths.latency_table),
+        model_path=args.param_model_path or final.artefact_path(final.checkpoint),
+        latency_table_path=args.param_latency_table or final.artefact_path(final.latency_table),
         base=base,
     )
     header = header_comment(
@@ -449,37 +508,36 @@ def _export(
         target,
         inputs.table,
         provenance,
-        str(paths.checkpoint),
+        str(final.checkpoint),
     )
-    params.to_yaml(paths.params, header_comment=header)
-    write_reports(paths, result, chosen, target, title)
-    write_summary(paths.summary_json, result, chosen, target, provenance)
+    params.to_yaml(staged.params, header_comment=header)
+    write_reports(staged, result, chosen, target, title)
+    write_summary(staged.summary_json, result, chosen, target, provenance)
 
 
 def _verify(
     args: argparse.Namespace,
     inputs: DeployInputs,
-    problem: SearchProblem,
-    result: SearchResult,
+    calibration: SearchProblem,
+    held: Sequence[int],
     chosen: ScoredConfiguration,
-    target: Target,
-    paths: ExportPaths,
-    provenance: Provenance,
-) -> int:
-    params = SegmentationConfig.from_yaml(paths.params)  # what the robot will read
+    staged: ExportPaths,
+) -> VerificationReport:
+    """The written files run by the engine on the held-out images (all of them without any)."""
+    params = SegmentationConfig.from_yaml(staged.params)  # what the robot will read
     config = configuration_from_parameters(params)
-    predicted = evaluate(problem, config)
+    images = list(held) or list(range(calibration.num_images))
+    problem = calibration.subset(images)
     dataset = calibration_dataset(inputs.cache.dataset, f"calibration cache {inputs.cache_path}")
-    report = verify_configuration(
+    return verify_configuration(
         params,
-        load_checkpoint(paths.checkpoint),
+        load_checkpoint(staged.checkpoint),
         inputs.table,
         problem,
-        predicted,
-        dataset,
+        evaluate(problem, config),
+        ImageSubset(dataset, images),
         passes=args.verify_passes,
         progress=not args.no_progress,
+        tolerance=args.latency_tolerance,
+        search=chosen if held else None,
     )
-    print(report.summary())
-    write_summary(paths.summary_json, result, chosen, target, provenance, report.to_dict())
-    return 0 if report.passed else EXIT_VERIFICATION_FAILED

@@ -33,6 +33,7 @@ Everything here is numpy only, so the search imports without torch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -196,6 +197,13 @@ class SearchProblem:
     def bins(self) -> int:
         return int(self.conf_hist.shape[2])
 
+    def subset(self, images: Sequence[int]) -> SearchProblem:
+        """The same problem on some of its images (e.g. those the search may see)."""
+        index = np.asarray(images, dtype=np.int64)
+        return dataclasses.replace(
+            self, confusion=self.confusion[index], conf_hist=self.conf_hist[index]
+        )
+
     def candidate(self, exit_id: str) -> ExitCandidate:
         for candidate in self.candidates:
             if candidate.exit_id == exit_id:
@@ -224,6 +232,28 @@ class SearchProblem:
             costs.head_ms[e] for e in active if order[self.exit_point(e)] < depth or e == taken
         )
         return float(blocks + heads + costs.output_ms[taken])
+
+
+def holdout_split(num_images: int, fraction: float) -> tuple[list[int], list[int]]:
+    """Image indices the search sees and those kept for verification, interleaved.
+
+    Every ``1 / fraction``-th image is held out rather than the last ones, so
+    both parts mix the dataset's scenes (and difficulty levels) alike.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise SearchSpaceError(f"the held-out share must be in [0, 1), got {fraction}")
+    held = [
+        i for i in range(num_images) if math.floor((i + 1) * fraction) > math.floor(i * fraction)
+    ]
+    held_set = set(held)
+    seen = [i for i in range(num_images) if i not in held_set]
+    if fraction > 0 and (not held or not seen):
+        msg = (
+            f"cannot hold out {fraction:.0%} of {num_images} calibration images and keep images "
+            "for both the search and the verification"
+        )
+        raise SearchSpaceError(msg)
+    return seen, held
 
 
 def confident_shares(counts: IntArray, totals: IntArray) -> FloatArray:

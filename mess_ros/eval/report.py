@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from mess_ros.eval.errors import EvalError
 from mess_ros.eval.results import Evaluation, RunResult, RunSummary, exit_order
+from mess_ros.textfiles import read_text
 
 JSON_NAME: Final = "report.json"
 MARKDOWN_NAME: Final = "report.md"
@@ -354,9 +355,10 @@ def plot_examples(evaluation: Evaluation, path: Path) -> Path:
 def load_report(path: str | Path) -> dict[str, Any]:
     """A written ``report.json`` back as a dict; :class:`EvalError` names a bad file."""
     source = Path(path)
+    text = read_text(source, "report", f"a {JSON_NAME} written by mess_evaluate", EvalError)
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
         raise EvalError(f"cannot read report {source}: {err}") from err
     if not isinstance(data, dict) or "runs" not in data:
         raise EvalError(f"report {source} is not an evaluation report (no 'runs')")

@@ -10,6 +10,7 @@ import torch
 
 from mess_ros.data.datasets import build_dataset
 from mess_ros.data.transforms import normalize_image
+from mess_ros.deploy.errors import SearchSpaceError
 from mess_ros.deploy.export import apply_configuration, write_pruned_checkpoint
 from mess_ros.deploy.inputs import build_problem
 from mess_ros.deploy.problem import (
@@ -18,9 +19,15 @@ from mess_ros.deploy.problem import (
     confident_shares,
     evaluate,
     exit_decisions,
+    holdout_split,
 )
 from mess_ros.deploy.search import SearchSpace, search
-from mess_ros.deploy.verify import calibration_dataset, verify_configuration
+from mess_ros.deploy.verify import (
+    ImageSubset,
+    calibration_dataset,
+    calibration_warnings,
+    verify_configuration,
+)
 from mess_ros.eval.metrics import confusion_matrix, mean_iou
 from mess_ros.model import MESSNet, confident_share, logits_to_mask
 from tests.deploy.conftest import CALIBRATION, INPUT_HW, TinyRun
@@ -108,3 +115,44 @@ def test_engine_verification_matches_the_prediction(tiny_run: TinyRun, tmp_path:
     assert report.miou_matches and report.decisions_match
     assert report.measured_mean_ms > 0.0
     assert "mIoU predicted" in report.summary()
+
+
+def test_holdout_split_interleaves_and_keeps_both_parts() -> None:
+    seen, held = holdout_split(12, 0.25)
+    assert held == [3, 7, 11] and seen == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    assert holdout_split(5, 0.0) == ([0, 1, 2, 3, 4], [])
+    with pytest.raises(SearchSpaceError, match="cannot hold out"):
+        holdout_split(1, 0.5)
+    with pytest.raises(SearchSpaceError, match=r"\[0, 1\)"):
+        holdout_split(10, 1.0)
+
+
+def test_calibration_warnings_name_the_counts() -> None:
+    assert calibration_warnings(400, 100) == []
+    (small,) = calibration_warnings(12, 0)
+    assert "only 12 calibration images" in small and "8.3 %" in small
+    assert "only 5 held-out images" in calibration_warnings(400, 5)[0]
+
+
+def test_verification_on_images_the_search_did_not_see(tiny_run: TinyRun, tmp_path: Path) -> None:
+    calibration = build_problem(tiny_run.checkpoint.model, tiny_run.cache, tiny_run.table)
+    seen, held = holdout_split(calibration.num_images, 0.25)
+    result = search(calibration.subset(seen), SPACE)
+    chosen = next(s for s in reversed(result.front) if s.config.exits)
+    pruned_path = tmp_path / "pruned.pt"
+    pruned = write_pruned_checkpoint(tiny_run.checkpoint_path, chosen.config, pruned_path)
+    params = apply_configuration(chosen.config, tiny_run.table, str(pruned_path))
+    held_problem = calibration.subset(held)
+    predicted = evaluate(held_problem, chosen.config)
+    dataset = ImageSubset(calibration_dataset(tiny_run.cache.dataset, "cache"), held)
+    report = verify_configuration(
+        params, pruned, tiny_run.table, held_problem, predicted, dataset, search=chosen
+    )
+    assert report.images == len(held) and report.held_out
+    assert report.miou_matches and report.decisions_match
+    assert report.generalisation_gap == pytest.approx(chosen.miou - predicted.miou)
+    assert len(report.pass_mean_ms) == 3
+    assert report.measured_mean_ms == sorted(report.pass_mean_ms)[1]
+    text = report.summary()
+    assert "held-out calibration images the search did not see" in text
+    assert "median of 3 pass means" in text and "tolerance ±25%" in text

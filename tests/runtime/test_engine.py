@@ -385,3 +385,30 @@ def test_bad_images_are_rejected(checkpoint: Checkpoint) -> None:
     for bad in bad_images:
         with pytest.raises(EngineError, match="image"):
             engine.infer(bad)
+
+
+def test_a_stray_file_in_the_current_directory_never_replaces_a_packaged_one(
+    checkpoint_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share = tmp_path / "prefix" / "share" / "mess_ros" / "models"
+    share.mkdir(parents=True)
+    (share / "robot.pt").write_bytes(checkpoint_path.read_bytes())
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "prefix"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "robot.pt").write_bytes(b"not a checkpoint")
+    (work / "only_here.pt").write_bytes(b"not a checkpoint")
+    monkeypatch.chdir(work)
+    assert resolve_model_path("robot.pt") == share / "robot.pt"
+    with pytest.raises(EngineError, match="give an absolute path"):
+        resolve_model_path("only_here.pt")
+
+
+def test_fixed_exit_must_be_an_exit_of_the_model_whatever_the_policy(
+    checkpoint: Checkpoint,
+) -> None:
+    with pytest.raises(ConfigError, match=r"policy\.fixed_exit = 'layer9_9:nope'"):
+        make_engine(checkpoint, name="confidence", fixed_exit="layer9_9:nope")
+    engine = make_engine(checkpoint, name="confidence", fixed_exit=EXITS[0])
+    with pytest.raises(ConfigError, match=r"policy\.fixed_exit"):
+        engine.reconfigure(make_config(name="final", fixed_exit="layer9_9:nope"))
