@@ -66,7 +66,12 @@ class ManagedProcess:
     """One child process, its output in a log file."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -75,6 +80,7 @@ class ManagedProcess:
         self.popen = subprocess.Popen(
             list(argv),
             env=dict(env),
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,8 +116,17 @@ def write_params(path: Path, checkpoint: Path, **overrides: Any) -> Path:
 class RosProcess(ManagedProcess):
     """A ROS executable of the tests on its own domain; stops wait longer than the demo's."""
 
-    def __init__(self, argv: Sequence[str], domain_id: int, log_path: Path) -> None:
-        super().__init__(Path(argv[0]).name, argv, ros_env(domain_id), log_path)
+    def __init__(
+        self,
+        argv: Sequence[str],
+        domain_id: int,
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = {**ros_env(domain_id), **(extra_env or {})}
+        super().__init__(Path(argv[0]).name, argv, env, log_path, cwd)
 
     def stop(self, sig: int = signal.SIGINT, timeout_s: float = STOP_TIMEOUT_S) -> int:
         return super().stop(sig, timeout_s)
