@@ -33,7 +33,7 @@ from mess_ros.eval.bags import (
 from mess_ros.eval.errors import EvalError, LiveError
 from mess_ros.eval.messages import IMAGE_FORMATS
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
-from mess_ros.eval.report import markdown_summary, write_report
+from mess_ros.eval.report import ground_truth_notes, markdown_summary, write_report
 from mess_ros.eval.results import Evaluation
 from mess_ros.eval.runs import RunSpec, build_runs
 from mess_ros.runtime.config import SegmentationConfig
@@ -103,6 +103,12 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera-topic", help="camera topic (default: the only image topic)")
     parser.add_argument("--gt-topic", help="ground-truth topic (default: recognised by name)")
     parser.add_argument("--no-gt", action="store_true", help="ignore any ground truth in the bag")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (status 2) when ground truth cannot be scored: class ids outside the label "
+        "set, or undecodable or wrongly sized ground truth (the report is still written)",
+    )
     parser.add_argument("--load-topic", help="system load topic (default: .../system_load)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     live = parser.add_argument_group("live replay through the node")
@@ -221,7 +227,28 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     table = summary.split("## Configurations", 1)[1].split("##", 1)[0].strip()
     print(table)
     print(f"\nreport: {files.markdown} (plots and {files.json.name} in {files.directory})")
+    for note in ground_truth_notes(evaluation):
+        print(f"{prog}: warning: ground truth: {note}", file=sys.stderr)
+    problem = strict_problem(evaluation) if args.strict else None
+    if problem is not None:
+        return _fail(
+            prog, EvalError(f"--strict: {problem} (report written for inspection)"), EXIT_BAD_INPUT
+        )
     return EXIT_OK
+
+
+def strict_problem(evaluation: Evaluation) -> str | None:
+    """Why ``--strict`` fails this evaluation: ground truth that could not be scored."""
+    invalid = max((run.invalid_gt for run in evaluation.runs), default=0)
+    unusable = int(evaluation.read.get("bad_gt_total", 0))
+    if not invalid and not unusable:
+        return None
+    labels = evaluation.labels
+    return (
+        f"{invalid} frames have ground-truth class ids outside label set '{labels.name}' and "
+        f"{unusable} frames have unusable ground truth on "
+        f"{evaluation.topics.get('ground_truth')}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ from mess_ros.eval.results import (
     ExampleCollector,
     FrameRecord,
     RunResult,
+    foreign_ids,
     score_mask,
 )
 from mess_ros.eval.runs import RunSpec
@@ -176,6 +177,7 @@ class _Output:
     mask_ns: int | None = None
     confusion: ConfusionMatrix | None = None
     gt_invalid: bool = False
+    foreign_ids: tuple[int, ...] = ()
     wrong_size: tuple[int, ...] | None = None
     example: np.ndarray | None = None
     info: dict[str, str] | None = None
@@ -214,6 +216,8 @@ class _Pass:
             elif frame.gt is not None:
                 out.confusion = score_mask(self.labels, mask, frame.gt)
                 out.gt_invalid = out.confusion is None
+                if out.gt_invalid:
+                    out.foreign_ids = foreign_ids(self.labels, frame.gt)
             if frame.index in self.wanted:
                 out.example = mask
             frame.gt = None
@@ -673,7 +677,7 @@ class LiveReplay:
             met_deadline=met,
             load=node_load if node_load is not None else load,
         )
-        result.add_scored(record, out.confusion, gt_invalid=out.gt_invalid)
+        result.add_scored(record, out.confusion, gt_invalid=out.gt_invalid, foreign=out.foreign_ids)
 
 
 # ---------------------------------------------------------------------------------------------
