@@ -71,7 +71,9 @@ def test_installed_robots_run_from_another_directory(tmp_path: Path) -> None:
 
     prefix = tmp_path / "prefix"
     pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    pip += ["--no-deps", "--no-build-isolation", "--prefix", str(prefix), str(source)]
+    # --ignore-installed: never uninstall the package from the environment running the tests.
+    pip += ["--no-deps", "--no-build-isolation", "--ignore-installed"]
+    pip += ["--prefix", str(prefix), str(source)]
     subprocess.run(pip, check=True, cwd=tmp_path, capture_output=True, timeout=600)
     share = prefix / "share" / "mess_ros"
     for name in ("tinybot.yaml", "tinybot.pt", "tinybot.latency.json"):
