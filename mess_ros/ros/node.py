@@ -39,28 +39,29 @@ from mess_ros.console import add_debug_option, console_main, debug_requested, re
 from mess_ros.errors import MessError
 from mess_ros.ros.core import SegmentationCore
 from mess_ros.ros.params import parameter_files
-from mess_ros.ros.startup import StopRequest, ignore_further_signals, init_ros
+from mess_ros.ros.startup import fatal_logger, ignore_further_signals, start_ros
 
 NODE_NAME = "segmentation_node"
+
+
+def _node_arguments(node_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """rclpy ``Node`` arguments of both flavours.
+
+    Undeclared parameters are let through by rclpy only so that the core can
+    refuse them itself, with the closest valid name in the reason.
+    """
+    return {"node_name": NODE_NAME, "allow_undeclared_parameters": True, **node_kwargs}
 
 
 class SegmentationNode(Node):
     """The node that configures and activates its pipeline at construction.
 
     ``parameter_files`` are the ``--params-file`` arguments it was started
-    with (relative artefact paths are resolved beside them). Undeclared
-    parameters are allowed at the rclpy level only so that the core can
-    refuse them itself, with the closest valid name in the reason.
+    with: relative artefact paths are resolved beside them.
     """
 
-    def __init__(
-        self,
-        node_name: str = NODE_NAME,
-        parameter_files: Sequence[Path] = (),
-        **node_kwargs: Any,
-    ) -> None:
-        node_kwargs.setdefault("allow_undeclared_parameters", True)
-        super().__init__(node_name, **node_kwargs)
+    def __init__(self, parameter_files: Sequence[Path] = (), **node_kwargs: Any) -> None:
+        super().__init__(**_node_arguments(node_kwargs))
         try:
             self.core = SegmentationCore(self, parameter_files)
             self.core.configure()
@@ -77,14 +78,8 @@ class SegmentationNode(Node):
 class LifecycleSegmentationNode(LifecycleNode):
     """Managed flavour: the model loads on ``configure`` and frames flow on ``activate``."""
 
-    def __init__(
-        self,
-        node_name: str = NODE_NAME,
-        parameter_files: Sequence[Path] = (),
-        **node_kwargs: Any,
-    ) -> None:
-        node_kwargs.setdefault("allow_undeclared_parameters", True)
-        super().__init__(node_name, **node_kwargs)
+    def __init__(self, parameter_files: Sequence[Path] = (), **node_kwargs: Any) -> None:
+        super().__init__(**_node_arguments(node_kwargs))
         try:
             self.core = SegmentationCore(self, parameter_files)
         except BaseException:
@@ -157,31 +152,25 @@ class _RosLogHandler(logging.Handler):
             self._logger.debug(text)
 
 
-def _fatal(message: str) -> None:
-    rclpy.logging.get_logger(NODE_NAME).fatal(message)
+_fatal = fatal_logger(NODE_NAME)
 
 
 @console_main(NODE_NAME, report=_fatal)
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit status."""
-    args = list(sys.argv if argv is None else argv)
-    stop = StopRequest()
-    try:
-        options = _parse_options(init_ros(args)[1:])
-    except MessError as err:
-        _fatal(f"cannot start: {err}")
+    start = start_ros(argv, _parse_options, _fatal)
+    if start is None:
         return 1
     logger = rclpy.logging.get_logger(NODE_NAME)
     package_log = logging.getLogger("mess_ros")
     package_log.addHandler(_RosLogHandler(logger))
     package_log.propagate = False
-    files = parameter_files(args)
     node: SegmentationNode | LifecycleSegmentationNode | None = None
     status = 0
     try:
-        node_class = LifecycleSegmentationNode if options.lifecycle else SegmentationNode
-        node = node_class(parameter_files=files)
-        stop.spin(node)
+        node_class = LifecycleSegmentationNode if start.options.lifecycle else SegmentationNode
+        node = node_class(parameter_files=parameter_files(start.args))
+        start.stop.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except MessError as err:
@@ -189,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 1
     except Exception as err:
         stage = "stopped" if node is not None else "cannot start"
-        report_unexpected(err, debug_requested(args[1:]), lambda text: _fatal(f"{stage}: {text}"))
+        debug = debug_requested(start.args[1:])
+        report_unexpected(err, debug, lambda text: _fatal(f"{stage}: {text}"))
         status = 1
     finally:
         ignore_further_signals()

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import rclpy
 from rclpy.impl.implementation_singleton import rclpy_implementation
@@ -32,6 +34,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
+from mess_ros.errors import MessError
 from mess_ros.ros.errors import NodeStartupError
 from mess_ros.ros.params import check_parameter_files, parameter_files
 
@@ -42,6 +45,8 @@ _SOURCE_LOCATION = re.compile(r",? at /\S+:\d+")
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 # How long the spin loop waits for work before it looks at the stop flag again.
 SPIN_PERIOD_S: Final = 0.1
+
+OptionsT = TypeVar("OptionsT")
 
 
 def init_ros(args: Sequence[str]) -> list[str]:
@@ -59,6 +64,43 @@ def init_ros(args: Sequence[str]) -> list[str]:
     except RCLError as err:
         raise NodeStartupError(f"invalid ROS arguments: {rcl_message(err)}") from err
     return list(own)
+
+
+def fatal_logger(node_name: str) -> Callable[[str], None]:
+    """Writes one FATAL line through the ROS logger of ``node_name`` (usable before init)."""
+
+    def fatal(message: str) -> None:
+        rclpy.logging.get_logger(node_name).fatal(message)
+
+    return fatal
+
+
+@dataclass(frozen=True)
+class RosStart(Generic[OptionsT]):
+    """A ROS process under way: its full arguments, its own options, its stop request."""
+
+    args: list[str]
+    options: OptionsT
+    stop: StopRequest
+
+
+def start_ros(
+    argv: Sequence[str] | None,
+    parse: Callable[[Sequence[str]], OptionsT],
+    fatal: Callable[[str], None],
+) -> RosStart[OptionsT] | None:
+    """The start every ROS console script shares; None after one FATAL line if it cannot.
+
+    ``argv`` includes the program name (``sys.argv`` when None); ``parse``
+    reads the arguments that are not ROS's.
+    """
+    args = list(sys.argv if argv is None else argv)
+    stop = StopRequest()
+    try:
+        return RosStart(args, parse(init_ros(args)[1:]), stop)
+    except MessError as err:
+        fatal(f"cannot start: {err}")
+        return None
 
 
 def rcl_message(err: BaseException) -> str:

@@ -34,11 +34,10 @@ from std_msgs.msg import Float32, Header
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.image_codec import SUPPORTED_ENCODINGS
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS, SceneGenerator, difficulty_from_name
-from mess_ros.errors import MessError
 from mess_ros.ros import qos
 from mess_ros.ros.conversions import array_to_image, rgb_to_encoding
 from mess_ros.ros.errors import RosError
-from mess_ros.ros.startup import StopRequest, ignore_further_signals, init_ros
+from mess_ros.ros.startup import fatal_logger, ignore_further_signals, start_ros
 
 NODE_NAME: Final = "synthetic_camera"
 LOAD_PERIOD_S: Final = 0.1
@@ -217,24 +216,16 @@ def _parse_options(argv: Sequence[str]) -> CameraOptions:
     )
 
 
-def _fatal(message: str) -> None:
-    rclpy.logging.get_logger(NODE_NAME).fatal(message)
-
-
-@console_main(NODE_NAME, report=_fatal)
+@console_main(NODE_NAME, report=fatal_logger(NODE_NAME))
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; stops on SIGINT/SIGTERM or after ``--count`` frames."""
-    args = list(sys.argv if argv is None else argv)
-    stop = StopRequest()
-    try:
-        options = _parse_options(init_ros(args)[1:])
-    except MessError as err:
-        _fatal(f"cannot start: {err}")
+    start = start_ros(argv, _parse_options, fatal_logger(NODE_NAME))
+    if start is None:
         return 1
     camera: SyntheticCamera | None = None
     try:
-        camera = SyntheticCamera(options)
-        stop.spin(camera, until=lambda: camera is not None and camera.done)
+        camera = SyntheticCamera(start.options)
+        start.stop.spin(camera, until=lambda: camera is not None and camera.done)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

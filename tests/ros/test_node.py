@@ -34,6 +34,7 @@ from tests.ros.conftest import (
     TINY_EXITS,
     NodeUnderTest,
     RosClient,
+    RosProcess,
     next_domain_id,
     run_node,
     stamp_of,
@@ -46,6 +47,19 @@ pytestmark = pytest.mark.ros
 
 HEIGHT, WIDTH = 24, 40
 TUNABLE_LOAD_BETA = 20.0
+STOP_WAIT_S = 60.0
+RANDOM_BYTES = bytes(range(128, 256)) * 4
+
+
+def one_fatal_line(process: RosProcess) -> str:
+    """The node's only FATAL line, once it exited with status 1 and no traceback."""
+    status = process.popen.wait(STOP_WAIT_S)
+    output = process.output()
+    assert status == 1, output
+    fatal = [line for line in output.splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1, output
+    assert "Traceback" not in output
+    return fatal[0]
 
 
 def scene(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -430,8 +444,20 @@ def test_latest_frame_wins_and_stale_frames_are_counted(tunable: NodeUnderTest) 
 # --- starting and stopping --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_clean_stop_on_signal(tmp_path: Path, tiny_checkpoint: Path, sig: int) -> None:
+@pytest.mark.parametrize(
+    ("sig", "second_after_s"),
+    [
+        (signal.SIGINT, None),
+        (signal.SIGTERM, None),
+        # Ctrl-C twice, or ros2 launch beside the terminal: the second one changes nothing.
+        (signal.SIGINT, 0.0),
+        (signal.SIGINT, 0.05),
+        (signal.SIGTERM, 0.5),
+    ],
+)
+def test_clean_stop_on_signal(
+    tmp_path: Path, tiny_checkpoint: Path, sig: int, second_after_s: float | None
+) -> None:
     """Mid-stream, both signals end the node with status 0 and no traceback."""
     params = write_params(tmp_path / "params.yaml", tiny_checkpoint)
     domain_id = next_domain_id()
@@ -445,9 +471,14 @@ def test_clean_stop_on_signal(tmp_path: Path, tiny_checkpoint: Path, sig: int) -
             client.next_stamp(image)
             client.image_pub.publish(image)
             client.spin_for(0.02)
-        status = process.stop(sig, timeout_s=15.0)
+        process.popen.send_signal(sig)
+        if second_after_s is not None:
+            time.sleep(second_after_s)
+            process.popen.send_signal(signal.SIGINT)
+        status = process.popen.wait(STOP_WAIT_S)
         assert status == 0, process.output()
         assert "Traceback" not in process.output()
+        assert "KeyboardInterrupt" not in process.output()
     finally:
         process.stop(signal.SIGKILL)
         if client is not None:
@@ -477,31 +508,6 @@ def test_compressed_input(tmp_path: Path, tiny_checkpoint: Path) -> None:
             client.close()
 
 
-@pytest.mark.parametrize("gap_s", [0.0, 0.05, 0.5])
-def test_a_second_signal_during_shutdown_changes_nothing(
-    tmp_path: Path, tiny_checkpoint: Path, gap_s: float
-) -> None:
-    """Ctrl-C twice (or ros2 launch plus the terminal): status 0, no KeyboardInterrupt."""
-    params = write_params(tmp_path / "params.yaml", tiny_checkpoint)
-    domain_id = next_domain_id()
-    process = start_node(params, domain_id, tmp_path / "node.log")
-    client: RosClient | None = None
-    try:
-        client = RosClient(domain_id)
-        wait_until_serving(process, client, probe_image())
-        process.popen.send_signal(signal.SIGINT)
-        time.sleep(gap_s)
-        process.popen.send_signal(signal.SIGINT)
-        status = process.popen.wait(STOP_WAIT_S)
-        assert status == 0, process.output()
-        assert "Traceback" not in process.output()
-        assert "KeyboardInterrupt" not in process.output()
-    finally:
-        process.stop(signal.SIGKILL)
-        if client is not None:
-            client.close()
-
-
 def test_a_signal_while_the_model_loads_stops_the_node_cleanly(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
@@ -517,10 +523,6 @@ def test_a_signal_while_the_model_loads_stops_the_node_cleanly(
         assert "Traceback" not in process.output()
     finally:
         process.stop(signal.SIGKILL)
-
-
-STOP_WAIT_S = 60.0
-RANDOM_BYTES = bytes(range(128, 256)) * 4
 
 
 @pytest.mark.parametrize(
@@ -546,13 +548,8 @@ def test_unusable_parameter_files_end_in_one_fatal_line(
         params.write_bytes(content)
     process = start_node(params, next_domain_id(), tmp_path / "node.log")
     try:
-        status = process.popen.wait(STOP_WAIT_S)
-        output = process.output()
-        assert status == 1, output
-        fatal = [line for line in output.splitlines() if "[FATAL]" in line]
-        assert len(fatal) == 1, output
-        assert str(params) in fatal[0] and expected in fatal[0], output
-        assert "Traceback" not in output
+        fatal = one_fatal_line(process)
+        assert str(params) in fatal and expected in fatal, process.output()
     finally:
         process.stop(signal.SIGKILL)
 
@@ -567,13 +564,7 @@ def test_a_latency_table_that_is_not_text_names_the_file(
     )
     process = start_node(params, next_domain_id(), tmp_path / "node.log")
     try:
-        status = process.popen.wait(STOP_WAIT_S)
-        output = process.output()
-        assert status == 1, output
-        fatal = [line for line in output.splitlines() if "[FATAL]" in line]
-        assert len(fatal) == 1, output
-        assert f"latency table {table} is not UTF-8 text" in fatal[0]
-        assert "Traceback" not in output
+        assert f"latency table {table} is not UTF-8 text" in one_fatal_line(process)
     finally:
         process.stop(signal.SIGKILL)
 
@@ -583,19 +574,12 @@ def test_cuda_fallback_is_warned_once_through_ros_logging(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
     params = write_params(tmp_path / "params.yaml", tiny_checkpoint, engine__device="cuda")
-    domain_id = next_domain_id()
-    process = start_node(params, domain_id, tmp_path / "node.log")
-    client: RosClient | None = None
-    try:
-        client = RosClient(domain_id)
-        wait_until_serving(process, client, probe_image())
-        lines = [line for line in process.output().splitlines() if "CUDA is not available" in line]
-        assert len(lines) == 1, process.output()
-        assert lines[0].startswith("[WARN]") and "[segmentation_node]" in lines[0]
-    finally:
-        process.stop(signal.SIGINT)
-        if client is not None:
-            client.close()
+    started = run_node(tmp_path, params, probe_image())
+    output = next(started).process.output()
+    started.close()
+    lines = [line for line in output.splitlines() if "CUDA is not available" in line]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("[WARN]") and "[segmentation_node]" in lines[0]
 
 
 def test_startup_error_is_reported_and_exits_nonzero(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import rclpy
+import yaml
 from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -192,10 +193,8 @@ def test_artefacts_resolve_beside_the_file_that_names_them(tmp_path: Path) -> No
     robots.mkdir()
     (robots / "rover.pt").write_bytes(b"x")
     params = robots / "rover.yaml"
-    params.write_text(
-        '"/**":\n  ros__parameters:\n    engine:\n      model_path: rover.pt\n'
-        '      latency_table: "rover.latency.json"\n'
-    )
+    engine = {"model_path": "rover.pt", "latency_table": "rover.latency.json"}
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"engine": engine}}}))
     later = tmp_path / "later.yaml"
     later.write_text("segmentation_node:\n  ros__parameters:\n    policy:\n      name: final\n")
     sources = parameter_sources([params, later], "/segmentation_node")

@@ -358,13 +358,19 @@ def test_model_path_from_config(checkpoint_path: Path, image: npt.NDArray[np.uin
     assert resolve_model_path(str(checkpoint_path)) == checkpoint_path
 
 
+def packaged_robot(checkpoint_path: Path, prefix: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``robot.pt`` installed in the models of an ament prefix; returns that models folder."""
+    share = prefix / "share" / "mess_ros" / "models"
+    share.mkdir(parents=True)
+    (share / "robot.pt").write_bytes(checkpoint_path.read_bytes())
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    return share
+
+
 def test_bare_file_names_are_looked_up_among_the_packaged_models(
     checkpoint_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    share = tmp_path / "prefix" / "share" / "mess_ros" / "models"
-    share.mkdir(parents=True)
-    (share / "robot.pt").write_bytes(checkpoint_path.read_bytes())
-    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "prefix"))
+    share = packaged_robot(checkpoint_path, tmp_path / "prefix", monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert share in model_directories()
     assert resolve_model_path("robot.pt") == share / "robot.pt"
@@ -390,10 +396,7 @@ def test_bad_images_are_rejected(checkpoint: Checkpoint) -> None:
 def test_a_stray_file_in_the_current_directory_never_replaces_a_packaged_one(
     checkpoint_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    share = tmp_path / "prefix" / "share" / "mess_ros" / "models"
-    share.mkdir(parents=True)
-    (share / "robot.pt").write_bytes(checkpoint_path.read_bytes())
-    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "prefix"))
+    share = packaged_robot(checkpoint_path, tmp_path / "prefix", monkeypatch)
     work = tmp_path / "work"
     work.mkdir()
     (work / "robot.pt").write_bytes(b"not a checkpoint")
