@@ -204,12 +204,14 @@ def as_declared_types(
 
 def _as_declared_type(parameter: Parameter[Any], specs: Mapping[str, ParameterSpec]) -> Any:
     spec = specs.get(parameter.name)
-    conversion = _DOUBLE_FROM_INTEGER.get(spec.type_name) if spec is not None else None
-    if conversion is None or parameter.type_ != conversion[0]:
+    if spec is None or spec.type_name not in _DOUBLE_FROM_INTEGER:
+        return parameter
+    given, declared = _DOUBLE_FROM_INTEGER[spec.type_name]
+    if parameter.type_ != given:
         return parameter
     value = parameter.value
-    converted = [float(v) for v in value] if spec is not None and spec.is_array else float(value)
-    return Parameter(parameter.name, conversion[1], converted)
+    converted = [float(v) for v in value] if spec.is_array else float(value)
+    return Parameter(parameter.name, declared, converted)
 
 
 def _coerce_overrides(node: Node, specs: Sequence[ParameterSpec]) -> None:
