@@ -167,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_log.propagate = False
     node: SegmentationNode | LifecycleSegmentationNode | None = None
     status = 0
+    # Loading and warming up the model takes seconds: say so, a signal meanwhile waits for it.
+    logger.info("starting: reading parameters, loading the model")
     try:
         node_class = LifecycleSegmentationNode if start.options.lifecycle else SegmentationNode
         node = node_class(parameter_files=parameter_files(start.args))

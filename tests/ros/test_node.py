@@ -515,7 +515,10 @@ def test_a_signal_while_the_model_loads_stops_the_node_cleanly(
     params = write_params(tmp_path / "params.yaml", tiny_checkpoint, engine__warmup_frames=1000)
     process = start_node(params, next_domain_id(), tmp_path / "node.log")
     try:
-        time.sleep(3.0)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while "starting:" not in process.output():
+            assert time.monotonic() < deadline and process.alive(), process.output()
+            time.sleep(0.1)
         process.popen.send_signal(signal.SIGINT)
         process.popen.send_signal(signal.SIGTERM)
         status = process.popen.wait(STOP_WAIT_S)
