@@ -24,7 +24,12 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", files("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", files("config/*.yaml", "config/*.xml")),
-        (f"share/{PACKAGE}/config/robots", files("config/robots/*.yaml")),
+        # A robot's parameter file names its checkpoint and latency table relative to itself:
+        # those files are installed beside it when mess_configure wrote them there.
+        (
+            f"share/{PACKAGE}/config/robots",
+            files("config/robots/*.yaml", "config/robots/*.pt", "config/robots/*.json"),
+        ),
         (f"share/{PACKAGE}/models", files("models/*.pt", "models/*.json", "models/*.npz")),
     ],
     install_requires=["setuptools"],

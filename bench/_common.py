@@ -39,6 +39,7 @@ from mess_ros.deploy.problem import DecisionName, ScoredConfiguration
 from mess_ros.deploy.search import SearchResult, SearchSpace, Target, select
 from mess_ros.errors import MessError
 from mess_ros.model import Checkpoint, load_checkpoint
+from mess_ros.package_files import command_line_file
 from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import resolve_model_path
 from mess_ros.runtime.executor import device_name, resolve_device
@@ -171,7 +172,7 @@ def load_model(model_arg: str, input_size: str = "") -> LoadedModel:
     checkpoint's training configuration): that is where its accuracy and
     its calibration cache hold, so it is what a deployment runs.
     """
-    path = resolve_model_path(model_arg)
+    path = resolve_model_path(command_line_file(model_arg))
     if not path.is_file():
         raise BenchError(f"model {str(path)!r} does not exist")
     checkpoint = load_checkpoint(path)

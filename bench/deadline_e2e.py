@@ -57,10 +57,10 @@ import numpy as np
 from _common import REPORT_DIR, BenchError, environment, print_target, run_main, write_json
 from tqdm import tqdm
 
+from mess_ros.package_files import package_data_file
 from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.processes import (
     ManagedProcess,
-    package_data_file,
     python_module_argv,
     ros_environment,
     sigterm_as_interrupt,

@@ -89,6 +89,7 @@ from mess_ros.ros.processes import (
     PROFILE_VARIABLE,
     ManagedProcess,
     ProcessSet,
+    default_domain_id,
     python_module_argv,
     ros_environment,
     sigterm_as_interrupt,
@@ -398,6 +399,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         problems.append("--baseline-minutes must be > 0 and below --soak-minutes")
     if args.pool < 1 or args.throughput_rate < 0:
         problems.append("--pool must be >= 1 and --throughput-rate >= 0")
+    if args.domain_id is None:
+        args.domain_id = default_domain_id()
     if not 0 <= args.domain_id <= 232:
         problems.append("--domain-id must be in 0..232")
     if problems:
@@ -637,7 +640,11 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         help="publishing rate of the throughput phase in Hz (0 = twice the engine's rate)",
     )
-    p.add_argument("--domain-id", type=int, default=150, help="ROS domain of node and benchmark")
+    p.add_argument(
+        "--domain-id",
+        type=int,
+        help="ROS domain of node and benchmark (default: ROS_DOMAIN_ID, else one in 1..101)",
+    )
     return p
 
 

@@ -20,8 +20,12 @@ dictionary keyed by the node's full name after the file, and rcl applies
 parameter sources in order, the later winning. Arguments left empty
 (``device``, ``deadline_ms``, ``use_sim_time``) keep the file's value.
 
-Everything that decides what to launch is a plain function of the argument
-strings, importable without ``launch`` installed, so it is tested directly.
+Every argument is checked before anything starts (the overrides against the
+node's own parameter schema), so ``deadline_ms:=-5`` or ``device:=tpu`` fails
+the launch with one message instead of a node that dies after the launch
+reported success. Everything that decides what to launch is a plain function
+of the argument strings, importable without ``launch`` installed, so it is
+tested directly.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
+
+from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.runtime.errors import ConfigError
 
 PACKAGE: Final = "mess_ros"
 EXECUTABLE: Final = "segmentation_node"
@@ -82,19 +89,32 @@ def select_params_file(robot: str, params_file: str, share: Path = SHARE) -> Pat
 
 
 def parameter_overrides(device: str, deadline_ms: str, use_sim_time: str) -> dict[str, Any]:
-    """Command-line values as typed parameters (ROS refuses ``50`` for a double parameter)."""
+    """Command-line values as typed, validated parameters of the node."""
     overrides: dict[str, Any] = {}
     if use_sim_time:
         overrides["use_sim_time"] = parse_bool("use_sim_time", use_sim_time)
     if device:
-        overrides["engine.device"] = device
+        overrides["engine.device"] = check_parameter("device", "engine.device", device)
     if deadline_ms:
         try:
-            overrides["deadline.deadline_ms"] = float(deadline_ms)
+            value = float(deadline_ms)
         except ValueError as err:
             msg = f"deadline_ms must be a number of milliseconds, got {deadline_ms!r}"
             raise LaunchArgumentError(msg) from err
+        overrides["deadline.deadline_ms"] = check_parameter(
+            "deadline_ms", "deadline.deadline_ms", value
+        )
     return overrides
+
+
+def check_parameter(argument: str, name: str, value: Any) -> Any:
+    """``value`` when the node accepts it for parameter ``name``; else why not."""
+    try:
+        SegmentationConfig.from_parameters({name: value})
+    except ConfigError as err:
+        why = "; ".join(err.problems)
+        raise LaunchArgumentError(f"{argument}:={value!r} cannot be used: {why}") from err
+    return value
 
 
 def parse_bool(name: str, text: str) -> bool:

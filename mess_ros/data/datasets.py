@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import numpy.typing as npt
+from tqdm import tqdm
 
 from mess_ros.data.errors import DataError, DatasetError
 from mess_ros.data.labels import (
@@ -30,6 +31,7 @@ from mess_ros.data.labels import (
 from mess_ros.data.sample import UNKNOWN_DIFFICULTY, Sample
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS, SceneGenerator, difficulty_from_name
 from mess_ros.registry import Registry
+from mess_ros.textfiles import read_text
 
 __all__ = [
     "DATASET_KINDS",
@@ -43,6 +45,7 @@ __all__ = [
     "build_dataset",
     "read_image",
     "read_mask",
+    "verify_dataset",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -54,6 +57,7 @@ SPLIT_SEEDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
 # Longest list of file names quoted in one error message.
 _MAX_LISTED = 20
+LABELS_FILE = "labels.json"
 
 
 class SegmentationDataset(Protocol):
@@ -283,14 +287,14 @@ class FolderDataset:
         _check_pair_shape(image, mask, image_path, mask_path)
         return Sample(image=image, mask=mask, difficulty=UNKNOWN_DIFFICULTY, name=stem)
 
-    def verify(self) -> None:
+    def verify(self, *, progress: bool = False) -> None:
         """Decode every pair; one DatasetError lists every unreadable or invalid file."""
-        _verify_all(self, f"folder dataset {self.images_dir}")
+        _verify_all(self, f"folder dataset {self.images_dir}", progress)
 
 
-def _verify_all(dataset: SegmentationDataset, what: str) -> None:
+def _verify_all(dataset: SegmentationDataset, what: str, progress: bool) -> None:
     errors: list[str] = []
-    for i in range(len(dataset)):
+    for i in tqdm(range(len(dataset)), desc="check dataset", unit="pair", disable=not progress):
         try:
             dataset[i]
         except DatasetError as err:
@@ -386,9 +390,20 @@ class CityscapesDataset:
         _check_pair_shape(image, mask, image_path, mask_path)
         return Sample(image=image, mask=mask, difficulty=UNKNOWN_DIFFICULTY, name=base)
 
-    def verify(self) -> None:
+    def verify(self, *, progress: bool = False) -> None:
         """Decode every pair; one DatasetError lists every unreadable or invalid file."""
-        _verify_all(self, f"Cityscapes split {self.split!r} under {self.root}")
+        _verify_all(self, f"Cityscapes split {self.split!r} under {self.root}", progress)
+
+
+def verify_dataset(dataset: SegmentationDataset, *, progress: bool = False) -> None:
+    """Decode every sample of a file dataset now, listing every bad one in one DatasetError.
+
+    A bad pair found only when training first draws it stops a run hours in,
+    and reports one file per attempt. Synthetic scenes are rendered, not read:
+    nothing to check.
+    """
+    if isinstance(dataset, FolderDataset | CityscapesDataset):
+        dataset.verify(progress=progress)
 
 
 @dataclass(frozen=True)
@@ -406,7 +421,8 @@ class DatasetSpec:
       (train 0, val 1, test 2) so splits never overlap by accident.
     * ``difficulty``: synthetic level 0/1/2 (or its name), None = mixed.
     * ``labels``: label set name or JSON file (``LabelSet.to_dict``) for
-      ``folder``; empty = ``<root>/labels.json``. Fixed for the other kinds.
+      ``folder``; empty = ``labels.json`` in the split folder, else at the
+      root. Fixed for the other kinds.
     """
 
     kind: str = "synthetic"
@@ -480,10 +496,12 @@ def _build_synthetic(spec: DatasetSpec) -> SegmentationDataset:
 @DATASET_KINDS.register("folder")
 def _build_folder(spec: DatasetSpec) -> SegmentationDataset:
     root = _existing_root(spec)
-    if (root / spec.split / "images").is_dir():
-        root = root / spec.split
+    folder = root / spec.split if (root / spec.split / "images").is_dir() else root
     return FolderDataset(
-        root / "images", root / "masks", _folder_labels(spec, root), max_images=spec.num_images
+        folder / "images",
+        folder / "masks",
+        _folder_labels(spec, [folder, root]),
+        max_images=spec.num_images,
     )
 
 
@@ -509,24 +527,29 @@ def _fixed_labels(spec: DatasetSpec, labels: LabelSet) -> None:
         )
 
 
-def _folder_labels(spec: DatasetSpec, root: Path) -> LabelSet:
+def _folder_labels(spec: DatasetSpec, folders: list[Path]) -> LabelSet:
+    """The label set named by ``labels``, or ``labels.json`` in the split folder or the root.
+
+    One ``labels.json`` at the dataset root serves every split; a split may
+    carry its own.
+    """
     if spec.labels in LABEL_SETS:
         return LABEL_SETS.get(spec.labels)
     if spec.labels:
         path = Path(spec.labels).expanduser()
     else:
-        path = root / "labels.json"
-        if not path.is_file():
+        candidates = [folder / LABELS_FILE for folder in dict.fromkeys(folders)]
+        found = [candidate for candidate in candidates if candidate.is_file()]
+        if not found:
             raise DatasetError(
-                f"folder dataset {root} names no label set: set labels to one of "
-                f"{LABEL_SETS.names()} or a JSON file, or add {path}"
+                f"folder dataset {folders[-1]} names no label set: set labels to one of "
+                f"{LABEL_SETS.names()} or a JSON file, or add "
+                f"{' or '.join(str(c) for c in candidates)}"
             )
+        path = found[0]
+    expected = f"a JSON label set (or labels set to one of {LABEL_SETS.names()})"
+    text = read_text(path, "label set file", expected, DatasetError)
     try:
-        return LabelSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except OSError as err:
-        raise DatasetError(
-            f"cannot read label set file {path} (labels must be one of {LABEL_SETS.names()} "
-            "or a JSON file)"
-        ) from err
+        return LabelSet.from_dict(json.loads(text))
     except (json.JSONDecodeError, DataError) as err:
         raise DatasetError(f"label set file {path} is invalid: {err}") from err

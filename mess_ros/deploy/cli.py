@@ -6,8 +6,12 @@ at hand from a roofline model (:mod:`mess_ros.deploy.estimate`).
 ``mess_configure`` turns a training run and a latency table into a robot's
 parameter file: it searches every exit configuration, keeps the Pareto front,
 picks the configuration that meets the target and writes the parameter file,
-a pruned checkpoint, the front as table and plot, and a JSON record;
-``--verify`` then runs the written file with the real engine.
+a pruned checkpoint, the front as table and plot, and a JSON record. The
+parameter file names the checkpoint and the latency table relative to itself,
+so the robot's files work wherever they are copied or installed together.
+``--verify`` keeps a share of the calibration images out of the search and
+runs the written file with the real engine on them; the files reach their
+place only when it passes.
 
 Errors the user can fix are printed as one message (no traceback) and give
 exit status 1; an unreachable target gives 3 (the closest configuration is
@@ -20,9 +24,11 @@ import argparse
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mess_ros.console import add_debug_option, console_main
 from mess_ros.deploy.decisions import (
     DEFAULT_HOLDOUT_SHARE,
     DEFAULT_TOLERANCE,
@@ -44,6 +50,7 @@ from mess_ros.deploy.export import (
     apply_configuration,
     configuration_from_parameters,
     header_comment,
+    install_files,
     scored_to_dict,
     write_pruned_checkpoint,
     write_reports,
@@ -60,9 +67,17 @@ from mess_ros.deploy.search import (
     Target,
     select,
 )
-from mess_ros.deploy.verify import calibration_dataset, verify_configuration
+from mess_ros.deploy.verify import (
+    DEFAULT_PASSES,
+    LATENCY_TOLERANCE,
+    VerificationReport,
+    calibration_dataset,
+    calibration_warnings,
+    verify_configuration,
+)
 from mess_ros.errors import MessError
 from mess_ros.model import load_checkpoint
+from mess_ros.package_files import command_line_file
 from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import resolve_model_path
 from mess_ros.runtime.latency import LatencyTable
@@ -170,6 +185,7 @@ def profile_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"high quantile over mean of every stage (default {DEFAULT_JITTER:g})",
     )
+    add_debug_option(parser)
     return parser
 
 
@@ -205,13 +221,13 @@ def _estimate(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTab
         device=args.device or "cuda",
         precision=args.precision,
     )
-    checkpoint = load_checkpoint(resolve_model_path(args.model))
+    checkpoint = load_checkpoint(resolve_model_path(command_line_file(args.model)))
     return estimate_latency_table(checkpoint, input_hw, figures, quantile=args.quantile)
 
 
 def _measure(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTable:
     return profile_checkpoint(
-        args.model,
+        command_line_file(args.model),
         input_hw,
         args.device or "cpu",
         warmup=int(_option(args, "warmup", _MEASURE_DEFAULTS)),
@@ -224,6 +240,7 @@ def _measure(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTabl
     )
 
 
+@console_main("mess_profile")
 def profile_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mess_profile``."""
     args = profile_parser().parse_args(argv)
@@ -375,11 +392,26 @@ def configure_parser() -> argparse.ArgumentParser:
         "written exit model's path)",
     )
     check = parser.add_argument_group("verification")
-    check.add_argument("--verify", action="store_true", help="run the written file with the engine")
     check.add_argument(
-        "--verify-passes", type=int, default=1, help="passes over the images (default 1)"
+        "--verify",
+        action="store_true",
+        help="run the written file with the engine on the held-out calibration images (those "
+        "the search did not see); nothing is written unless it passes",
+    )
+    check.add_argument(
+        "--verify-passes",
+        type=int,
+        default=DEFAULT_PASSES,
+        help=f"passes over the images; the median pass is compared (default {DEFAULT_PASSES})",
+    )
+    check.add_argument(
+        "--latency-tolerance",
+        type=float,
+        default=LATENCY_TOLERANCE,
+        help=f"accepted relative latency error (default {LATENCY_TOLERANCE:g})",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_debug_option(parser)
     return parser
 
 
@@ -408,6 +440,7 @@ def _space(args: argparse.Namespace) -> SearchSpace:
     )
 
 
+@console_main("mess_configure")
 def configure_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mess_configure``."""
     args = configure_parser().parse_args(argv)
@@ -441,6 +474,8 @@ def _configure(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     result = held.result
+    for warning in calibration_warnings(int(split.fit.size), int(split.held_out.size)):
+        print(f"mess_configure: warning: {warning}", file=sys.stderr)
     print(result.report())
     print(
         f"fitted and chosen on {split.fit.size} calibration images, figures below on the "
@@ -462,15 +497,37 @@ def _configure(args: argparse.Namespace) -> int:
         print(f"mess_configure: {err}", file=sys.stderr)
         print(f"Pareto front written to {paths.pareto_md} and {paths.pareto_png}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    _export(args, inputs, held, chosen, target, paths, provenance, base, title)
     print(f"chosen (fitting images): {chosen.summary()}")
     print(f"chosen (held-out images): {held.on_held_out(chosen).summary()}")
     print(f"single exit (final only, held-out images): {held.held_out_baseline.summary()}")
-    for path in paths.all(learnt=chosen.config.decision == "learnt"):
+    learnt = chosen.config.decision == "learnt"
+    # Everything is written aside first and moved into place only once complete (and verified).
+    with tempfile.TemporaryDirectory(prefix="mess_configure_") as scratch:
+        staged = paths.staged_in(Path(scratch))
+        _export(args, inputs, held, chosen, target, staged, paths, provenance, base, title)
+        if args.verify:
+            report = _verify(args, inputs, held, chosen, staged)
+            print(report.summary())
+            if not report.passed:
+                print(
+                    "mess_configure: verification failed; nothing was written (the Pareto front "
+                    "above and this report are all there is)",
+                    file=sys.stderr,
+                )
+                return EXIT_VERIFICATION_FAILED
+            write_summary(
+                staged.summary_json,
+                held.result,
+                chosen,
+                target,
+                provenance,
+                report.to_dict(),
+                held_out=_held_out_record(held, chosen),
+            )
+        install_files(staged, paths, learnt=learnt)
+    for path in paths.all(learnt=learnt):
         print(f"wrote {path}")
-    if not args.verify:
-        return 0
-    return _verify(args, inputs, held, chosen, target, paths, provenance)
+    return 0
 
 
 def _held_out_record(held: HeldOutSearch, chosen: ScoredConfiguration) -> dict[str, object]:
@@ -487,24 +544,24 @@ def _export(
     held: HeldOutSearch,
     chosen: ScoredConfiguration,
     target: Target,
-    paths: ExportPaths,
+    staged: ExportPaths,
+    final: ExportPaths,
     provenance: Provenance,
     base: SegmentationConfig | None,
     title: str,
 ) -> None:
-    write_pruned_checkpoint(inputs.checkpoint_path, chosen.config, paths.checkpoint)
-    paths.latency_table.parent.mkdir(parents=True, exist_ok=True)
-    if paths.latency_table.resolve() != inputs.table_path.resolve():
-        shutil.copyfile(inputs.table_path, paths.latency_table)
+    """Write every file into ``staged``; paths inside the parameter file are ``final``'s."""
+    write_pruned_checkpoint(inputs.checkpoint_path, chosen.config, staged.checkpoint)
+    shutil.copyfile(inputs.table_path, staged.latency_table)
     exit_model = ""
     if chosen.config.decision == "learnt" and held.predictor is not None:
-        held.predictor.save(paths.exit_model)
-        exit_model = args.param_exit_model or str(paths.exit_model)
+        held.predictor.save(staged.exit_model)
+        exit_model = args.param_exit_model or final.artefact_path(final.exit_model)
     params = apply_configuration(
         chosen.config,
         inputs.table,
-        model_path=args.param_model_path or str(paths.checkpoint),
-        latency_table_path=args.param_latency_table or str(paths.latency_table),
+        model_path=args.param_model_path or final.artefact_path(final.checkpoint),
+        latency_table_path=args.param_latency_table or final.artefact_path(final.latency_table),
         base=base,
         exit_model_path=exit_model,
     )
@@ -515,13 +572,13 @@ def _export(
         target,
         inputs.table,
         provenance,
-        str(paths.checkpoint),
+        str(final.checkpoint),
         fitted=chosen,
     )
-    params.to_yaml(paths.params, header_comment=header)
-    write_reports(paths, held.result, chosen, target, title)
+    params.to_yaml(staged.params, header_comment=header)
+    write_reports(staged, held.result, chosen, target, title)
     record = _held_out_record(held, chosen)
-    write_summary(paths.summary_json, held.result, chosen, target, provenance, held_out=record)
+    write_summary(staged.summary_json, held.result, chosen, target, provenance, held_out=record)
 
 
 def _verify(
@@ -529,17 +586,16 @@ def _verify(
     inputs: DeployInputs,
     held: HeldOutSearch,
     chosen: ScoredConfiguration,
-    target: Target,
-    paths: ExportPaths,
-    provenance: Provenance,
-) -> int:
-    params = SegmentationConfig.from_yaml(paths.params)  # what the robot will read
+    staged: ExportPaths,
+) -> VerificationReport:
+    """The written files run by the engine on the held-out images (all of them without any)."""
+    params = SegmentationConfig.from_yaml(staged.params)  # what the robot will read
     config = configuration_from_parameters(params)
     predicted = evaluate(held.held_out_problem, config)
     dataset = calibration_dataset(inputs.cache.dataset, f"calibration cache {inputs.cache_path}")
-    report = verify_configuration(
+    return verify_configuration(
         params,
-        load_checkpoint(paths.checkpoint),
+        load_checkpoint(staged.checkpoint),
         inputs.table,
         held.held_out_problem,
         predicted,
@@ -547,16 +603,6 @@ def _verify(
         images=[int(i) for i in held.split.held_out],
         passes=args.verify_passes,
         progress=not args.no_progress,
+        tolerance=args.latency_tolerance,
+        search=chosen,
     )
-    print(report.summary())
-    record = _held_out_record(held, chosen)
-    write_summary(
-        paths.summary_json,
-        held.result,
-        chosen,
-        target,
-        provenance,
-        report.to_dict(),
-        held_out=record,
-    )
-    return 0 if report.passed else EXIT_VERIFICATION_FAILED

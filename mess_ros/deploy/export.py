@@ -10,8 +10,11 @@ what it was promised to achieve.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +213,41 @@ class ExportPaths:
             self.pareto_csv,
             self.summary_json,
         ]
+
+    def staged_in(self, directory: Path) -> ExportPaths:
+        """The same files written into ``directory`` first (see :func:`install_files`)."""
+        return ExportPaths(
+            **{f.name: directory / getattr(self, f.name).name for f in dataclasses.fields(self)}
+        )
+
+    def artefact_path(self, artefact: Path) -> str:
+        """How the parameter file names ``artefact``: relative to the file's own directory.
+
+        The node resolves it there, whatever directory it is started from; and
+        a colcon or pip install keeps ``config/`` and ``models/`` side by side
+        under ``share/mess_ros``, so the relative path holds there too.
+        """
+        return os.path.relpath(artefact.resolve(), self.params.parent.resolve())
+
+
+def install_files(staged: ExportPaths, final: ExportPaths, *, learnt: bool = False) -> None:
+    """Move what was written into a staging directory to its final place, file by file.
+
+    Each file is copied next to its target and renamed over it, so a reader
+    never sees half a file; nothing reaches the final place before every
+    file was written (and, with ``--verify``, verified).
+    """
+    for source, target in zip(staged.all(learnt), final.all(learnt), strict=True):
+        if not source.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            raise DeployError(f"cannot write {target}: {err}") from err
 
 
 def write_pruned_checkpoint(

@@ -12,10 +12,14 @@ offline evaluation runs on any workstation.
 Problems are split by scope: a bag that cannot be opened or read is a
 :class:`~mess_ros.eval.errors.BagError` naming the file; one bad frame is
 skipped and counted in :class:`ReadStats`, never a crash of a long replay.
+A camera frame whose ground truth cannot be used (undecodable, another size)
+is kept for latency and exits, without ground truth; that problem is counted
+apart and named after the ground-truth topic, not the camera's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import struct
 from collections import Counter, deque
@@ -135,13 +139,19 @@ class BagFrame:
 
 @dataclass(frozen=True)
 class BagTopics:
-    """The topics a reader uses, chosen by name or recognised in the bag."""
+    """The topics a reader uses, chosen by name or recognised in the bag.
+
+    ``gt_candidates`` are ``mono8`` image topics that were not recognised as
+    ground truth by name (empty when one was): likely ground truth under
+    another name, worth a ``--gt-topic``.
+    """
 
     camera: str
     camera_type: str
     ground_truth: str | None
     load: str | None
     frame_count: int
+    gt_candidates: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +160,7 @@ class BagTopics:
             "ground_truth": self.ground_truth,
             "load": self.load,
             "frame_count": self.frame_count,
+            "gt_candidates": list(self.gt_candidates),
         }
 
 
@@ -158,29 +169,48 @@ MAX_SKIP_DETAILS: Final = 20
 
 @dataclass
 class ReadStats:
-    """What one pass over a bag used and what it had to leave out, for the report."""
+    """What one pass over a bag used and what it had to leave out, for the report.
+
+    ``without_gt`` counts used frames that have no usable ground truth: none
+    was recorded for them, or what was recorded is unusable (those are also
+    in ``bad_gt`` by reason).
+    """
 
     frames: int = 0
     without_gt: int = 0
     unmatched_gt: int = 0
     bad_load: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    bad_gt: Counter[str] = field(default_factory=Counter)
     details: list[str] = field(default_factory=list)
 
     @property
     def skipped_total(self) -> int:
         return sum(self.skipped.values())
 
+    @property
+    def bad_gt_total(self) -> int:
+        return sum(self.bad_gt.values())
+
     def skip(self, index: int, err: FrameError) -> None:
         self.skipped[err.reason] += 1
+        self._detail(f"frame {index}: {err}")
+
+    def ground_truth_unusable(self, index: int, topic: str, err: FrameError) -> None:
+        self.bad_gt[err.reason] += 1
+        self._detail(f"frame {index}: ground truth on {topic}: {err}")
+
+    def _detail(self, text: str) -> None:
         if len(self.details) < MAX_SKIP_DETAILS:
-            self.details.append(f"frame {index}: {err}")
+            self.details.append(text)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "frames": self.frames,
             "without_gt": self.without_gt,
             "unmatched_gt": self.unmatched_gt,
+            "bad_gt_total": self.bad_gt_total,
+            "bad_gt": dict(sorted(self.bad_gt.items())),
             "bad_load": self.bad_load,
             "skipped_total": self.skipped_total,
             "skipped": dict(sorted(self.skipped.items())),
@@ -247,7 +277,8 @@ def select_topics(
         if len(candidates) > 1:
             raise BagError(
                 f"bag {path} has several image topics: {_describe(topics, candidates)}; "
-                "name the camera topic with --camera-topic"
+                "name the camera topic with --camera-topic (and, if one of them holds ground "
+                "truth, that one with --gt-topic)"
             )
         camera = candidates[0]
     else:
@@ -355,6 +386,14 @@ class BagReader:
             self.topics = select_topics(
                 self.path, topic_types, counts, camera_topic, gt_topic, load_topic
             )
+            if gt_topic is None and self.topics.ground_truth is None:
+                unused = [
+                    name
+                    for name, kind in topic_types.items()
+                    if kind == IMAGE_TYPE and name != self.topics.camera
+                ]
+                candidates = tuple(self._mono8_topics(unused))
+                self.topics = dataclasses.replace(self.topics, gt_candidates=candidates)
             self.start_ns = int(self._reader.start_time)
             self.duration_ns = int(self._reader.duration)
         except BaseException:
@@ -380,6 +419,19 @@ class BagReader:
     def frame_count(self) -> int:
         """Camera messages in the bag (frames yielded plus frames skipped)."""
         return self.topics.frame_count
+
+    def _mono8_topics(self, names: Iterable[str]) -> Iterator[str]:
+        """Those of ``names`` whose first message is a ``mono8`` image (class ids, probably)."""
+        for name in names:
+            connections = [conn for conn in self._connections if conn.topic == name]
+            for _, _, raw in self._messages(connections):
+                try:
+                    msg = deserialize(raw, IMAGE_TYPE, "image")
+                except FrameError:
+                    break
+                if str(msg.encoding).lower() in ("mono8", "8uc1"):
+                    yield name
+                break
 
     def _messages(self, connections: list[Connection]) -> Iterator[tuple[str, int, bytes]]:
         """Raw messages in log order; a storage failure midway becomes a BagError."""
@@ -502,22 +554,26 @@ class BagReader:
                 yield frame
 
     def _finish(self, item: _Pending) -> BagFrame | None:
-        """Decode a matched frame; a frame that cannot be used is counted and left out."""
+        """Decode a matched frame; a camera frame that cannot be used is counted and left out.
+
+        Unusable ground truth only costs the frame its ground truth: the frame
+        still counts for latency and exits.
+        """
         try:
             if self.topics.camera_type == COMPRESSED_IMAGE_TYPE:
                 image = decode_compressed(item.msg)
             else:
                 image = decode_image(item.msg)
-            gt = None if item.gt is None else decode_mask(item.gt)
-            if gt is not None and gt.shape != image.shape[:2]:
-                raise FrameError(
-                    f"ground truth of {gt.shape[1]}x{gt.shape[0]} does not match the "
-                    f"{image.shape[1]}x{image.shape[0]} image",
-                    "ground truth size mismatch",
-                )
         except FrameError as err:
             self.stats.skip(item.index, err)
             return None
+        gt = None
+        if item.gt is not None:
+            try:
+                gt = self._ground_truth(item.gt, image)
+            except FrameError as err:
+                assert self.topics.ground_truth is not None  # item.gt comes from that topic
+                self.stats.ground_truth_unusable(item.index, self.topics.ground_truth, err)
         self.stats.frames += 1
         if gt is None:
             self.stats.without_gt += 1
@@ -532,6 +588,18 @@ class BagReader:
             message=item.raw,
             msgtype=self.topics.camera_type,
         )
+
+    @staticmethod
+    def _ground_truth(msg: Any, image: U8Array) -> U8Array:
+        """A ground-truth message as a mask of the image's size (FrameError otherwise)."""
+        gt = decode_mask(msg)
+        if gt.shape != image.shape[:2]:
+            raise FrameError(
+                f"ground truth of {gt.shape[1]}x{gt.shape[0]} does not match the "
+                f"{image.shape[1]}x{image.shape[0]} image",
+                "ground truth size mismatch",
+            )
+        return gt
 
 
 def load_frames(

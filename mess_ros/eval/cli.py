@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
+from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
 from mess_ros.data.errors import DataError
 from mess_ros.data.labels import LabelSet, get_label_set
@@ -32,7 +33,7 @@ from mess_ros.eval.bags import (
 from mess_ros.eval.errors import EvalError, LiveError
 from mess_ros.eval.messages import IMAGE_FORMATS
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
-from mess_ros.eval.report import markdown_summary, write_report
+from mess_ros.eval.report import ground_truth_notes, markdown_summary, write_report
 from mess_ros.eval.results import Evaluation
 from mess_ros.eval.runs import RunSpec, build_runs
 from mess_ros.runtime.config import SegmentationConfig
@@ -50,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
     """Parsed arguments, or the status argparse would exit with (--help: 0, bad option: 2).
 
     Returning the status keeps the entry points callable from Python without
@@ -102,6 +103,12 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera-topic", help="camera topic (default: the only image topic)")
     parser.add_argument("--gt-topic", help="ground-truth topic (default: recognised by name)")
     parser.add_argument("--no-gt", action="store_true", help="ignore any ground truth in the bag")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (status 2) when ground truth cannot be scored: class ids outside the label "
+        "set, or undecodable or wrongly sized ground truth (the report is still written)",
+    )
     parser.add_argument("--load-topic", help="system load topic (default: .../system_load)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     live = parser.add_argument_group("live replay through the node")
@@ -126,6 +133,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--startup-timeout", type=float, default=120.0, help="seconds to wait for the node"
     )
+    add_debug_option(parser)
     return parser
 
 
@@ -198,7 +206,8 @@ def _evaluate(args: argparse.Namespace) -> Evaluation:
     return evaluate_live(args.bag, specs, labels, live_options, **topics)
 
 
-def evaluate_main(argv: list[str] | None = None) -> int:
+@console_main("mess_evaluate")
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``mess_evaluate BAG --out DIR [--model M] [--params-file P] [--compare ...] [--live]``."""
     parser = _evaluate_parser()
     args = _parse(parser, argv)
@@ -218,7 +227,28 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     table = summary.split("## Configurations", 1)[1].split("##", 1)[0].strip()
     print(table)
     print(f"\nreport: {files.markdown} (plots and {files.json.name} in {files.directory})")
+    for note in ground_truth_notes(evaluation):
+        print(f"{prog}: warning: ground truth: {note}", file=sys.stderr)
+    problem = strict_problem(evaluation) if args.strict else None
+    if problem is not None:
+        return _fail(
+            prog, EvalError(f"--strict: {problem} (report written for inspection)"), EXIT_BAD_INPUT
+        )
     return EXIT_OK
+
+
+def strict_problem(evaluation: Evaluation) -> str | None:
+    """Why ``--strict`` fails this evaluation: ground truth that could not be scored."""
+    invalid = max((run.invalid_gt for run in evaluation.runs), default=0)
+    unusable = int(evaluation.read.get("bad_gt_total", 0))
+    if not invalid and not unusable:
+        return None
+    labels = evaluation.labels
+    return (
+        f"{invalid} frames have ground-truth class ids outside label set '{labels.name}' and "
+        f"{unusable} frames have unusable ground truth on "
+        f"{evaluation.topics.get('ground_truth')}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +293,7 @@ def _bag_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-id", default="camera", help="header frame_id")
     parser.add_argument("--force", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug_option(parser)
     return parser
 
 
@@ -275,7 +306,8 @@ def _samples(dataset: SegmentationDataset, failures: list[str]) -> Iterator[Samp
             failures.append(f"sample {index}: {err}")
 
 
-def bag_main(argv: list[str] | None = None) -> int:
+@console_main("mess_bag")
+def bag_main(argv: Sequence[str] | None = None) -> int:
     """``mess_bag --dataset synthetic --num-images 50 --rate 15 --out demo.mcap``."""
     parser = _bag_parser()
     args = _parse(parser, argv)

@@ -67,16 +67,16 @@ from mess_ros.eval.results import (
     ExampleCollector,
     FrameRecord,
     RunResult,
+    foreign_ids,
     score_mask,
 )
 from mess_ros.eval.runs import RunSpec
+from mess_ros.ros.processes import default_domain_id
 from mess_ros.runtime.config import ParameterSpec, SegmentationConfig
 
 NS_PER_S: Final = 1_000_000_000
 NS_PER_MS: Final = 1_000_000
 DEFAULT_NODE_NAME: Final = "segmentation_node"
-# Tool-started nodes get a domain of their own in this range unless told otherwise.
-DOMAIN_RANGE: Final = range(100, 200)
 
 _PARAMETER_TYPES: Final = {
     "bool": Parameter.Type.BOOL,
@@ -96,8 +96,10 @@ class LiveOptions:
 
     ``node_command`` starts the node (the ``segmentation_node`` console
     script of this Python environment by default); ``start_node`` False
-    means a node named ``node_name`` is already running in ``domain_id``
-    (None: the environment's ``ROS_DOMAIN_ID``).
+    means a node named ``node_name`` is already running in ``domain_id``.
+    ``domain_id`` None takes ``ROS_DOMAIN_ID``, or when it is unset, an id
+    in 1..101 of this process's own for a started node
+    (:func:`~mess_ros.ros.processes.default_domain_id`).
     """
 
     rate: float = 1.0
@@ -175,6 +177,7 @@ class _Output:
     mask_ns: int | None = None
     confusion: ConfusionMatrix | None = None
     gt_invalid: bool = False
+    foreign_ids: tuple[int, ...] = ()
     wrong_size: tuple[int, ...] | None = None
     example: np.ndarray | None = None
     info: dict[str, str] | None = None
@@ -213,6 +216,8 @@ class _Pass:
             elif frame.gt is not None:
                 out.confusion = score_mask(self.labels, mask, frame.gt)
                 out.gt_invalid = out.confusion is None
+                if out.gt_invalid:
+                    out.foreign_ids = foreign_ids(self.labels, frame.gt)
             if frame.index in self.wanted:
                 out.example = mask
             frame.gt = None
@@ -672,16 +677,11 @@ class LiveReplay:
             met_deadline=met,
             load=node_load if node_load is not None else load,
         )
-        result.add_scored(record, out.confusion, gt_invalid=out.gt_invalid)
+        result.add_scored(record, out.confusion, gt_invalid=out.gt_invalid, foreign=out.foreign_ids)
 
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
-
-
-def pick_domain_id() -> int:
-    """A domain for a started node: unlikely to collide with other runs on this host."""
-    return DOMAIN_RANGE.start + os.getpid() % len(DOMAIN_RANGE)
 
 
 @contextmanager
@@ -733,7 +733,7 @@ def evaluate_live(
     started = time.perf_counter()
     domain_id = options.domain_id
     if options.start_node and domain_id is None:
-        domain_id = pick_domain_id()
+        domain_id = default_domain_id()
     with BagReader(
         bag, camera_topic=camera_topic, gt_topic=gt_topic, load_topic=load_topic
     ) as reader:

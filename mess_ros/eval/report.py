@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from mess_ros.eval.errors import EvalError
 from mess_ros.eval.results import Evaluation, RunResult, RunSummary, exit_order
+from mess_ros.textfiles import read_text
 
 JSON_NAME: Final = "report.json"
 MARKDOWN_NAME: Final = "report.md"
@@ -59,8 +62,9 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> ReportFiles:
         "latency": plot_latency(evaluation, directory / PLOT_NAMES["latency"]),
         "exits": plot_exits(evaluation, directory / PLOT_NAMES["exits"]),
         "histogram": plot_latency_histogram(evaluation, directory / PLOT_NAMES["histogram"]),
-        "iou": plot_iou_per_class(evaluation, directory / PLOT_NAMES["iou"]),
     }
+    if _scored(evaluation):
+        plots["iou"] = plot_iou_per_class(evaluation, directory / PLOT_NAMES["iou"])
     if evaluation.examples:
         plots["examples"] = plot_examples(evaluation, directory / PLOT_NAMES["examples"])
     json_path = directory / JSON_NAME
@@ -93,6 +97,52 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _scored(evaluation: Evaluation) -> bool:
+    """Whether any configuration has a frame scored against ground truth."""
+    return any(run.confusions for run in evaluation.runs)
+
+
+def ground_truth_notes(evaluation: Evaluation) -> list[str]:
+    """What kept frames out of the accuracy figures, one sentence each (empty: nothing did).
+
+    The report and the console say the same: a frame left out of the mIoU
+    must never pass silently for a frame without ground truth.
+    """
+    read = evaluation.read
+    topic = evaluation.topics.get("ground_truth")
+    labels = evaluation.labels
+    notes = []
+    invalid = max((run.invalid_gt for run in evaluation.runs), default=0)
+    if invalid:
+        ids = sorted(set().union(*(run.invalid_gt_ids for run in evaluation.runs)))
+        notes.append(
+            f"{invalid} of {read.get('frames', 0)} frames have ground truth with class ids "
+            f"{ids} outside label set '{labels.name}' (0..{labels.num_classes - 1}, ignore "
+            f"{labels.ignore_index}); they are left out of the mIoU (--strict makes this an error)"
+        )
+    bad = read.get("bad_gt") or {}
+    if bad:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in bad.items())
+        notes.append(
+            f"{sum(bad.values())} frames have unusable ground truth on {topic} ({reasons}); "
+            "they count for latency and exits only"
+        )
+    unmatched = int(read.get("unmatched_gt", 0))
+    if unmatched:
+        notes.append(
+            f"{unmatched} ground-truth messages on {topic} matched no camera frame (their header "
+            "stamps equal no frame's); they were not used"
+        )
+    candidates = evaluation.topics.get("gt_candidates") or []
+    if topic is None and candidates:
+        names = ", ".join(candidates)
+        notes.append(
+            f"no ground-truth topic was recognised, but {names} holds mono8 images: if that is "
+            f"ground truth, pass --gt-topic {candidates[0]}"
+        )
+    return notes
+
+
 def markdown_summary(evaluation: Evaluation, plots: dict[str, str] | None = None) -> str:
     """The human summary: what was read, one row per configuration, exits and classes."""
     read = evaluation.read
@@ -111,6 +161,7 @@ def markdown_summary(evaluation: Evaluation, plots: dict[str, str] | None = None
     if skipped:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in skipped.items())
         lines.append(f"- skipped frames by reason: {reasons}")
+    lines += [f"- **ground truth**: {note}" for note in ground_truth_notes(evaluation)]
     lines += ["", "## Configurations", ""]
     lines += _table(
         [
@@ -138,13 +189,17 @@ def markdown_summary(evaluation: Evaluation, plots: dict[str, str] | None = None
         [row for s in summaries for row in _exit_rows(s)],
     )
     lines += ["", "## IoU per class (%)", ""]
-    lines += _table(
-        ["class", *(s.name for s in summaries)],
-        [
-            [name, *(_fmt(s.iou_per_class.get(name), 1, 100) for s in summaries)]
-            for name in evaluation.labels.class_names
-        ],
-    )
+    if _scored(evaluation):
+        lines += _table(
+            ["class", *(s.name for s in summaries)],
+            [
+                [name, *(_fmt(s.iou_per_class.get(name), 1, 100) for s in summaries)]
+                for name in evaluation.labels.class_names
+            ],
+        )
+        lines += ["", "– : the class is in neither the ground truth nor the masks (no IoU)."]
+    else:
+        lines.append("No frame was scored against ground truth: accuracy was not measured.")
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{key}]({name})" for key, name in plots.items()]
@@ -207,8 +262,7 @@ def plot_latency(evaluation: Evaluation, path: Path) -> Path:
     """End-to-end latency over the bag's time, the deadline line and the load behind it."""
     fig = Figure(figsize=(10, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    deadlines = set()
-    for run in evaluation.runs:
+    for index, run in enumerate(evaluation.runs):
         t_s, latency = _processed(run)
         (line,) = ax.plot(t_s, latency, marker=".", markersize=3, linewidth=0.8, label=run.name)
         dropped = [r.arrival_ms / 1000.0 for r in run.records if not r.processed]
@@ -221,18 +275,15 @@ def plot_latency(evaluation: Evaluation, path: Path) -> Path:
                 color=line.get_color(),
                 label=f"{run.name} dropped",
             )
-        deadlines |= {r.deadline_ms for r in run.records if r.deadline_ms}
-    for deadline in sorted(d for d in deadlines if d is not None):
-        ax.axhline(deadline, color="red", linestyle="--", linewidth=1)
-        ax.annotate(
-            f"deadline {deadline:g} ms",
-            (0, deadline),
-            xycoords=("axes fraction", "data"),
-            textcoords="offset points",
-            xytext=(4, 3),
-            color="red",
-            fontsize=8,
-        )
+        # Each configuration's deadline in its own colour and dash: several may coincide.
+        for deadline in _deadlines(run):
+            ax.axhline(
+                deadline,
+                color=line.get_color(),
+                linestyle=_DASHES[index % len(_DASHES)],
+                linewidth=1.2,
+                label=f"{run.name} deadline {deadline:g} ms",
+            )
     ax.set_xlabel("time in bag (s)")
     ax.set_ylabel("latency (ms)")
     ax.set_ylim(bottom=0)
@@ -249,6 +300,13 @@ def plot_latency(evaluation: Evaluation, path: Path) -> Path:
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("End-to-end latency per frame")
     return _save(fig, path)
+
+
+_DASHES: Final = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+
+
+def _deadlines(run: RunResult) -> list[float]:
+    return sorted({r.deadline_ms for r in run.records if r.deadline_ms})
 
 
 def plot_exits(evaluation: Evaluation, path: Path) -> Path:
@@ -282,15 +340,23 @@ def plot_latency_histogram(evaluation: Evaluation, path: Path) -> Path:
     ax = fig.add_subplot()
     values = [_processed(run)[1] for run in evaluation.runs]
     non_empty = [v for v in values if v.size]
+    bins = None
     if non_empty:
         everything = np.concatenate(non_empty)
         bins = np.linspace(0.0, float(everything.max()) * 1.05 + 1e-6, 40).tolist()
-        for run, latency in zip(evaluation.runs, values, strict=True):
-            if latency.size:
-                ax.hist(latency, bins=bins, alpha=0.5, label=run.name)
-    deadlines = {r.deadline_ms for run in evaluation.runs for r in run.records if r.deadline_ms}
-    for deadline in sorted(d for d in deadlines if d is not None):
-        ax.axvline(deadline, color="red", linestyle="--", linewidth=1, label=f"{deadline:g} ms")
+    cycle = [entry["color"] for entry in matplotlib.rcParams["axes.prop_cycle"]]
+    for index, (run, latency) in enumerate(zip(evaluation.runs, values, strict=True)):
+        color = cycle[index % len(cycle)]
+        if latency.size and bins is not None:
+            ax.hist(latency, bins=bins, alpha=0.5, label=run.name, color=color)
+        for deadline in _deadlines(run):
+            ax.axvline(
+                deadline,
+                color=color,
+                linestyle=_DASHES[index % len(_DASHES)],
+                linewidth=1.2,
+                label=f"{run.name} deadline {deadline:g} ms",
+            )
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("frames")
     ax.legend(fontsize=8)
@@ -299,7 +365,12 @@ def plot_latency_histogram(evaluation: Evaluation, path: Path) -> Path:
 
 
 def plot_iou_per_class(evaluation: Evaluation, path: Path) -> Path:
-    """IoU of every class, one bar per configuration (absent classes left empty)."""
+    """IoU of every class, one bar per configuration.
+
+    A class with IoU 0 (present, never hit) gets a "0" on the axis; a class
+    without an IoU (in neither ground truth nor masks) a hatched grey column:
+    drawn alike, a miss and a class never seen would read the same.
+    """
     names = evaluation.labels.class_names
     summaries = [run.summary() for run in evaluation.runs]
     fig = Figure(figsize=(max(6.0, 0.6 * len(names) * max(1, len(summaries)) / 1.5), 4.5))
@@ -307,11 +378,36 @@ def plot_iou_per_class(evaluation: Evaluation, path: Path) -> Path:
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(summaries))
     x = np.arange(len(names))
+    no_iou_label = "no IoU (class in neither ground truth nor masks)"
     for i, summary in enumerate(summaries):
-        heights = [
-            100.0 * v if (v := summary.iou_per_class.get(n)) is not None else 0.0 for n in names
-        ]
-        ax.bar(x + (i - (len(summaries) - 1) / 2) * width, heights, width, label=summary.name)
+        positions = x + (i - (len(summaries) - 1) / 2) * width
+        values = [summary.iou_per_class.get(n) for n in names]
+        heights = [100.0 * v if v is not None else 0.0 for v in values]
+        bars = ax.bar(positions, heights, width, label=summary.name)
+        color = bars.patches[0].get_facecolor() if bars.patches else None
+        for position, value in zip(positions, values, strict=True):
+            if value is None:
+                ax.bar(
+                    position,
+                    100.0,
+                    width,
+                    color="none",
+                    edgecolor="lightgrey",
+                    hatch="//",
+                    linewidth=0,
+                    label=no_iou_label,
+                )
+                no_iou_label = "_nolegend_"
+            elif value == 0.0:
+                ax.annotate(
+                    "0",
+                    (position, 0.0),
+                    textcoords="offset points",
+                    xytext=(0, 2),
+                    ha="center",
+                    fontsize=7,
+                    color=color,
+                )
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
@@ -347,6 +443,24 @@ def plot_examples(evaluation: Evaluation, path: Path) -> Path:
             ax.imshow(image, interpolation="nearest")
             ax.set_title(title, fontsize=7)
             ax.set_axis_off()
+    # The colour key: a mask without it shows colours, not classes.
+    handles = [
+        Patch(
+            facecolor=(color[0] / 255.0, color[1] / 255.0, color[2] / 255.0),
+            edgecolor="black",
+            linewidth=0.3,
+            label=name,
+        )
+        for name, color in zip(labels.class_names, labels.colors, strict=True)
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=min(len(handles), 6),
+        fontsize=7,
+        title=f"label set {labels.name}",
+        title_fontsize=7,
+    )
     fig.suptitle("Examples (masks coloured by the label set)")
     return _save(fig, path)
 
@@ -354,9 +468,10 @@ def plot_examples(evaluation: Evaluation, path: Path) -> Path:
 def load_report(path: str | Path) -> dict[str, Any]:
     """A written ``report.json`` back as a dict; :class:`EvalError` names a bad file."""
     source = Path(path)
+    text = read_text(source, "report", f"a {JSON_NAME} written by mess_evaluate", EvalError)
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
         raise EvalError(f"cannot read report {source}: {err}") from err
     if not isinstance(data, dict) or "runs" not in data:
         raise EvalError(f"report {source} is not an evaluation report (no 'runs')")

@@ -86,6 +86,7 @@ class RunResult:
     records: list[FrameRecord] = field(default_factory=list)
     confusions: dict[int, ConfusionMatrix] = field(default_factory=dict)
     invalid_gt: int = 0
+    invalid_gt_ids: set[int] = field(default_factory=set)
     wall_s: float = 0.0
     engine_s: float = 0.0
 
@@ -97,23 +98,36 @@ class RunResult:
     ) -> None:
         """Record a frame; its mask is scored against ``gt`` when both exist."""
         confusion = None
+        invalid = False
         if mask is not None and gt is not None:
             confusion = score_mask(self.labels, mask, gt)
+            invalid = confusion is None
         self.add_scored(
-            record, confusion, gt_invalid=gt is not None and mask is not None and confusion is None
+            record,
+            confusion,
+            gt_invalid=invalid,
+            foreign=foreign_ids(self.labels, gt) if invalid and gt is not None else (),
         )
 
     def add_scored(
-        self, record: FrameRecord, confusion: ConfusionMatrix | None, *, gt_invalid: bool = False
+        self,
+        record: FrameRecord,
+        confusion: ConfusionMatrix | None,
+        *,
+        gt_invalid: bool = False,
+        foreign: Iterable[int] = (),
     ) -> None:
         """Record a frame already scored (``confusion`` None: nothing to score).
 
         Ground truth that could not be scored (class ids outside the label
         set: it belongs to another one) keeps the frame for timing and is
-        counted in :attr:`invalid_gt` instead of stopping the evaluation.
+        counted in :attr:`invalid_gt`, its ``foreign`` ids in
+        :attr:`invalid_gt_ids`, instead of stopping the evaluation (unless
+        the caller is strict).
         """
         if gt_invalid:
             self.invalid_gt += 1
+            self.invalid_gt_ids.update(int(i) for i in foreign)
             record.has_gt = False
         if confusion is not None:
             self.confusions[record.index] = confusion
@@ -158,6 +172,14 @@ def score_mask(
         return None
 
 
+def foreign_ids(labels: LabelSet, gt: npt.NDArray[np.uint8]) -> tuple[int, ...]:
+    """Class ids in ``gt`` that ``labels`` does not have (the ignore id is not foreign)."""
+    ids = np.unique(gt)
+    return tuple(
+        int(i) for i in ids if int(i) >= labels.num_classes and int(i) != labels.ignore_index
+    )
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """The figures a report table shows for one configuration (JSON-ready)."""
@@ -168,6 +190,7 @@ class RunSummary:
     dropped: int
     scored: int
     invalid_gt: int
+    invalid_gt_ids: list[int]
     miou: float | None
     pixel_accuracy: float | None
     iou_per_class: dict[str, float | None]
@@ -238,6 +261,7 @@ def summarize(run: RunResult) -> RunSummary:
         dropped=len(records) - len(processed),
         scored=scored,
         invalid_gt=run.invalid_gt,
+        invalid_gt_ids=sorted(run.invalid_gt_ids),
         miou=_finite_or_none(mean_iou(conf)) if scored else None,
         pixel_accuracy=_finite_or_none(pixel_accuracy(conf)) if scored else None,
         iou_per_class={

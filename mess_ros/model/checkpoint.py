@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +174,11 @@ def _read_payload(path: Path, map_location: str | torch.device) -> dict[str, Any
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # Garbage bytes make torch warn about a "pickle protocol" before it fails;
+            # the error below says everything the user needs, in one line.
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         # torch reports damage as RuntimeError, UnpicklingError, EOFError or
         # ValueError depending on where the bytes stop making sense; all of

@@ -36,10 +36,11 @@ from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32
 
+from mess_ros.package_files import package_data_file
 from mess_ros.ros import qos
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.errors import RosError
-from mess_ros.ros.processes import PROFILE_NAME, PROFILE_VARIABLE, package_data_file
+from mess_ros.ros.processes import PROFILE_NAME, PROFILE_VARIABLE
 
 NS_PER_S: Final = 1_000_000_000
 DEFAULT_NODE_NAME: Final = "segmentation_node"

@@ -46,6 +46,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -80,7 +81,15 @@ from mess_ros.ros.errors import (
     UnsupportedEncodingError,
 )
 from mess_ros.ros.frame_slot import LatestSlot
-from mess_ros.ros.params import changed_values, declare_parameters
+from mess_ros.ros.params import (
+    anchor_to_sources,
+    as_declared_types,
+    changed_values,
+    check_no_undeclared_overrides,
+    declare_parameters,
+    parameter_sources,
+    undeclared_problem,
+)
 from mess_ros.ros.stats import (
     DROP_ENGINE_ERROR,
     DROP_INACTIVE,
@@ -153,15 +162,19 @@ def budget_origin_ns(stamp_ns: int, clock_now_ns: int, received_ns: int) -> tupl
 class SegmentationCore:
     """Parameters, subscriptions, publishers and the inference thread of one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, parameter_files: Sequence[Path] = ()) -> None:
+        """``parameter_files``: the ``--params-file`` arguments (rcl does not expose them)."""
         self._node = node
         self._log = node.get_logger()
         self._specs: dict[str, ParameterSpec] = {
             spec.name: spec for spec in SegmentationConfig.parameter_specs()
         }
+        sources = parameter_sources(parameter_files, node.get_fully_qualified_name())
         values = declare_parameters(node, list(self._specs.values()))
+        check_no_undeclared_overrides(node, list(self._specs.values()), sources)
         try:
-            self._config = SegmentationConfig.from_parameters(values)
+            config = SegmentationConfig.from_parameters(values)
+            self._config = anchor_to_sources(config, sources)
         except ConfigError as err:
             raise NodeStartupError(f"invalid parameters: {err}") from err
         self._reconfigure_lock = threading.Lock()
@@ -180,6 +193,7 @@ class SegmentationCore:
         self._health_pub: Publisher[DiagnosticArray] | None = None
         self._status_name = f"{node.get_fully_qualified_name()}: segmentation"
         self._exit_status_name = f"{node.get_fully_qualified_name()}: exit"
+        node.add_pre_set_parameters_callback(lambda ps: as_declared_types(ps, self._specs))
         node.add_on_set_parameters_callback(self._on_set_parameters)
 
     # --- state ---------------------------------------------------------------------------
@@ -209,8 +223,6 @@ class SegmentationCore:
             self._engine = SegmentationEngine(self._config)
         except MessError as err:
             raise NodeStartupError(f"the segmentation engine could not be built: {err}") from err
-        for warning in self._engine.warnings:
-            self._log.warning(warning)
         node, cfg = self._node, self._config.node
         out = qos.output_qos()
         self._mask_pub = node.create_publisher(Image, "mask", out)
@@ -348,6 +360,10 @@ class SegmentationCore:
         self._camera_info = msg
 
     def _on_set_parameters(self, parameters: Sequence[Parameter[Any]]) -> SetParametersResult:
+        undeclared = undeclared_problem(parameters, self._node, self._specs)
+        if undeclared is not None:
+            self._log.warning(f"rejected parameter change: {undeclared}")
+            return SetParametersResult(successful=False, reason=undeclared)
         updates = changed_values(parameters, self._specs)
         if not updates:
             return SetParametersResult(successful=True)

@@ -36,9 +36,11 @@ import numpy.typing as npt
 import psutil
 from sensor_msgs.msg import Image
 
+from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.errors import MessError
 from mess_ros.eval.metrics import confusion_matrix
+from mess_ros.package_files import command_line_file, package_data_file
 from mess_ros.ros import qos
 from mess_ros.ros.client import FrameTrace, NodeClient, stamp_to_ns
 from mess_ros.ros.conversions import image_to_array
@@ -54,7 +56,7 @@ from mess_ros.ros.processes import (
     PROFILE_VARIABLE,
     ManagedProcess,
     ProcessSet,
-    package_data_file,
+    default_domain_id,
     python_module_argv,
     ros_environment,
     sigterm_as_interrupt,
@@ -248,7 +250,7 @@ def node_argv(options: DemoOptions) -> list[str]:
     ros_args = ["--ros-args", "--params-file", params_file]
     overrides = list(options.overrides)
     if options.model:
-        overrides.append(f"engine.model_path:={options.model}")
+        overrides.append(f"engine.model_path:={command_line_file(options.model)}")
     if options.policy:
         overrides.append(f"policy.name:={options.policy}")
     if options.deadline_ms > 0:
@@ -434,10 +436,15 @@ def _parse_options(argv: Sequence[str]) -> DemoOptions:
     parser.add_argument(
         "--domain-id",
         type=int,
-        default=200 + os.getpid() % 32,
-        help="ROS domain of the demo's processes (default: 200..231)",
+        help="ROS domain of the demo's processes (default: ROS_DOMAIN_ID, else one in 1..101)",
     )
+    add_debug_option(parser)
     args = parser.parse_args(list(argv))
+    if args.domain_id is None:
+        try:
+            args.domain_id = default_domain_id()
+        except RosError as err:
+            parser.error(str(err))
     if args.duration <= 0 or args.rate <= 0 or args.warmup < 0:
         parser.error("--duration and --rate must be positive, --warmup not negative")
     if not 0 <= args.domain_id <= 232:
@@ -464,6 +471,7 @@ def _parse_options(argv: Sequence[str]) -> DemoOptions:
     )
 
 
+@console_main("mess_demo")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: 0 on success, 1 when the demo could not complete."""
     options = _parse_options(sys.argv[1:] if argv is None else argv)

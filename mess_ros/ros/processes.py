@@ -20,22 +20,34 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Final, TextIO
 
-import mess_ros
+from mess_ros.package_files import package_data_file
+from mess_ros.ros.errors import RosError
 
 PROFILE_VARIABLE: Final = "FASTDDS_DEFAULT_PROFILES_FILE"
+DOMAIN_VARIABLE: Final = "ROS_DOMAIN_ID"
+# Domain ids whose DDS ports stay below Linux's ephemeral port range (32768 and up):
+# above 101 a participant's ports can collide with ports the kernel hands out.
+SAFE_DOMAIN_IDS: Final = range(102)
 PROFILE_NAME: Final = "fastdds_large_data.xml"
 STOP_TIMEOUT_S: Final = 10.0
 
 
-def package_data_file(relative: str) -> Path:
-    """A file under ``config/`` (or ``models/``) of a checkout or of the installed share."""
-    candidates = [Path(mess_ros.__file__).resolve().parent.parent / relative]
-    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
-    candidates += [Path(p) / "share" / "mess_ros" / relative for p in prefixes if p]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return candidates[0]
+def default_domain_id(offset: int = 0, environ: Mapping[str, str] = os.environ) -> int:
+    """``ROS_DOMAIN_ID`` when it is set, else an id in 1..101 derived from the PID.
+
+    Tools that start their own nodes honour the user's domain; without one
+    they keep clear of domain 0 (everybody's default) and of the ids whose
+    ports may collide with the ephemeral range. ``offset`` gives concurrent
+    users in one process (test fixtures) different ids.
+    """
+    text = environ.get(DOMAIN_VARIABLE, "").strip()
+    if text:
+        if not text.isdigit() or int(text) > 232:
+            msg = f"{DOMAIN_VARIABLE}={text!r} is not a ROS domain id; expected an integer 0..232"
+            raise RosError(msg)
+        return int(text)
+    first = SAFE_DOMAIN_IDS.start + 1
+    return first + (os.getpid() + offset) % (SAFE_DOMAIN_IDS.stop - first)
 
 
 def ros_environment(
@@ -54,7 +66,12 @@ class ManagedProcess:
     """One child process, its output in a log file."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -63,6 +80,7 @@ class ManagedProcess:
         self.popen = subprocess.Popen(
             list(argv),
             env=dict(env),
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -28,15 +28,16 @@ from typing import Any, Final
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Header
 
+from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.image_codec import SUPPORTED_ENCODINGS
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS, SceneGenerator, difficulty_from_name
 from mess_ros.ros import qos
 from mess_ros.ros.conversions import array_to_image, rgb_to_encoding
 from mess_ros.ros.errors import RosError
+from mess_ros.ros.startup import fatal_logger, ignore_further_signals, start_ros
 
 NODE_NAME: Final = "synthetic_camera"
 LOAD_PERIOD_S: Final = 0.1
@@ -217,6 +218,7 @@ def _parse_options(argv: Sequence[str]) -> CameraOptions:
         default="",
         help="publish system_load steps '<seconds>:<load>,...' counted from the first frame",
     )
+    add_debug_option(parser)
     args = parser.parse_args(list(argv))
     if args.rate <= 0 or args.pool < 1 or args.count < 0:
         parser.error("--rate must be > 0, --pool >= 1 and --count >= 0")
@@ -239,22 +241,23 @@ def _parse_options(argv: Sequence[str]) -> CameraOptions:
     )
 
 
+@console_main(NODE_NAME, report=fatal_logger(NODE_NAME))
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; stops on SIGINT/SIGTERM or after ``--count`` frames."""
-    args = list(sys.argv if argv is None else argv)
-    options = _parse_options(remove_ros_args(args)[1:])
-    rclpy.init(args=args)
+    start = start_ros(argv, _parse_options, fatal_logger(NODE_NAME))
+    if start is None:
+        return 1
     camera: SyntheticCamera | None = None
     try:
-        camera = SyntheticCamera(options)
-        while rclpy.ok() and not camera.done:
-            rclpy.spin_once(camera, timeout_sec=0.1)
+        camera = SyntheticCamera(start.options)
+        start.stop.spin(camera, until=lambda: camera is not None and camera.done)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_signals()
         if camera is not None:
             camera.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(uninstall_handlers=False)
     return 0
 
 

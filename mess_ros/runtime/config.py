@@ -18,10 +18,11 @@ from __future__ import annotations
 import array
 import copy
 import dataclasses
+import difflib
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias, cast, get_type_hints
@@ -30,6 +31,7 @@ import yaml
 
 from mess_ros.runtime.errors import ConfigError
 from mess_ros.runtime.scheduling import NICENESS_RANGE, REALTIME_RANGE, SCHEDULING_POLICIES
+from mess_ros.textfiles import read_text
 
 ParamValue: TypeAlias = bool | int | float | str | list[bool] | list[int] | list[float] | list[str]
 """Value types a ROS 2 parameter of this package can take."""
@@ -47,6 +49,10 @@ DEVICE_PATTERN: Final = r"cpu|cuda(:[0-9]+)?"
 
 ROS_PARAMETERS_KEY: Final = "ros__parameters"
 WILDCARD_NODE: Final = "/**"
+PARAMETER_FILE_EXPECTED: Final = "a ROS 2 parameter YAML file ('/**: ros__parameters: ...')"
+
+ARTEFACT_PARAMETERS: Final = ("engine.model_path", "engine.latency_table", "policy.exit_model")
+"""Parameters naming files that travel with a parameter file (resolved beside it)."""
 
 # Metadata keys of the dataclass fields.
 _DESCRIPTION = "description"
@@ -463,6 +469,34 @@ def parameter_names() -> list[str]:
     return [f.name for f in _FIELDS]
 
 
+def closest_parameter(name: str, names: Iterable[str] | None = None) -> str | None:
+    """The valid name ``name`` was most likely meant to be (a typo, or a missing section).
+
+    ``pixel_treshold`` and ``policy.pixel_treshold`` both give
+    ``policy.pixel_threshold``; None when nothing is close.
+    """
+    valid = list(parameter_names() if names is None else names)
+    found = difflib.get_close_matches(name, valid, n=1, cutoff=0.75)
+    if found:
+        return found[0]
+    by_leaf = {candidate.rpartition(".")[2]: candidate for candidate in valid}
+    leaf = name.rpartition(".")[2]
+    found = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.75)
+    return by_leaf[found[0]] if found else None
+
+
+def unknown_parameter_problem(names: Iterable[str], valid: Iterable[str] | None = None) -> str:
+    """One sentence naming unknown parameters with the valid name each was probably meant as."""
+    valid_names = list(parameter_names() if valid is None else valid)
+    described = []
+    for name in sorted(names):
+        guess = closest_parameter(name, valid_names)
+        described.append(f"{name} (did you mean {guess}?)" if guess else name)
+    return (
+        f"unknown parameter(s) {', '.join(described)}; valid parameters: {', '.join(valid_names)}"
+    )
+
+
 def _coerce(spec: _Field, value: object) -> tuple[ParamValue | None, str]:
     """Convert a raw parameter value to the field's type, or explain the mismatch.
 
@@ -558,11 +592,7 @@ class SegmentationConfig:
         config = copy.deepcopy(base) if base is not None else cls()
         unknown = sorted(name for name in params if name not in _FIELDS_BY_NAME)
         if unknown:
-            msg = (
-                f"unknown parameter(s) {', '.join(unknown)}; valid parameters: "
-                f"{', '.join(parameter_names())}"
-            )
-            raise ConfigError(msg)
+            raise ConfigError(unknown_parameter_problem(unknown))
         problems = []
         for name, raw in params.items():
             spec = _FIELDS_BY_NAME[name]
@@ -662,27 +692,28 @@ class SegmentationConfig:
                     "confident-pixel share that class thresholds define)",
                 )
             )
-        if policy.name == "fixed":
-            if not _is_exit_id(policy.fixed_exit):
-                problems.append(
-                    _problem(
-                        "policy.fixed_exit",
-                        policy.fixed_exit,
-                        "the fixed policy needs an exit id ('final' or '<point>:<head>')",
-                    )
+        # Checked whatever the policy: a bad fixed_exit must not wait for the switch to fixed.
+        if not _is_exit_id(policy.fixed_exit):
+            problems.append(
+                _problem(
+                    "policy.fixed_exit",
+                    policy.fixed_exit,
+                    "an exit id ('final' or '<point>:<head>', e.g. 'layer2_1:fcn_c64_k2_d1')",
                 )
-            elif (
-                policy.active_exits
-                and policy.fixed_exit != FINAL_EXIT
-                and policy.fixed_exit not in policy.active_exits
-            ):
-                problems.append(
-                    _problem(
-                        "policy.fixed_exit",
-                        policy.fixed_exit,
-                        f"expected one of the active exits: {', '.join([*intermediate, 'final'])}",
-                    )
+            )
+        elif (
+            policy.name == "fixed"
+            and policy.active_exits
+            and policy.fixed_exit != FINAL_EXIT
+            and policy.fixed_exit not in policy.active_exits
+        ):
+            problems.append(
+                _problem(
+                    "policy.fixed_exit",
+                    policy.fixed_exit,
+                    f"expected one of the active exits: {', '.join([*intermediate, 'final'])}",
                 )
+            )
         return problems
 
     def validate(self) -> None:
@@ -770,18 +801,78 @@ class SegmentationConfig:
         does); without it the file must hold one entry, or a ``/**`` one.
         """
         source = Path(path)
+        blocks = parameter_file_blocks(source)
         try:
-            data = yaml.safe_load(source.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"cannot read parameter file {source}: {err}") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"parameter file {source} is not valid YAML: {err}") from err
-        try:
-            params = _select_parameters(data, node_name)
-            return cls.from_parameters(params, base)
+            params = _select_parameters(blocks, node_name)
+            config = cls.from_parameters(params, base)
         except ConfigError as err:
             problems = [f"{source}: {p}" for p in err.problems]
             raise ConfigError(f"parameter file {source}: {err}", problems) from err
+        return anchor_artefacts(
+            config, source.parent, [n for n in ARTEFACT_PARAMETERS if n in params]
+        )
+
+
+def parameter_file_blocks(path: str | Path) -> dict[str, Mapping[str, object]]:
+    """``{node name: ros__parameters mapping}`` of a ROS 2 parameter file.
+
+    Everything rcl would refuse with a bare parser message (a missing file,
+    bytes that are not UTF-8 text, YAML syntax errors, a list at the top, no
+    ``ros__parameters`` section) raises one :class:`ConfigError` naming the
+    file and what it should hold.
+    """
+    source = Path(path)
+    text = read_text(source, "parameter file", PARAMETER_FILE_EXPECTED, ConfigError)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"parameter file {source} is not valid YAML: {_yaml_problem(err)}"
+        ) from err
+    if not isinstance(data, Mapping):
+        found = "empty" if data is None else f"a {type(data).__name__}"
+        msg = (
+            f"parameter file {source} must map node names to parameters, but its top level is "
+            f"{found}; expected {PARAMETER_FILE_EXPECTED}"
+        )
+        raise ConfigError(msg)
+    blocks = dict(_parameter_blocks(data, ""))
+    if not blocks:
+        key = ROS_PARAMETERS_KEY
+        msg = f"parameter file {source}: no '<node>: {key}:' section found (expected '/**: {key}:')"
+        raise ConfigError(msg)
+    return blocks
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's text spans several)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(err).split())
+
+
+def anchor_artefacts(
+    config: SegmentationConfig, directory: Path, names: Iterable[str] = ARTEFACT_PARAMETERS
+) -> SegmentationConfig:
+    """``config`` with the relative artefact paths among ``names`` that exist in ``directory``
+    made absolute.
+
+    A parameter file names its checkpoint and latency table relative to itself,
+    so the files can move together (a checkout, a pip prefix, a colcon install)
+    and work whatever the current directory. A relative name not found there
+    is left for the engine to look up among the packaged models; the current
+    directory is never searched.
+    """
+    params = config.to_parameters()
+    updates: dict[str, object] = {}
+    for name in names:
+        value = params[name]
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            candidate = directory / value
+            if candidate.is_file():
+                updates[name] = str(candidate.resolve())
+    return SegmentationConfig.from_parameters(updates, config) if updates else config
 
 
 def parameter_specs(base: SegmentationConfig | None = None) -> list[ParameterSpec]:
@@ -839,23 +930,21 @@ def _parameter_blocks(data: object, prefix: str) -> Iterator[tuple[str, Mapping[
             yield from _parameter_blocks(value, name)
 
 
-def _flatten(params: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+def flatten_parameters(params: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """Nested ``ros__parameters`` as flat dotted names, as rcl reads them."""
     flat: dict[str, object] = {}
     for key, value in params.items():
         name = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name))
+            flat.update(flatten_parameters(value, name))
         else:
             flat[name] = value
     return flat
 
 
-def _select_parameters(data: object, node_name: str | None) -> dict[str, object]:
-    blocks = dict(_parameter_blocks(data, ""))
-    if not blocks:
-        key = ROS_PARAMETERS_KEY
-        msg = f"no '<node>: {key}:' section found (expected '/**: {key}:')"
-        raise ConfigError(msg)
+def _select_parameters(
+    blocks: Mapping[str, Mapping[str, object]], node_name: str | None
+) -> dict[str, object]:
     if node_name is not None:
         wanted = [n for n in (WILDCARD_NODE, node_name, node_name.lstrip("/")) if n in blocks]
         if not wanted:
@@ -872,5 +961,5 @@ def _select_parameters(data: object, node_name: str | None) -> dict[str, object]
         )
     params: dict[str, object] = {}
     for name in dict.fromkeys(wanted):
-        params.update(_flatten(blocks[name]))
+        params.update(flatten_parameters(blocks[name]))
     return params

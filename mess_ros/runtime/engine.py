@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,11 +29,11 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-import mess_ros
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint, model_fingerprint
 from mess_ros.model.checkpoint import PRUNED_FROM_KEY
+from mess_ros.package_files import share_directories
 from mess_ros.runtime.config import EngineConfig, SegmentationConfig
 from mess_ros.runtime.contention import CpuShareMonitor, ThreadChange, ThreadGovernor
 from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError, PolicyError
@@ -77,29 +75,29 @@ _PACE_DRIFT: Final = 1.002
 
 
 def model_directories() -> list[Path]:
-    """Where packaged model files live, in order: checkout, pip prefix, ament prefixes."""
-    directories = [Path(mess_ros.__file__).resolve().parent.parent / "models"]
-    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
-    directories += [Path(prefix) / "share" / "mess_ros" / "models" for prefix in prefixes if prefix]
-    return list(dict.fromkeys(directories))
+    """Where packaged model files live, in order: checkout, installed share directories."""
+    return [directory / "models" for directory in share_directories()]
 
 
 def resolve_package_file(path: str, parameter: str) -> Path:
-    """A file named by a parameter: as given, or else looked up among the packaged models.
+    """A file named by a parameter: an absolute path, or a name among the packaged models.
 
-    Robot parameter files name their pruned checkpoint and latency table by
-    bare file name (``cpu_rover.pt``), so the same file works from a checkout,
-    a pip install and a colcon install.
+    Relative paths that a parameter file names beside itself were made
+    absolute when the file was read; the current directory is never searched,
+    so a stray ``cpu_rover.pt`` there cannot replace the packaged one.
     """
     given = Path(path).expanduser()
-    if given.is_absolute() or given.exists():
+    if given.is_absolute():
         return given
     candidates = [directory / given for directory in model_directories()]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    searched = ", ".join(str(c) for c in [given, *candidates])
-    raise EngineError(f"{parameter} {path!r} was not found (searched {searched})")
+    searched = ", ".join(str(c) for c in candidates)
+    raise EngineError(
+        f"{parameter} {path!r} was not found beside the parameter file that names it nor among "
+        f"the packaged models (searched {searched}); give an absolute path for other files"
+    )
 
 
 def resolve_model_path(model_path: str) -> Path:
@@ -307,7 +305,13 @@ class SegmentationEngine:
                 f"expected {num_classes} values (one per class: "
                 f"{', '.join(self.labels.class_names)}) or none"
             )
-        if policy_config.name == "fixed" and policy_config.fixed_exit not in exits:
+        if policy_config.fixed_exit not in model_exits:
+            # Whatever the policy: switching to fixed later must not be what reveals it.
+            problems.append(
+                f"policy.fixed_exit = {policy_config.fixed_exit!r} is not allowed: the model has "
+                f"no such exit; expected one of: {', '.join(model_exits)}"
+            )
+        elif policy_config.name == "fixed" and policy_config.fixed_exit not in exits:
             problems.append(
                 f"policy.fixed_exit = {policy_config.fixed_exit!r} is not allowed: expected one "
                 f"of the active exits: {', '.join(exits)}"

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from mess_ros.runtime.config import FINAL_EXIT, DeadlineConfig
 from mess_ros.runtime.errors import LatencyTableError, LoadValueError
+from mess_ros.textfiles import read_text
 
 TABLE_FORMAT: Final = "mess_ros.latency_table"
 TABLE_VERSION: Final = 1
@@ -255,10 +256,10 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         source = Path(path)
+        expected = "a JSON latency table written by mess_profile"
+        text = read_text(source, "latency table", expected, LatencyTableError)
         try:
-            data = json.loads(source.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise LatencyTableError(f"cannot read latency table {source}: {err}") from err
+            data = json.loads(text)
         except json.JSONDecodeError as err:
             raise LatencyTableError(f"latency table {source} is not valid JSON: {err}") from err
         if not isinstance(data, Mapping):

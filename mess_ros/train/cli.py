@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mess_ros.console import add_debug_option, console_main
 from mess_ros.errors import MessError
 from mess_ros.train.config import MODES, PRESETS, TrainConfig, load_config, preset
 from mess_ros.train.device import AMP_MODES
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run at most this many steps now, save, and stop (continue with --resume)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_debug_option(parser)
     return parser
 
 
@@ -102,6 +104,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
+@console_main("mess_train")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:

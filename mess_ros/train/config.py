@@ -52,6 +52,7 @@ from mess_ros.data.datasets import DatasetSpec
 from mess_ros.errors import MessError
 from mess_ros.model.backbones import BackboneSpec
 from mess_ros.model.heads import HeadSpec, default_head_pool
+from mess_ros.textfiles import read_text
 from mess_ros.train.device import AMP_MODES
 from mess_ros.train.errors import TrainError
 
@@ -230,10 +231,7 @@ class TrainConfig:
 
 def load_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
     """Read a YAML config file (overrides on top of ``base`` when given)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise TrainError(f"cannot read config file {str(path)!r}: {err.strerror}") from err
+    text = read_text(path, "config file", "a YAML training config", TrainError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -187,13 +187,15 @@ class TrainLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def start(self, stage_names: list[str], resume_at: tuple[int, int] | None) -> None:
+    def start(self, stage_names: list[str], resume_at: tuple[int, int] | None) -> int:
         """Create the log, or on resume drop rows written after the resumed step.
 
         A crash between a log write and the next state save leaves rows the
         resumed run will produce again; trimming keeps one row per step.
+        Returns how many logged steps were dropped: the steps a resume repeats.
         """
-        rows = list(self.rows()) if resume_at is not None and self.path.exists() else []
+        existing = list(self.rows()) if self.path.exists() else []
+        rows = existing if resume_at is not None else []
         if resume_at is not None:
             stage_index, step = resume_at
             rows = [
@@ -207,6 +209,7 @@ class TrainLog:
             writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
+        return len(existing) - len(rows)
 
     def append(self, row: Mapping[str, Any]) -> None:
         with self.path.open("a", newline="", encoding="utf-8") as handle:

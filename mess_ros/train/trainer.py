@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mess_ros.data.datasets import SegmentationDataset, build_dataset
+from mess_ros.data.datasets import SegmentationDataset, build_dataset, verify_dataset
 from mess_ros.data.labels import LabelSet
 from mess_ros.errors import MessError
 from mess_ros.model.checkpoint import load_checkpoint, save_checkpoint
@@ -98,7 +98,7 @@ def train(
         run_dir.check_new()
     with distributed_session(config.device) as (ctx, device):
         check_amp(config.amp, device)
-        train_set, val_set, labels = load_datasets(config)
+        train_set, val_set, labels = load_datasets(config, progress=progress and ctx.is_main)
         num_classes = resolve_num_classes(config, labels)
         state = run_dir.load_state(config) if resume else None
         if ctx.is_main:
@@ -111,7 +111,9 @@ def train(
             model = restore_model(state)
         log = TrainLog(run_dir.log_path)
         if ctx.is_main:
-            log.start([plan.name for plan in plans], resume_at=_resume_point(state))
+            repeated = log.start([plan.name for plan in plans], resume_at=_resume_point(state))
+            if resume:
+                print(resume_message(state, plans, repeated, config.checkpoint_every), flush=True)
         run = RunContext(
             config=config,
             ctx=ctx,
@@ -299,12 +301,20 @@ def make_optimizer(
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def load_datasets(config: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset, LabelSet]:
-    """Both splits, checked to share one label set (else metrics would be meaningless)."""
+def load_datasets(
+    config: TrainConfig, *, progress: bool = False
+) -> tuple[SegmentationDataset, SegmentationDataset, LabelSet]:
+    """Both splits, every file decoded once and checked to share one label set.
+
+    Every pair is read before the first step, so a broken file (unreadable, a
+    mask of another size, ids outside the label set) stops the run at once,
+    with all of them listed, instead of at the step that first draws it.
+    """
     datasets = []
     for key, spec in (("dataset", config.dataset), ("val_dataset", config.val_dataset)):
         try:
             dataset = build_dataset(spec)
+            verify_dataset(dataset, progress=progress)
         except MessError as err:
             raise TrainError(f"{key}: {err}") from err
         if len(dataset) == 0:
@@ -410,6 +420,29 @@ def _validation_summary(val_miou: dict[str, float]) -> dict[str, float]:
     if early:
         summary["val_miou_exits_mean"] = float(np.nanmean(early))
     return summary
+
+
+def resume_message(
+    state: TrainState | None, plans: list[StagePlan], repeated: int, every: int
+) -> str:
+    """Where a resumed run continues and how much work it does again.
+
+    State is saved every ``checkpoint_every`` steps (and at the end of each
+    stage); steps run after the last save are lost on an interrupt.
+    """
+    again = (
+        f"{repeated} step(s) that ran after it are repeated" if repeated else "no step is repeated"
+    )
+    if state is None:
+        return (
+            f"resuming: no step of this run was saved yet (state is saved every {every} "
+            f"steps), so training starts from the beginning; {again}"
+        )
+    plan = plans[state.stage_index]
+    return (
+        f"resuming {plan.name} at step {state.step} of {plan.steps}, the last saved step "
+        f"(state is saved every {every} steps); {again}"
+    )
 
 
 def _resume_point(state: TrainState | None) -> tuple[int, int] | None:

@@ -15,9 +15,11 @@ from mess_ros.data.datasets import (
     FolderDataset,
     SyntheticDataset,
     build_dataset,
+    verify_dataset,
 )
 from mess_ros.data.errors import DatasetError
-from mess_ros.data.labels import CITYSCAPES_LABELS, SYNTHETIC_LABELS
+from mess_ros.data.folder_writer import write_folder_dataset
+from mess_ros.data.labels import CITYSCAPES_LABELS, SYNTHETIC_LABELS, LabelSet
 from mess_ros.data.synthetic import HARD, SceneGenerator
 
 
@@ -241,3 +243,46 @@ def test_build_folder_prefers_the_split_subfolder(tmp_path: Path) -> None:
             _write_gray(tmp_path / split / "masks" / f"{i}.png", mask)
     spec = DatasetSpec(kind="folder", path=str(tmp_path), split="val", labels="synthetic")
     assert len(build_dataset(spec)) == 1
+
+
+def test_labels_json_at_the_root_serves_every_split(tmp_path: Path) -> None:
+    source = SyntheticDataset(3, 16, 24, seed=1)
+    for split in ("train", "val"):
+        write_folder_dataset(source, tmp_path, split)
+    assert (tmp_path / "labels.json").is_file()
+    assert not (tmp_path / "val" / "labels.json").exists()
+    dataset = build_dataset(DatasetSpec(kind="folder", path=str(tmp_path), split="val"))
+    assert dataset.labels == SYNTHETIC_LABELS and len(dataset) == 3
+    np.testing.assert_array_equal(dataset[1].mask, source[1].mask)
+    np.testing.assert_array_equal(dataset[1].image, source[1].image)
+    # A split's own labels.json wins over the root's.
+    own = LabelSet("two", ("a", "b"), ((0, 0, 0), (255, 255, 255)))
+    (tmp_path / "train" / "labels.json").write_text(json.dumps(own.to_dict()))
+    masks = tmp_path / "train" / "masks"
+    for path in masks.iterdir():
+        _write_gray(path, np.zeros((16, 24), dtype=np.uint8))
+    train = build_dataset(DatasetSpec(kind="folder", path=str(tmp_path), split="train"))
+    assert train.labels == own
+
+
+def test_missing_label_set_names_both_places(tmp_path: Path) -> None:
+    write_folder_dataset(SyntheticDataset(1, 16, 24), tmp_path, "val")
+    (tmp_path / "labels.json").unlink()
+    with pytest.raises(DatasetError) as info:
+        build_dataset(DatasetSpec(kind="folder", path=str(tmp_path), split="val"))
+    assert str(tmp_path / "val" / "labels.json") in str(info.value)
+    assert str(tmp_path / "labels.json") in str(info.value)
+
+
+def test_verify_dataset_lists_every_bad_pair_at_once(tmp_path: Path) -> None:
+    folder = write_folder_dataset(SyntheticDataset(8, 16, 24), tmp_path, "train")
+    bad = ["train_00001", "train_00003", "train_00004", "train_00006"]
+    for stem in bad:
+        _write_gray(folder / "masks" / f"{stem}.png", np.zeros((10, 24), dtype=np.uint8))
+    dataset = build_dataset(DatasetSpec(kind="folder", path=str(tmp_path), split="train"))
+    with pytest.raises(DatasetError) as info:
+        verify_dataset(dataset)
+    message = str(info.value)
+    assert "4 of 8 samples cannot be used" in message
+    assert all(f"{stem}.png" in message for stem in bad)
+    verify_dataset(SyntheticDataset(2, 16, 24))  # rendered scenes: nothing to read

@@ -10,6 +10,7 @@ import torch
 
 from mess_ros.data.datasets import build_dataset
 from mess_ros.data.transforms import normalize_image
+from mess_ros.deploy.decisions import split_images
 from mess_ros.deploy.export import apply_configuration, write_pruned_checkpoint
 from mess_ros.deploy.inputs import build_problem
 from mess_ros.deploy.problem import (
@@ -20,7 +21,11 @@ from mess_ros.deploy.problem import (
     exit_decisions,
 )
 from mess_ros.deploy.search import SearchSpace, search
-from mess_ros.deploy.verify import calibration_dataset, verify_configuration
+from mess_ros.deploy.verify import (
+    calibration_dataset,
+    calibration_warnings,
+    verify_configuration,
+)
 from mess_ros.eval.metrics import confusion_matrix, mean_iou
 from mess_ros.model import MESSNet, confident_share, logits_to_mask
 from tests.deploy.conftest import CALIBRATION, INPUT_HW, TinyRun
@@ -108,3 +113,35 @@ def test_engine_verification_matches_the_prediction(tiny_run: TinyRun, tmp_path:
     assert report.miou_matches and report.decisions_match
     assert report.measured_mean_ms > 0.0
     assert "mIoU predicted" in report.summary()
+
+
+def test_calibration_warnings_name_the_counts() -> None:
+    assert calibration_warnings(400, 100) == []
+    (small,) = calibration_warnings(12, 0)
+    assert "only 12 calibration images" in small and "8.3 %" in small
+    assert "only 5 held-out images" in calibration_warnings(400, 5)[0]
+
+
+def test_verification_on_images_the_search_did_not_see(tiny_run: TinyRun, tmp_path: Path) -> None:
+    calibration = build_problem(tiny_run.checkpoint.model, tiny_run.cache, tiny_run.table)
+    split = split_images(tiny_run.cache.difficulty, 0.25)
+    held = [int(i) for i in split.held_out]
+    result = search(calibration.subset(split.fit), SPACE)
+    chosen = next(s for s in reversed(result.front) if s.config.exits)
+    pruned_path = tmp_path / "pruned.pt"
+    pruned = write_pruned_checkpoint(tiny_run.checkpoint_path, chosen.config, pruned_path)
+    params = apply_configuration(chosen.config, tiny_run.table, str(pruned_path))
+    held_problem = calibration.subset(held)
+    predicted = evaluate(held_problem, chosen.config)
+    dataset = calibration_dataset(tiny_run.cache.dataset, "cache")
+    report = verify_configuration(
+        params, pruned, tiny_run.table, held_problem, predicted, dataset, images=held, search=chosen
+    )
+    assert report.images == len(held) and report.held_out
+    assert report.miou_matches and report.decisions_match
+    assert report.generalisation_gap == pytest.approx(chosen.miou - predicted.miou)
+    assert len(report.pass_mean_ms) == 3
+    assert report.measured_mean_ms == sorted(report.pass_mean_ms)[1]
+    text = report.summary()
+    assert "held-out calibration images the search did not see" in text
+    assert "median of 3 pass means" in text and "tolerance ±25%" in text

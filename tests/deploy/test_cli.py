@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mess_ros.deploy.cli import EXIT_UNREACHABLE, configure_main, profile_main
+from mess_ros.deploy.cli import (
+    EXIT_UNREACHABLE,
+    EXIT_VERIFICATION_FAILED,
+    configure_main,
+    profile_main,
+)
 from mess_ros.deploy.errors import DeployError, InputMismatchError
 from mess_ros.deploy.export import configuration_from_parameters
 from mess_ros.deploy.inputs import load_inputs
@@ -23,6 +28,7 @@ from mess_ros.runtime.latency import LatencyTable
 from tests.deploy.conftest import TinyRun
 
 GRIDS = ["--pixel-thresholds", "0.3,0.5,0.7,0.9", "--image-thresholds", "0.2,0.5,0.8"]
+LENIENT = ["--latency-tolerance", "100"]
 
 
 def configure(run: TinyRun, out: Path, *extra: str) -> int:
@@ -64,20 +70,31 @@ def test_profile_refuses_a_bad_size(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_configure_writes_a_robot_that_the_engine_runs(
-    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run: TinyRun,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "robots"
     budget = tiny_run.table.path_ms([], FINAL_EXIT)
-    rc = configure(tiny_run, out, "--budget-ms", f"{budget:.6f}", "--verify")
-    printed = capsys.readouterr().out
-    assert rc in (0, 4), printed  # 4: the 15 % latency check, at the mercy of a shared CPU
+    # The latency check is at the mercy of a shared CPU; its failure path is tested apart.
+    rc = configure(tiny_run, out, "--budget-ms", f"{budget:.6f}", "--verify", *LENIENT)
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert rc == 0, printed + captured.err
     assert "configurations scored per second" in printed
+    # 12 calibration images: too few for thresholds to mean much, and the tool says so.
+    assert "warning: the search scores only" in captured.err
     summary = json.loads((out / "tiny_search.json").read_text())
-    assert summary["verification"]["miou_matches"] is True
+    verification = summary["verification"]
     held_out = summary["held_out"]["images"]
-    assert summary["verification"]["images"] == len(held_out) < tiny_run.cache.num_images
-    assert summary["verification"]["decisions_matching"] == len(held_out)
+    assert verification["held_out"] is True
+    assert verification["images"] == len(held_out) < tiny_run.cache.num_images
     assert summary["fit_images"] + len(held_out) == tiny_run.cache.num_images
+    assert verification["miou_matches"] is True
+    assert verification["decisions_matching"] == len(held_out)
+    assert len(verification["pass_mean_ms"]) == 3
+    assert "held-out calibration images the search did not see" in printed
     chosen = summary["chosen"]
     assert chosen["mean_ms"] <= budget
     assert chosen["miou"] >= summary["baseline"]["miou"]
@@ -85,13 +102,48 @@ def test_configure_writes_a_robot_that_the_engine_runs(
         assert (out / name).is_file(), name
     assert (out / "tiny_pareto.md").read_text().count("\n") == len(summary["front"]) + 2
 
+    # The parameter file names its files relative to itself and works from anywhere.
+    text = (out / "tiny.yaml").read_text()
+    assert 'model_path: "tiny.pt"' in text and 'latency_table: "tiny.latency.json"' in text
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "tiny.pt").write_bytes(b"a stray file that must not be loaded")
+    monkeypatch.chdir(elsewhere)
     params = SegmentationConfig.from_yaml(out / "tiny.yaml")
     config = configuration_from_parameters(params)
     assert list(config.exits) == chosen["exits"]
     assert load_checkpoint(out / "tiny.pt").model.exit_ids == [*config.exits, FINAL_EXIT]
     engine = SegmentationEngine(params)
+    assert engine.checkpoint.path == (out / "tiny.pt").resolve()
     assert engine.active_exits == (*config.exits, FINAL_EXIT)
     assert (out / "tiny.yaml").read_text().startswith("# mess_ros parameters for robot 'tiny'")
+
+
+def test_models_elsewhere_are_named_relative_to_the_parameter_file(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    out, models = tmp_path / "config" / "robots", tmp_path / "models"
+    budget = tiny_run.table.path_ms([], FINAL_EXIT)
+    argv = ["--budget-ms", f"{budget:.6f}", "--model-dir", str(models)]
+    assert configure(tiny_run, out, *argv) == 0
+    text = (out / "tiny.yaml").read_text()
+    assert 'model_path: "../../models/tiny.pt"' in text
+    params = SegmentationConfig.from_yaml(out / "tiny.yaml")
+    assert params.engine.model_path == str((models / "tiny.pt").resolve())
+
+
+def test_failed_verification_writes_nothing(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "robots"
+    budget = tiny_run.table.path_ms([], FINAL_EXIT)
+    strict = ["--latency-tolerance", "1e-9", "--verify-passes", "1"]
+    rc = configure(tiny_run, out, "--budget-ms", f"{budget:.6f}", "--verify", *strict)
+    captured = capsys.readouterr()
+    assert rc == EXIT_VERIFICATION_FAILED
+    assert "[MISMATCH]" in captured.out
+    assert "nothing was written" in captured.err
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_unreachable_budget_reports_the_fastest_configuration(

@@ -24,6 +24,7 @@ from mess_ros.deploy.inputs import load_inputs
 from mess_ros.deploy.problem import ExitConfiguration, SearchProblem, evaluate, exit_decisions
 from mess_ros.deploy.search import SearchSpace, search
 from mess_ros.deploy.verify import calibration_dataset, verify_configuration
+from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
 from mess_ros.runtime.errors import ConfigError
 from mess_ros.runtime.exit_model import ExitPredictor, exit_features
@@ -205,7 +206,9 @@ def test_configure_with_the_learnt_decision_writes_its_exit_model(
     summary = json.loads((out / "tiny_search.json").read_text())
     assert summary["chosen"]["decision"] == "learnt" and summary["chosen"]["exits"]
     text = (out / "tiny.yaml").read_text()
-    assert f'exit_model: "{out / "tiny.exit_model.json"}"' in text
+    assert 'exit_model: "tiny.exit_model.json"' in text  # beside the parameter file
+    config = SegmentationConfig.from_yaml(out / "tiny.yaml")
+    assert Path(config.policy.exit_model) == (out / "tiny.exit_model.json").resolve()
     assert "held-out" in text
     assert ExitPredictor.load(out / "tiny.exit_model.json").checkpoint_fingerprint == (
         tiny_run.checkpoint.fingerprint

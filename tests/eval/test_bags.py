@@ -174,11 +174,52 @@ def test_bad_frames_are_skipped_and_counted(tmp_path: Path, samples: list[Sample
     with BagReader(path) as reader:
         frames = list(reader.frames())
         stats = reader.stats
-    assert [f.index for f in frames] == [0, 4]
-    assert stats.skipped_total == 3
-    assert stats.skipped["ground truth size mismatch"] == 1
+    # Frame 3's ground truth is unusable: the frame stays (latency, exits), without it.
+    assert [f.index for f in frames] == [0, 3, 4]
+    assert frames[1].gt is None
+    assert stats.skipped_total == 2
     assert stats.skipped["corrupt image"] + stats.skipped["wrong size"] == 2
-    assert any("frame 3" in d and "does not match" in d for d in stats.details)
+    assert stats.bad_gt == {"ground truth size mismatch": 1}
+    assert stats.without_gt == 3
+    assert any(d.startswith("frame 3: ground truth on /gt:") for d in stats.details)
+
+
+def test_undecodable_ground_truth_is_counted_on_its_topic(
+    tmp_path: Path, samples: list[Sample]
+) -> None:
+    good = samples[0]
+    stamps = [START_NS + i * PERIOD_NS for i in range(2)]
+    mono16 = image_bytes(good.image, stamps[1], "mono16")
+    records = [
+        Record("/image", stamps[0], image_bytes(good.image, stamps[0])),
+        Record("/gt", stamps[0], mask_bytes(good.mask, stamps[0])),
+        Record("/image", stamps[1], image_bytes(good.image, stamps[1])),
+        Record("/gt", stamps[1], mono16),
+    ]
+    path = write_raw_bag(tmp_path / "gt.mcap", {"/image": IMAGE_TYPE, "/gt": IMAGE_TYPE}, records)
+    frames, stats, _ = load_frames(path)
+    assert [f.index for f in frames] == [0, 1]
+    assert frames[0].gt is not None and frames[1].gt is None
+    assert stats.skipped_total == 0 and stats.bad_gt_total == 1
+    assert "frame 1: ground truth on /gt" in stats.details[0]
+
+
+def test_an_unrecognised_mono8_topic_is_offered_as_ground_truth(
+    tmp_path: Path, samples: list[Sample]
+) -> None:
+    sample = samples[0]
+    records = [
+        Record("/cam/image", START_NS, image_bytes(sample.image, START_NS)),
+        Record("/cam/semantic", START_NS, mask_bytes(sample.mask, START_NS)),
+        Record("/cam/depth_preview", START_NS, image_bytes(sample.image, START_NS)),
+    ]
+    types = dict.fromkeys(("/cam/image", "/cam/semantic", "/cam/depth_preview"), IMAGE_TYPE)
+    path = write_raw_bag(tmp_path / "semantic.mcap", types, records)
+    with BagReader(path, camera_topic="/cam/image") as reader:
+        assert reader.topics.ground_truth is None
+        assert reader.topics.gt_candidates == ("/cam/semantic",)
+    with BagReader(path, camera_topic="/cam/image", gt_topic="") as reader:
+        assert reader.topics.gt_candidates == ()
 
 
 def _two_image_bag(tmp_path: Path, samples: list[Sample]) -> Path:

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mess_ros.eval.bags import load_frames
+from mess_ros.data.sample import Sample
+from mess_ros.eval.bags import load_frames, write_bag
 from mess_ros.eval.cli import EXIT_BAD_INPUT, EXIT_OK, bag_main, evaluate_main
 from mess_ros.runtime.config import SegmentationConfig
 
@@ -160,3 +161,31 @@ def test_evaluate_missing_model_and_bad_params_file(
     assert evaluate_main([str(small_bag), "--params-file", str(bad), *out]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "policy.name" in err
+
+
+def test_foreign_ground_truth_is_warned_about_and_strict_fails(
+    tmp_path: Path,
+    samples: list[Sample],
+    base_config: SegmentationConfig,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    changed = [
+        Sample(
+            s.image, np.where(np.arange(s.mask.shape[1]) < 2, 77, s.mask).astype(np.uint8), 0, ""
+        )
+        if i in (0, 3, 5)
+        else s
+        for i, s in enumerate(samples)
+    ]
+    bag = tmp_path / "foreign.mcap"
+    write_bag(bag, changed)
+    argv = [str(bag), "--params-file", str(params_file(tmp_path, base_config)), "--quiet"]
+    assert evaluate_main([*argv, "--out", str(tmp_path / "lenient")]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "warning: ground truth: 3 of 8 frames have ground truth with class ids [77]" in err
+    assert "3 of 8 frames" in (tmp_path / "lenient" / "report.md").read_text()
+    status = evaluate_main([*argv, "--strict", "--out", str(tmp_path / "strict")])
+    assert status == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "mess_evaluate: error: --strict: 3 frames have ground-truth class ids outside" in err
+    assert (tmp_path / "strict" / "report.md").is_file()

@@ -1,15 +1,13 @@
 """Live replay through the segmentation node over DDS, against the offline evaluation.
 
 Every node runs on this host only (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``)
-in a domain of its own in 200..230, and is stopped by PID whatever the test
+in a domain of its own in 1..101, and is stopped by PID whatever the test
 outcome (the tool's own ``finally``, checked here through the process table).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,17 +27,12 @@ from mess_ros.eval.results import matched_miou
 from mess_ros.eval.runs import build_runs
 from mess_ros.runtime.config import SegmentationConfig
 from tests.eval.builders import EARLY_EXIT, NUM_FRAMES
+from tests.ros.conftest import next_domain_id
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = (sys.executable, "-m", "mess_ros.ros.node")
-_domains = itertools.count()
-
-
-def domain_id() -> int:
-    """A domain in 200..230 for this test, offset by PID so parallel runs rarely collide."""
-    return 200 + (os.getpid() + next(_domains)) % 31
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +49,7 @@ def _ros_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def options(tmp_path: Path, **kw: object) -> LiveOptions:
     values: dict[str, object] = {
         "node_command": NODE,
-        "domain_id": domain_id(),
+        "domain_id": next_domain_id(),
         "progress": False,
         "startup_timeout_s": 90.0,
         "settle_s": 3.0,
@@ -155,7 +148,7 @@ def test_evaluate_command_live(
     base_config.to_yaml(params)
     out = tmp_path / "report"
     argv = [str(small_bag), "--model", str(checkpoint_path), "--params-file", str(params)]
-    argv += ["--live", "--domain-id", str(domain_id()), "--max-frames", "4", "--rate", "2"]
+    argv += ["--live", "--domain-id", str(next_domain_id()), "--max-frames", "4", "--rate", "2"]
     assert evaluate_main([*argv, "--quiet", "--out", str(out)]) == 0
     data = json.loads((out / "report.json").read_text())
     assert data["mode"] == "live" and data["settings"]["rate"] == 2.0

@@ -1,8 +1,9 @@
 """Fixtures for the ROS tests: a tiny model, node subprocesses and a DDS test client.
 
 Every ROS participant stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=
-LOCALHOST) and every node fixture gets its own ROS_DOMAIN_ID in 100..199, so
-test runs and other developers' processes never see each other. Processes
+LOCALHOST) and every node fixture gets its own ROS_DOMAIN_ID in 1..101 (the ids
+whose ports stay below the ephemeral range), so test runs and other developers'
+processes never see each other. Processes
 are started in their own session and always stopped by PID in a ``finally``.
 """
 
@@ -13,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelSpec, save_checkpoint
 from mess_ros.ros import qos
 from mess_ros.ros.diagnostics import key_values
-from mess_ros.ros.processes import ManagedProcess, ros_environment
+from mess_ros.ros.processes import ManagedProcess, default_domain_id, ros_environment
 from mess_ros.runtime.config import SegmentationConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,8 +53,11 @@ _domain_ids = itertools.count()
 
 
 def next_domain_id() -> int:
-    """A domain id in 100..199, offset by PID so two concurrent test runs rarely collide."""
-    return 100 + (os.getpid() * 7 + next(_domain_ids)) % 100
+    """A domain id in 1..101, offset by PID so two concurrent test runs rarely collide.
+
+    The environment's ROS_DOMAIN_ID is not used: the fixtures need one domain each.
+    """
+    return default_domain_id(os.getpid() * 6 + next(_domain_ids), environ={})
 
 
 def ros_env(domain_id: int) -> dict[str, str]:
@@ -112,8 +116,17 @@ def write_params(path: Path, checkpoint: Path, **overrides: Any) -> Path:
 class RosProcess(ManagedProcess):
     """A ROS executable of the tests on its own domain; stops wait longer than the demo's."""
 
-    def __init__(self, argv: Sequence[str], domain_id: int, log_path: Path) -> None:
-        super().__init__(Path(argv[0]).name, argv, ros_env(domain_id), log_path)
+    def __init__(
+        self,
+        argv: Sequence[str],
+        domain_id: int,
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = {**ros_env(domain_id), **(extra_env or {})}
+        super().__init__(Path(argv[0]).name, argv, env, log_path, cwd)
 
     def stop(self, sig: int = signal.SIGINT, timeout_s: float = STOP_TIMEOUT_S) -> int:
         return super().stop(sig, timeout_s)

@@ -85,6 +85,22 @@ def test_overrides_are_typed(launch: ModuleType) -> None:
         launch.parameter_overrides("", "", "maybe")
 
 
+@pytest.mark.parametrize(
+    ("device", "deadline_ms", "expected"),
+    [
+        ("tpu", "", r"device:='tpu' cannot be used: .*expected cpu, cuda or cuda:N"),
+        ("", "-5", r"deadline_ms:=-5\.0 cannot be used: .*\[0, 3600000\]"),
+        ("cuda:x", "", r"device:='cuda:x'"),
+    ],
+)
+def test_overrides_are_validated_before_anything_starts(
+    launch: ModuleType, device: str, deadline_ms: str, expected: str
+) -> None:
+    """Checked against the node's own parameter schema, as log_level is checked."""
+    with pytest.raises(launch.LaunchArgumentError, match=expected):
+        launch.parameter_overrides(device, deadline_ms, "")
+
+
 def test_log_level_is_checked_before_launch(launch: ModuleType) -> None:
     assert launch.parse_log_level("WARN") == "warn"
     with pytest.raises(launch.LaunchArgumentError, match="debug, info, warn, error, fatal"):

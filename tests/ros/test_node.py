@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from lifecycle_msgs.msg import Transition
 from rclpy.parameter import Parameter
@@ -33,6 +34,7 @@ from tests.ros.conftest import (
     TINY_EXITS,
     NodeUnderTest,
     RosClient,
+    RosProcess,
     next_domain_id,
     run_node,
     stamp_of,
@@ -45,6 +47,19 @@ pytestmark = pytest.mark.ros
 
 HEIGHT, WIDTH = 24, 40
 TUNABLE_LOAD_BETA = 20.0
+STOP_WAIT_S = 60.0
+RANDOM_BYTES = bytes(range(128, 256)) * 4
+
+
+def one_fatal_line(process: RosProcess) -> str:
+    """The node's only FATAL line, once it exited with status 1 and no traceback."""
+    status = process.popen.wait(STOP_WAIT_S)
+    output = process.output()
+    assert status == 1, output
+    fatal = [line for line in output.splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1, output
+    assert "Traceback" not in output
+    return fatal[0]
 
 
 def scene(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -311,6 +326,23 @@ def test_parameter_changes_valid_and_invalid(tunable: NodeUnderTest) -> None:
     assert results[0].successful
     _, info = client.segment(probe_image())
     assert info["exit_id"] == "final"
+
+    # ros2 param set ... deadline.deadline_ms 50: an integer for a double is taken as 50.0.
+    (result,) = client.set_parameters([Parameter("deadline.deadline_ms", value=50)])
+    assert result.successful, result.reason
+    assert client.get_parameter("deadline.deadline_ms") == 50.0
+    (result,) = client.set_parameters([Parameter("deadline.deadline_ms", value=0)])
+    assert result.successful, result.reason
+    # A typo is refused with the name that was meant, not silently added.
+    (result,) = client.set_parameters([Parameter("policy.pixel_treshold", value=0.95)])
+    assert not result.successful
+    assert "did you mean policy.pixel_threshold?" in result.reason
+    assert "policy.pixel_treshold" not in client.list_parameters()
+    # An exit the model lacks is refused as fixed_exit even while the policy is not fixed.
+    (result,) = client.set_parameters([Parameter("policy.fixed_exit", value="layer9_9:nope")])
+    assert not result.successful
+    assert "layer9_9:nope" in result.reason
+    assert client.get_parameter("policy.fixed_exit") == TINY_EXITS[2]
     assert tunable.process.alive()
 
 
@@ -413,8 +445,20 @@ def test_latest_frame_wins_and_stale_frames_are_counted(tunable: NodeUnderTest) 
 # --- starting and stopping --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_clean_stop_on_signal(tmp_path: Path, tiny_checkpoint: Path, sig: int) -> None:
+@pytest.mark.parametrize(
+    ("sig", "second_after_s"),
+    [
+        (signal.SIGINT, None),
+        (signal.SIGTERM, None),
+        # Ctrl-C twice, or ros2 launch beside the terminal: the second one changes nothing.
+        (signal.SIGINT, 0.0),
+        (signal.SIGINT, 0.05),
+        (signal.SIGTERM, 0.5),
+    ],
+)
+def test_clean_stop_on_signal(
+    tmp_path: Path, tiny_checkpoint: Path, sig: int, second_after_s: float | None
+) -> None:
     """Mid-stream, both signals end the node with status 0 and no traceback."""
     params = write_params(tmp_path / "params.yaml", tiny_checkpoint)
     domain_id = next_domain_id()
@@ -428,9 +472,14 @@ def test_clean_stop_on_signal(tmp_path: Path, tiny_checkpoint: Path, sig: int) -
             client.next_stamp(image)
             client.image_pub.publish(image)
             client.spin_for(0.02)
-        status = process.stop(sig, timeout_s=15.0)
+        process.popen.send_signal(sig)
+        if second_after_s is not None:
+            time.sleep(second_after_s)
+            process.popen.send_signal(signal.SIGINT)
+        status = process.popen.wait(STOP_WAIT_S)
         assert status == 0, process.output()
         assert "Traceback" not in process.output()
+        assert "KeyboardInterrupt" not in process.output()
     finally:
         process.stop(signal.SIGKILL)
         if client is not None:
@@ -458,6 +507,83 @@ def test_compressed_input(tmp_path: Path, tiny_checkpoint: Path) -> None:
         process.stop(signal.SIGINT)
         if client is not None:
             client.close()
+
+
+def test_a_signal_while_the_model_loads_stops_the_node_cleanly(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # Many warm-up passes keep the node busy starting when the signals arrive.
+    params = write_params(tmp_path / "params.yaml", tiny_checkpoint, engine__warmup_frames=1000)
+    process = start_node(params, next_domain_id(), tmp_path / "node.log")
+    try:
+        deadline = time.monotonic() + STOP_WAIT_S
+        while "starting:" not in process.output():
+            assert time.monotonic() < deadline and process.alive(), process.output()
+            time.sleep(0.1)
+        process.popen.send_signal(signal.SIGINT)
+        process.popen.send_signal(signal.SIGTERM)
+        status = process.popen.wait(STOP_WAIT_S)
+        assert status == 0, process.output()
+        assert "Traceback" not in process.output()
+    finally:
+        process.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "expected"),
+    [
+        ("malformed YAML", b'"/**":\n  ros__parameters: [1, 2\n', "is not valid YAML"),
+        ("missing file", None, "cannot read parameter file"),
+        ("top-level list", b"- 1\n- 2\n", "its top level is a list"),
+        ("random bytes", RANDOM_BYTES, "is not UTF-8 text"),
+        ("no section", b"engine:\n  device: cpu\n", "no '<node>: ros__parameters:' section"),
+        (
+            "undeclared key",
+            b'"/**":\n  ros__parameters:\n    policy:\n      pixel_treshold: 0.95\n',
+            "did you mean policy.pixel_threshold?",
+        ),
+    ],
+)
+def test_unusable_parameter_files_end_in_one_fatal_line(
+    tmp_path: Path, kind: str, content: bytes | None, expected: str
+) -> None:
+    params = tmp_path / "params.yaml"
+    if content is not None:
+        params.write_bytes(content)
+    process = start_node(params, next_domain_id(), tmp_path / "node.log")
+    try:
+        fatal = one_fatal_line(process)
+        assert str(params) in fatal and expected in fatal, process.output()
+    finally:
+        process.stop(signal.SIGKILL)
+
+
+def test_a_latency_table_that_is_not_text_names_the_file(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    table = tmp_path / "tiny.latency.json"
+    table.write_bytes(RANDOM_BYTES)
+    params = write_params(
+        tmp_path / "params.yaml", tiny_checkpoint, engine__latency_table=str(table)
+    )
+    process = start_node(params, next_domain_id(), tmp_path / "node.log")
+    try:
+        assert f"latency table {table} is not UTF-8 text" in one_fatal_line(process)
+    finally:
+        process.stop(signal.SIGKILL)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback needs a machine without CUDA")
+def test_cuda_fallback_is_warned_once_through_ros_logging(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    params = write_params(tmp_path / "params.yaml", tiny_checkpoint, engine__device="cuda")
+    started = run_node(tmp_path, params, probe_image())
+    output = next(started).process.output()
+    started.close()
+    lines = [line for line in output.splitlines() if "CUDA is not available" in line]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("[WARN]") and "[segmentation_node]" in lines[0]
 
 
 def test_startup_error_is_reported_and_exits_nonzero(tmp_path: Path) -> None:

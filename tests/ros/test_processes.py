@@ -9,7 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mess_ros.ros.processes import ProcessSet, package_data_file, ros_environment
+from mess_ros.package_files import package_data_file
+from mess_ros.ros.processes import ProcessSet, ros_environment
 
 SLEEPER = """
 import time

@@ -249,3 +249,65 @@ def test_ros_reads_the_written_file(tmp_path: Path) -> None:
     # rclpy returns arrays as array.array; empty lists are not in the file (declared defaults)
     assert SegmentationConfig.from_parameters(values) == config
     assert values["deadline.deadline_ms"] == 66.5 and values["engine.input_height"] == 128
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("policy.pixel_treshold", "policy.pixel_threshold"),
+        ("pixel_treshold", "policy.pixel_threshold"),
+        ("deadline_ms", "deadline.deadline_ms"),
+        ("engine.modelpath", "engine.model_path"),
+    ],
+)
+def test_unknown_names_suggest_the_closest_parameter(typo: str, meant: str) -> None:
+    with pytest.raises(ConfigError, match=f"{typo} \\(did you mean {meant}\\?\\)"):
+        SegmentationConfig.from_parameters({typo: 1.0})
+    with pytest.raises(ConfigError) as info:
+        SegmentationConfig.from_parameters({"completely_unrelated": 1})
+    assert "did you mean" not in str(info.value)
+
+
+def test_fixed_exit_is_checked_whatever_the_policy() -> None:
+    with pytest.raises(ConfigError, match=r"policy\.fixed_exit"):
+        SegmentationConfig.from_parameters({"policy.name": "confidence", "policy.fixed_exit": "x"})
+    config = SegmentationConfig.from_parameters({"policy.fixed_exit": "layer1_0:linear"})
+    assert config.policy.fixed_exit == "layer1_0:linear"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"- 1\n- 2\n", "its top level is a list"),
+        (b"", "its top level is empty"),
+        (b"\xff\xfe\x00garbage", "is not UTF-8 text (byte 0xff at offset 0)"),
+        (b"/**:\n  ros__parameters: [1, 2\n", "not valid YAML: "),
+    ],
+)
+def test_parameter_file_shape_errors(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        SegmentationConfig.from_yaml(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_artefacts_are_found_beside_the_parameter_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    robots = tmp_path / "robots"
+    robots.mkdir()
+    (robots / "rover.pt").write_bytes(b"weights")
+    path = robots / "rover.yaml"
+    path.write_text(
+        '"/**":\n  ros__parameters:\n    engine:\n      model_path: "rover.pt"\n'
+        '      latency_table: "cpu_rover.latency.json"\n'
+    )
+    # A file of the same name in the current directory must not matter.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cpu_rover.latency.json").write_text("stray")
+    config = SegmentationConfig.from_yaml(path)
+    assert config.engine.model_path == str((robots / "rover.pt").resolve())
+    # Not beside the file: kept as a name for the packaged models.
+    assert config.engine.latency_table == "cpu_rover.latency.json"

@@ -370,13 +370,19 @@ def test_model_path_from_config(checkpoint_path: Path, image: npt.NDArray[np.uin
     assert resolve_model_path(str(checkpoint_path)) == checkpoint_path
 
 
+def packaged_robot(checkpoint_path: Path, prefix: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``robot.pt`` installed in the models of an ament prefix; returns that models folder."""
+    share = prefix / "share" / "mess_ros" / "models"
+    share.mkdir(parents=True)
+    (share / "robot.pt").write_bytes(checkpoint_path.read_bytes())
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    return share
+
+
 def test_bare_file_names_are_looked_up_among_the_packaged_models(
     checkpoint_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    share = tmp_path / "prefix" / "share" / "mess_ros" / "models"
-    share.mkdir(parents=True)
-    (share / "robot.pt").write_bytes(checkpoint_path.read_bytes())
-    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "prefix"))
+    share = packaged_robot(checkpoint_path, tmp_path / "prefix", monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert share in model_directories()
     assert resolve_model_path("robot.pt") == share / "robot.pt"
@@ -474,3 +480,27 @@ def test_adaptive_threads_off_keeps_the_thread_count(
     config.engine.adaptive_threads = False
     engine = SegmentationEngine(config, checkpoint, others_cpu_share=lambda: 1.0)
     assert [engine.infer(image).threads for _ in range(3)] == [2, 2, 2]
+
+
+def test_a_stray_file_in_the_current_directory_never_replaces_a_packaged_one(
+    checkpoint_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share = packaged_robot(checkpoint_path, tmp_path / "prefix", monkeypatch)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "robot.pt").write_bytes(b"not a checkpoint")
+    (work / "only_here.pt").write_bytes(b"not a checkpoint")
+    monkeypatch.chdir(work)
+    assert resolve_model_path("robot.pt") == share / "robot.pt"
+    with pytest.raises(EngineError, match="give an absolute path"):
+        resolve_model_path("only_here.pt")
+
+
+def test_fixed_exit_must_be_an_exit_of_the_model_whatever_the_policy(
+    checkpoint: Checkpoint,
+) -> None:
+    with pytest.raises(ConfigError, match=r"policy\.fixed_exit = 'layer9_9:nope'"):
+        make_engine(checkpoint, name="confidence", fixed_exit="layer9_9:nope")
+    engine = make_engine(checkpoint, name="confidence", fixed_exit=EXITS[0])
+    with pytest.raises(ConfigError, match=r"policy\.fixed_exit"):
+        engine.reconfigure(make_config(name="final", fixed_exit="layer9_9:nope"))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
+from mess_ros.data.datasets import SyntheticDataset
+from mess_ros.data.folder_writer import write_folder_dataset
 from mess_ros.model.checkpoint import load_checkpoint
 from mess_ros.train.cli import main
 from mess_ros.train.trainer import train
@@ -117,3 +121,42 @@ def test_stage2_settings_change_only_before_stage2(
     assert load_checkpoint(in_stage1 / "checkpoint.pt").train_config["stage2_lr"] == 0.02
     code, _, err = run_cli(["--out", str(in_stage2), "--resume", "--no-progress"], capsys)
     assert_clean_error(code, err, "different settings (stage2_lr)")
+
+
+def test_every_bad_pair_is_listed_before_training_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "data"
+    folder = write_folder_dataset(SyntheticDataset(8, 32, 64), root, "train")
+    write_folder_dataset(SyntheticDataset(2, 32, 64, seed=1), root, "val")
+    bad = ["train_00001", "train_00002", "train_00005", "train_00007"]
+    for stem in bad:
+        cv2.imwrite(str(folder / "masks" / f"{stem}.png"), np.zeros((20, 64), dtype=np.uint8))
+    config = tmp_path / "data.yaml"
+    config.write_text(
+        f"dataset: {{kind: folder, path: {root}, split: train}}\n"
+        f"val_dataset: {{kind: folder, path: {root}, split: val}}\n"
+    )
+    out = tmp_path / "run"
+    code, _, err = run_cli(["--preset", "tiny", "--config", str(config), "--out", str(out)], capsys)
+    assert_clean_error(code, err, "dataset:", "4 of 8 samples cannot be used", *bad)
+    assert not (out / "train_log.csv").exists()  # not one step ran
+
+
+def test_resume_says_how_many_steps_are_repeated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tiny.yaml"
+    tiny_config().to_yaml(config)
+    out = tmp_path / "run"
+    code, _, _ = run_cli(["--config", str(config), "--out", str(out), "--max-steps", "4"], capsys)
+    assert code == 0
+    # As if interrupted two steps after the last save: those steps are in the log only.
+    log = out / "train_log.csv"
+    rows = log.read_text().splitlines()
+    rows += [rows[-1].replace("stage1,4,", f"stage1,{step},") for step in (5, 6)]
+    log.write_text("\n".join(rows) + "\n")
+    code, printed, _ = run_cli(["--out", str(out), "--resume", "--max-steps", "1"], capsys)
+    assert code == 0
+    assert "resuming stage1 at step 4 of 10, the last saved step" in printed
+    assert "2 step(s) that ran after it are repeated" in printed

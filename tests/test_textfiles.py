@@ -1,0 +1,50 @@
+"""Text files users hand over: unreadable and binary files name themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mess_ros.data.datasets import DatasetSpec, build_dataset
+from mess_ros.data.errors import DatasetError
+from mess_ros.errors import MessError
+from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.runtime.errors import ConfigError, LatencyTableError
+from mess_ros.runtime.latency import LatencyTable
+from mess_ros.textfiles import read_text
+from mess_ros.train.config import load_config
+from mess_ros.train.errors import TrainError
+
+NOT_UTF8 = b'{"format": "\xff\xfe"}'
+
+
+def test_read_text_names_the_file_and_the_bad_byte(tmp_path: Path) -> None:
+    path = tmp_path / "table.json"
+    path.write_bytes(NOT_UTF8)
+    with pytest.raises(MessError) as info:
+        read_text(path, "latency table", "a JSON table", MessError)
+    message = str(info.value)
+    assert f"latency table {path} is not UTF-8 text" in message
+    assert "byte 0xff at offset 12" in message and "expected a JSON table" in message
+    with pytest.raises(MessError, match=r"cannot read latency table .*absent.*No such file"):
+        read_text(tmp_path / "absent.json", "latency table", "a JSON table", MessError)
+    (tmp_path / "ok.txt").write_text("é", encoding="utf-8")
+    assert read_text(tmp_path / "ok.txt", "file", "text", MessError) == "é"
+
+
+def test_every_reader_of_user_files_reports_binary_content(tmp_path: Path) -> None:
+    binary = tmp_path / "binary"
+    binary.write_bytes(NOT_UTF8)
+    with pytest.raises(LatencyTableError, match=f"latency table {binary} is not UTF-8"):
+        LatencyTable.load(binary)
+    with pytest.raises(ConfigError, match=f"parameter file {binary} is not UTF-8"):
+        SegmentationConfig.from_yaml(binary)
+    with pytest.raises(TrainError, match="is not UTF-8"):
+        load_config(binary)
+    root = tmp_path / "data"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    (root / "labels.json").write_bytes(NOT_UTF8)
+    with pytest.raises(DatasetError, match=r"labels\.json is not UTF-8"):
+        build_dataset(DatasetSpec(kind="folder", path=str(root)))
