@@ -111,12 +111,17 @@ def small_deeplabv3(num_classes: int, seed: int = 0) -> nn.Module:
     torchvision builds DeepLabV3 only on ResNet-50/101; the same classes
     around a ResNet-10 (stride 32, as BasicBlock cannot dilate there) keep
     pipeline tests quick while every weight still comes from torchvision's
-    own modules and key layout.
+    own modules and key layout. The classifier is centred (no bias, weights
+    of zero mean for each class), so that with random weights the predicted
+    class still changes across an image instead of one class winning
+    everywhere.
     """
     torch.manual_seed(seed)
     backbone = resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1])
-    network = segmentation.DeepLabV3(
-        IntermediateLayerGetter(backbone, {"layer4": "out"}),
-        segmentation.deeplabv3.DeepLabHead(512, num_classes),
-    )
+    head = segmentation.deeplabv3.DeepLabHead(512, num_classes)
+    classifier = head[4]
+    with torch.no_grad():
+        classifier.bias.zero_()
+        classifier.weight.sub_(classifier.weight.mean(dim=1, keepdim=True))
+    network = segmentation.DeepLabV3(IntermediateLayerGetter(backbone, {"layer4": "out"}), head)
     return randomize_batch_norm(network, seed)
