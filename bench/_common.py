@@ -19,24 +19,27 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
+from mess_ros.data.synthetic import DIFFICULTY_LEVELS
 from mess_ros.deploy.export import apply_configuration
 from mess_ros.deploy.inputs import build_problem
 from mess_ros.deploy.problem import ScoredConfiguration
 from mess_ros.deploy.search import SearchResult, SearchSpace, Target, search, select
 from mess_ros.errors import MessError
+from mess_ros.eval.metrics import mean_iou
 from mess_ros.model import Checkpoint, load_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.engine import resolve_model_path
+from mess_ros.runtime.engine import SegmentationResult, resolve_model_path
 from mess_ros.runtime.executor import device_name, resolve_device
-from mess_ros.runtime.latency import LatencyTable
+from mess_ros.runtime.latency import PREPROCESS_KEY, LatencyTable
 from mess_ros.runtime.profiling import profile_model
 from mess_ros.train.calibration import CalibrationCache
 
@@ -270,16 +273,46 @@ def with_policy(config: SegmentationConfig, name: str, **fields: Any) -> Segment
 
 @dataclass(frozen=True)
 class Choice:
-    """The deployment search's pick for an accuracy floor on the calibration images."""
+    """The deployment search's pick for a target on the calibration images."""
 
     result: SearchResult
     chosen: ScoredConfiguration
-    floor_miou: float
+    target: Target
     config: SegmentationConfig
 
     @property
     def baseline(self) -> ScoredConfiguration:
         return self.result.baseline
+
+    @property
+    def floor_miou(self) -> float:
+        """The accuracy floor of the target (NaN for a latency budget)."""
+        return math.nan if self.target.min_miou is None else self.target.min_miou
+
+
+def search_front(
+    model: LoadedModel,
+    cache: CalibrationCache,
+    table: LatencyTable,
+    *,
+    max_exits: int,
+    progress: bool,
+) -> SearchResult:
+    """The Pareto front of mean latency against calibration mIoU, as ``mess_configure`` finds it."""
+    problem = build_problem(model.checkpoint.model, cache, table)
+    return search(problem, SearchSpace(max_exits=max_exits), stat="mean", progress=progress)
+
+
+def configuration_for(
+    model: LoadedModel, result: SearchResult, table: LatencyTable, target: Target, threads: int
+) -> Choice:
+    """The front's configuration for ``target``, as engine settings without a deadline."""
+    chosen = select(result, target)
+    config = apply_configuration(chosen.config, table, str(model.path))
+    config.engine.num_threads = threads
+    config.deadline.deadline_ms = 0.0
+    config.validate()
+    return Choice(result=result, chosen=chosen, target=target, config=config)
 
 
 def choose_configuration(
@@ -301,15 +334,9 @@ def choose_configuration(
     the benchmarks judge on held-out images, so that the val-to-test gap has
     room.
     """
-    problem = build_problem(model.checkpoint.model, cache, table)
-    result = search(problem, SearchSpace(max_exits=max_exits), stat="mean", progress=progress)
+    result = search_front(model, cache, table, max_exits=max_exits, progress=progress)
     floor = max(0.0, result.baseline.miou - miou_margin)
-    chosen = select(result, Target(min_miou=floor))
-    config = apply_configuration(chosen.config, table, str(model.path))
-    config.engine.num_threads = threads
-    config.deadline.deadline_ms = 0.0
-    config.validate()
-    return Choice(result=result, chosen=chosen, floor_miou=floor, config=config)
+    return configuration_for(model, result, table, Target(min_miou=floor), threads)
 
 
 def test_split(
@@ -366,6 +393,58 @@ def usage(exit_ids: Iterable[str], order: Sequence[str]) -> dict[str, float]:
 
 def format_usage(shares: dict[str, float]) -> str:
     return ", ".join(f"{exit_id} {share:.1%}" for exit_id, share in shares.items())
+
+
+@dataclass
+class EngineRun:
+    """What one engine (a network with a policy) did on the test split."""
+
+    name: str
+    num_classes: int
+    latency_ms: list[float] = field(default_factory=list)
+    stages_ms: list[float] = field(default_factory=list)
+    exits: list[str] = field(default_factory=list)
+    confusion: npt.NDArray[np.int64] = field(init=False)
+    by_difficulty: dict[int, npt.NDArray[np.int64]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def add(self, result: SegmentationResult, conf: npt.NDArray[np.int64], difficulty: int) -> None:
+        self.confusion += conf
+        level = self.by_difficulty.setdefault(difficulty, np.zeros_like(self.confusion))
+        level += conf
+        self.latency_ms.append(result.measured_ms)
+        # What the latency table prices (blocks, heads, outputs): comparable with the search's
+        # prediction, which leaves out resizing and normalising the frame.
+        self.stages_ms.append(
+            sum(ms for key, ms in result.stage_times_ms.items() if key != PREPROCESS_KEY)
+        )
+        self.exits.append(result.exit_id)
+
+    @property
+    def miou(self) -> float:
+        return mean_iou(self.confusion)
+
+    @property
+    def mean_ms(self) -> float:
+        return float(np.mean(self.latency_ms))
+
+    def to_dict(self, exit_order: list[str]) -> dict[str, Any]:
+        return {
+            "miou": self.miou,
+            "miou_by_difficulty": {
+                _level_name(level): mean_iou(conf)
+                for level, conf in sorted(self.by_difficulty.items())
+            },
+            "latency": latency_summary(self.latency_ms),
+            "stages_mean_ms": float(np.mean(self.stages_ms)),
+            "exit_usage": usage(self.exits, exit_order),
+        }
+
+
+def _level_name(level: int) -> str:
+    return DIFFICULTY_LEVELS[level] if 0 <= level < len(DIFFICULTY_LEVELS) else "unknown"
 
 
 def verdict(ok: bool) -> str:

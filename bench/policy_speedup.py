@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 from _common import (
     BenchError,
+    EngineRun,
     base_config,
     base_parser,
     choose_configuration,
@@ -49,69 +48,15 @@ from _common import (
 )
 from tqdm import tqdm
 
-from mess_ros.data.synthetic import DIFFICULTY_LEVELS
 from mess_ros.deploy.export import scored_to_dict
-from mess_ros.eval.metrics import confusion_matrix, mean_iou
+from mess_ros.eval.metrics import confusion_matrix
 from mess_ros.model import FINAL_EXIT
-from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
-from mess_ros.runtime.latency import PREPROCESS_KEY
+from mess_ros.runtime.engine import SegmentationEngine
 
 NAME: Final = "policy_speedup"
 MIN_SPEEDUP: Final = 2.5
 MAX_MIOU_DROP: Final = 0.005
 """Largest accepted mIoU loss against ``final`` on the test split (0.5 points)."""
-
-
-@dataclass
-class PolicyRun:
-    """What one policy did on the test split."""
-
-    name: str
-    num_classes: int
-    latency_ms: list[float] = field(default_factory=list)
-    stages_ms: list[float] = field(default_factory=list)
-    exits: list[str] = field(default_factory=list)
-    confusion: npt.NDArray[np.int64] = field(init=False)
-    by_difficulty: dict[int, npt.NDArray[np.int64]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
-
-    def add(self, result: SegmentationResult, conf: npt.NDArray[np.int64], difficulty: int) -> None:
-        self.confusion += conf
-        level = self.by_difficulty.setdefault(difficulty, np.zeros_like(self.confusion))
-        level += conf
-        self.latency_ms.append(result.measured_ms)
-        # What the latency table prices (blocks, heads, outputs): comparable with the search's
-        # prediction, which leaves out resizing and normalising the frame.
-        self.stages_ms.append(
-            sum(ms for key, ms in result.stage_times_ms.items() if key != PREPROCESS_KEY)
-        )
-        self.exits.append(result.exit_id)
-
-    @property
-    def miou(self) -> float:
-        return mean_iou(self.confusion)
-
-    @property
-    def mean_ms(self) -> float:
-        return float(np.mean(self.latency_ms))
-
-    def to_dict(self, exit_order: list[str]) -> dict[str, Any]:
-        return {
-            "miou": self.miou,
-            "miou_by_difficulty": {
-                _level_name(level): mean_iou(conf)
-                for level, conf in sorted(self.by_difficulty.items())
-            },
-            "latency": latency_summary(self.latency_ms),
-            "stages_mean_ms": float(np.mean(self.stages_ms)),
-            "exit_usage": usage(self.exits, exit_order),
-        }
-
-
-def _level_name(level: int) -> str:
-    return DIFFICULTY_LEVELS[level] if 0 <= level < len(DIFFICULTY_LEVELS) else "unknown"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -159,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     dataset = test_split(args.images, height, width)
     num_classes = model.checkpoint.model.spec.num_classes
     ignore = engines["final"].labels.ignore_index
-    runs = {name: PolicyRun(name, num_classes) for name in engines}
+    runs = {name: EngineRun(name, num_classes) for name in engines}
 
     for index in range(min(args.warmup, len(dataset))):
         for engine in engines.values():
