@@ -147,6 +147,15 @@ class TrainConfig:
         return out
 
     @classmethod
+    def scalar_defaults(cls) -> dict[str, Any]:
+        """The defaults of the fields that have a plain default value."""
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
+
+    @classmethod
     def from_dict(
         cls, data: Mapping[str, Any], base: TrainConfig | None = None, source: str = "config"
     ) -> TrainConfig:

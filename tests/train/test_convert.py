@@ -235,3 +235,13 @@ def test_backbone_weights_of_another_architecture(
         capsys,
     )
     assert code == 2 and "does not hold a ResNet" in err and str(path) in err
+
+
+def test_states_saved_before_the_weight_settings_existed_still_resume(tmp_path: Path) -> None:
+    config = quick(tiny_config(stage1_steps=2, stage2_steps=1))
+    assert not train(config, tmp_path, progress=False, max_steps=1).finished
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    for key in ("backbone_weights", "source_network"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "train_state.pt")
+    assert train(config, tmp_path, resume=True, progress=False).finished
