@@ -38,8 +38,9 @@ import argparse
 import dataclasses
 import shutil
 import sys
+import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from _common import (
@@ -122,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
     if args.images < 1 or args.source_steps < 1 or args.stage2_steps < 1:
         raise BenchError("--images, --source-steps and --stage2-steps must be >= 1")
     progress = not args.no_progress
+    started = time.monotonic()
     work = Path(args.work)
     source_run = train_source(args, work, progress)
     converted_run = convert(args, source_run, work, progress)
@@ -160,7 +162,12 @@ def main(args: argparse.Namespace) -> int:
         },
     }
     runs, identical = run_test_split(engines, args, converted, progress)
-    return report(args, source, converted, runs, identical, picks, cache_path, cache.num_images)
+    figures = report(args, source, converted, runs, identical, picks)
+    figures["search"].update(calibration_cache=str(cache_path), calibration_images=cache.num_images)
+    figures["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(f"whole run: {figures['elapsed_s'] / 60:.1f} min")
+    write_json(args.out, figures)
+    return 0
 
 
 def final_engine(
@@ -210,9 +217,8 @@ def report(
     runs: dict[str, EngineRun],
     identical: int,
     picks: dict[str, Choice],
-    cache_path: Path,
-    calibration_images: int,
-) -> int:
+) -> dict[str, Any]:
+    """Print the comparison and return the figures for the JSON file."""
     env = environment(args.device)
     height, width = converted.input_hw
     print(
@@ -259,33 +265,27 @@ def report(
         f"      mIoU gain at the source's latency: {100 * gain:+.2f} points at "
         f"{latency_ratio:.2f}x its mean latency"
     )
-    write_json(
-        args.out,
-        {
-            "benchmark": NAME,
-            "target": {"max_miou_drop": MAX_MIOU_DROP},
-            "passed": same_masks and same_accuracy and within,
-            "identical_final_masks": identical,
-            "speedup_at_source_miou": speedup,
-            "speed_pick_miou_delta": speed_delta,
-            "miou_gain_at_source_latency": gain,
-            "accuracy_pick_latency_ratio": latency_ratio,
-            "source": model_info(source),
-            "converted": model_info(converted),
-            "environment": env,
-            "search": {
-                "calibration_cache": str(cache_path),
-                "calibration_images": calibration_images,
-                "miou_margin": args.miou_margin,
-                "max_exits": args.max_exits,
-                "picks": {name: scored_to_dict(choice.chosen) for name, choice in picks.items()},
-                "baseline": scored_to_dict(picks["speed"].baseline),
-            },
-            "test_split": {"images": args.images, "height": height, "width": width},
-            "networks": {name: run.to_dict(exit_order) for name, run in runs.items()},
+    return {
+        "benchmark": NAME,
+        "target": {"max_miou_drop": MAX_MIOU_DROP},
+        "passed": same_masks and same_accuracy and within,
+        "identical_final_masks": identical,
+        "speedup_at_source_miou": speedup,
+        "speed_pick_miou_delta": speed_delta,
+        "miou_gain_at_source_latency": gain,
+        "accuracy_pick_latency_ratio": latency_ratio,
+        "source": model_info(source),
+        "converted": model_info(converted),
+        "environment": env,
+        "search": {
+            "miou_margin": args.miou_margin,
+            "max_exits": args.max_exits,
+            "picks": {name: scored_to_dict(choice.chosen) for name, choice in picks.items()},
+            "baseline": scored_to_dict(picks["speed"].baseline),
         },
-    )
-    return 0
+        "test_split": {"images": args.images, "height": height, "width": width},
+        "networks": {name: run.to_dict(exit_order) for name, run in runs.items()},
+    }
 
 
 def parser() -> argparse.ArgumentParser:
