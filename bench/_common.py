@@ -18,7 +18,7 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +26,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import torch
+from tqdm import tqdm
 
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS
@@ -34,10 +35,10 @@ from mess_ros.deploy.inputs import build_problem
 from mess_ros.deploy.problem import ScoredConfiguration
 from mess_ros.deploy.search import SearchResult, SearchSpace, Target, search, select
 from mess_ros.errors import MessError
-from mess_ros.eval.metrics import mean_iou
+from mess_ros.eval.metrics import confusion_matrix, mean_iou
 from mess_ros.model import Checkpoint, load_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.engine import SegmentationResult, resolve_model_path
+from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult, resolve_model_path
 from mess_ros.runtime.executor import device_name, resolve_device
 from mess_ros.runtime.latency import PREPROCESS_KEY, LatencyTable
 from mess_ros.runtime.profiling import profile_model
@@ -441,6 +442,41 @@ class EngineRun:
             "stages_mean_ms": float(np.mean(self.stages_ms)),
             "exit_usage": usage(self.exits, exit_order),
         }
+
+
+def run_test_split(
+    engines: Mapping[str, SegmentationEngine],
+    dataset: SegmentationDataset,
+    *,
+    warmup: int,
+    progress: bool,
+    on_frame: Callable[[dict[str, SegmentationResult]], None] | None = None,
+) -> dict[str, EngineRun]:
+    """Every engine on every frame, interleaved frame by frame, with its accuracy and latency.
+
+    Which engine goes first rotates from frame to frame, so that none profits
+    from another's warm caches. ``on_frame`` sees each frame's results.
+    """
+    labels = next(iter(engines.values())).labels
+    runs = {name: EngineRun(name, labels.num_classes) for name in engines}
+    for index in range(min(warmup, len(dataset))):
+        for engine in engines.values():
+            engine.infer(dataset[index].image)
+    order = list(engines)
+    for index in tqdm(range(len(dataset)), desc="test split", unit="img", disable=not progress):
+        sample = dataset[index]
+        shift = index % len(order)
+        results = {}
+        for name in order[shift:] + order[:shift]:
+            result = engines[name].infer(sample.image)
+            conf = confusion_matrix(
+                sample.mask, result.mask, labels.num_classes, labels.ignore_index
+            )
+            runs[name].add(result, conf, sample.difficulty)
+            results[name] = result
+        if on_frame is not None:
+            on_frame(results)
+    return runs
 
 
 def _level_name(level: int) -> str:

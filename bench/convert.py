@@ -60,19 +60,18 @@ from _common import (
     print_target,
     profile_table,
     run_main,
+    run_test_split,
     search_front,
     test_split,
     usage,
     with_policy,
     write_json,
 )
-from tqdm import tqdm
 
 from mess_ros.deploy.export import scored_to_dict
 from mess_ros.deploy.search import Target
-from mess_ros.eval.metrics import confusion_matrix
 from mess_ros.model import FINAL_EXIT
-from mess_ros.runtime.engine import SegmentationEngine
+from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
 from mess_ros.runtime.latency import LatencyTable
 from mess_ros.train.config import preset
 from mess_ros.train.convert import conversion_config, read_source
@@ -161,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
             for name, choice in picks.items()
         },
     }
-    runs, identical = run_test_split(engines, args, converted, progress)
+    runs, identical = compare_final_masks(engines, args, converted)
     figures = report(args, source, converted, runs, identical, picks)
     figures["search"].update(calibration_cache=str(cache_path), calibration_images=cache.num_images)
     figures["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -179,34 +178,21 @@ def final_engine(
     return SegmentationEngine(config, model.checkpoint, latency_table=table)
 
 
-def run_test_split(
-    engines: dict[str, SegmentationEngine],
-    args: argparse.Namespace,
-    converted: LoadedModel,
-    progress: bool,
+def compare_final_masks(
+    engines: dict[str, SegmentationEngine], args: argparse.Namespace, converted: LoadedModel
 ) -> tuple[dict[str, EngineRun], int]:
-    """Every engine on every held-out frame; also counts frames whose final masks are identical."""
+    """Every engine on the test split; also counts frames whose final masks are identical."""
     height, width = converted.input_hw
-    dataset = test_split(args.images, height, width)
-    num_classes = converted.checkpoint.model.spec.num_classes
-    ignore = engines["source"].labels.ignore_index
-    runs = {name: EngineRun(name, num_classes) for name in engines}
-    for index in range(min(args.warmup, len(dataset))):
-        for engine in engines.values():
-            engine.infer(dataset[index].image)
     identical = 0
-    order = list(engines)
-    for index in tqdm(range(len(dataset)), desc="test split", unit="img", disable=not progress):
-        sample = dataset[index]
-        masks = {}
-        # Rotate which engine goes first, so that none profits from another's warm caches.
-        shift = index % len(order)
-        for name in order[shift:] + order[:shift]:
-            outcome = engines[name].infer(sample.image)
-            masks[name] = outcome.mask
-            conf = confusion_matrix(sample.mask, outcome.mask, num_classes, ignore)
-            runs[name].add(outcome, conf, sample.difficulty)
-        identical += int(np.array_equal(masks["source"], masks["final"]))
+
+    def count(results: dict[str, SegmentationResult]) -> None:
+        nonlocal identical
+        identical += int(np.array_equal(results["source"].mask, results["final"].mask))
+
+    dataset = test_split(args.images, height, width)
+    runs = run_test_split(
+        engines, dataset, warmup=args.warmup, progress=not args.no_progress, on_frame=count
+    )
     return runs, identical
 
 

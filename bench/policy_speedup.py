@@ -28,7 +28,6 @@ from typing import Final
 import numpy as np
 from _common import (
     BenchError,
-    EngineRun,
     base_config,
     base_parser,
     choose_configuration,
@@ -41,15 +40,14 @@ from _common import (
     print_target,
     profile_table,
     run_main,
+    run_test_split,
     test_split,
     usage,
     with_policy,
     write_json,
 )
-from tqdm import tqdm
 
 from mess_ros.deploy.export import scored_to_dict
-from mess_ros.eval.metrics import confusion_matrix
 from mess_ros.model import FINAL_EXIT
 from mess_ros.runtime.engine import SegmentationEngine
 
@@ -102,21 +100,7 @@ def main(args: argparse.Namespace) -> int:
     height = args.frame_height or int(cache.dataset.get("height", height))
     width = args.frame_width or int(cache.dataset.get("width", width))
     dataset = test_split(args.images, height, width)
-    num_classes = model.checkpoint.model.spec.num_classes
-    ignore = engines["final"].labels.ignore_index
-    runs = {name: EngineRun(name, num_classes) for name in engines}
-
-    for index in range(min(args.warmup, len(dataset))):
-        for engine in engines.values():
-            engine.infer(dataset[index].image)
-    order = list(engines)
-    for index in tqdm(range(len(dataset)), desc="test split", unit="img", disable=not progress):
-        sample = dataset[index]
-        # Alternate which policy goes first, so neither profits from the other's warm caches.
-        for name in order if index % 2 == 0 else order[::-1]:
-            result = engines[name].infer(sample.image)
-            conf = confusion_matrix(sample.mask, result.mask, num_classes, ignore)
-            runs[name].add(result, conf, sample.difficulty)
+    runs = run_test_split(engines, dataset, warmup=args.warmup, progress=progress)
 
     final, confident = runs["final"], runs["confidence"]
     speedup = final.mean_ms / confident.mean_ms

@@ -253,20 +253,17 @@ def build_convert_parser() -> argparse.ArgumentParser:
         choices=OUTPUT_STRIDES,
         help="output stride the network was built with (torchvision's builders: 8)",
     )
-    network.add_argument(
-        "--input-mean",
-        type=float,
-        nargs=3,
-        metavar=("R", "G", "B"),
-        help=f"per-channel mean of [0, 1] RGB the weights expect (default {IMAGENET_MEAN})",
-    )
-    network.add_argument(
-        "--input-std",
-        type=float,
-        nargs=3,
-        metavar=("R", "G", "B"),
-        help=f"per-channel standard deviation the weights expect (default {IMAGENET_STD})",
-    )
+    for statistic, meaning, default in (
+        ("mean", "mean", IMAGENET_MEAN),
+        ("std", "standard deviation", IMAGENET_STD),
+    ):
+        network.add_argument(
+            f"--input-{statistic}",
+            type=float,
+            nargs=3,
+            metavar=("R", "G", "B"),
+            help=f"per-channel {meaning} of [0, 1] RGB the weights expect (default {default})",
+        )
     _add_run_options(parser)
     parser.add_argument("--stage2-steps", type=int, help="steps of stage 2 (the exit heads)")
     _add_session_options(parser)
