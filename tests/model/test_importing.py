@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,19 @@ from tests.torchvision_reference import (
 )
 
 # Odd sizes: every stride-2 step rounds up, in torchvision as in MESSNet.
-IMAGE_HW = (37, 53)
+IMAGE_HW = (29, 45)
 RELATIVE_TOLERANCE = 1e-4
 NUM_CLASSES = 5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """The reference networks are the largest of the suite: on a shared CPU two torch threads
+    spend most of their time waiting for each other, one thread does the same work sooner."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def relative_error(got: torch.Tensor, reference: torch.Tensor) -> float:
@@ -90,9 +101,7 @@ def test_resnet_backbone_equals_torchvision(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "builder", ["deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101"]
-)
+@pytest.mark.parametrize("builder", ["deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50"])
 def test_segmentation_network_equals_torchvision(builder: str, tmp_path: Path) -> None:
     """Backbone features and final-exit logits of torchvision's DeepLabV3 and FCN (stride 8)."""
     torch.manual_seed(3)
