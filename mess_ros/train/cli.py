@@ -293,7 +293,7 @@ def resolve_conversion(args: argparse.Namespace) -> TrainConfig:
         input_mean=_triple(args.input_mean, IMAGENET_MEAN),
         input_std=_triple(args.input_std, IMAGENET_STD),
     )
-    if source.config is not None and any(getattr(args, o) is not None for o in _STATISTICS_OPTIONS):
+    if source.from_mess_ros and any(getattr(args, o) is not None for o in _STATISTICS_OPTIONS):
         raise TrainError(
             f"{', '.join('--' + o.replace('_', '-') for o in _STATISTICS_OPTIONS)} describe a "
             f"torchvision file; {args.source} is a mess_ros network, which records its own"

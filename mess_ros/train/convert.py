@@ -57,6 +57,11 @@ class SourceNetwork:
     labels: dict[str, Any] | None = None
     config: TrainConfig | None = None
 
+    @property
+    def from_mess_ros(self) -> bool:
+        """Whether the source is a mess_ros network (which records its stride and statistics)."""
+        return self.labels is not None
+
 
 def read_source(
     path: Path,
