@@ -6,9 +6,10 @@ segmentation network already trained on its data, saved as
 turns them into MESSNet weights that compute exactly what the source network
 computed:
 
-* ResNet-10/18/34/50/101 in torchvision's layout (``conv1``, ``bn1``,
+* ResNet-18/34/50/101 in torchvision's layout (``conv1``, ``bn1``,
   ``layer1.0.conv1`` ...: also the keys of timm's ``resnet*`` and of
-  segmentation_models_pytorch's ResNet encoders) as a backbone, at output
+  segmentation_models_pytorch's ResNet encoders), and mess_ros's ResNet-10
+  in the same layout, as a backbone, at output
   stride 8, 16 or 32. Strides become dilations as torchvision's
   ``replace_stride_with_dilation`` does: the first block of a dilated stage
   keeps the previous dilation in its strided convolution. torchvision
@@ -341,7 +342,7 @@ def _match(
         lines += _section("missing", missing)
         lines += _section("unexpected", unexpected)
         lines += _section("shape mismatch", mismatched)
-        lines.append(f"  (not imported, never reported: {', '.join(p + '*' for p in ignored)})")
+        lines.append(f"  (left out on purpose: {', '.join(p + '*' for p in ignored)})")
         raise WeightImportError("\n".join(lines))
     imported: dict[str, Tensor] = {}
     for src, key in expected.items():
