@@ -10,9 +10,9 @@ deployment search trade latency for accuracy. In one run, on this machine:
    8, 64x128 input) for ``--source-steps`` steps (1200 by default, the
    ablation's backbone budget). ``--source RUN`` takes a finished
    single-exit run instead (``make ablation`` leaves one in
-   ``runs/ablation_single_exit``). The scale is the ablation's because a
-   torchvision-sized DeepLabV3-ResNet50 takes hours per thousand steps on
-   two CPU cores; at this scale the source trains in minutes.
+   ``runs/ablation_single_exit``). The scale is the ablation's because
+   torchvision's DeepLabV3-ResNet50 costs 38 times its multiply-adds at this
+   input (hours of training on two CPU cores); this one trains in minutes.
 2. the conversion, as ``mess_convert RUN`` does it: backbone and final head
    frozen, the run's head pool trained at every candidate point by stage 2
    (``--stage2-steps``, 2000 by default as in the ablation), calibration on
