@@ -58,6 +58,7 @@ bench: setup
 	$(PY) bench/deadline_e2e.py
 	$(PY) bench/search_speed.py
 	$(PY) bench/offline_eval_overhead.py
+	$(PY) bench/convert.py --threads 1
 	$(PY) bench/node_latency.py
 
 clean:

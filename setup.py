@@ -45,6 +45,7 @@ setup(
             "synthetic_camera = mess_ros.ros.synthetic_camera:main",
             "mess_demo = mess_ros.ros.demo:main",
             "mess_train = mess_ros.train.cli:main",
+            "mess_convert = mess_ros.train.cli:convert_main",
             "mess_profile = mess_ros.deploy.cli:profile_main",
             "mess_configure = mess_ros.deploy.cli:configure_main",
             "mess_evaluate = mess_ros.eval.cli:evaluate_main",

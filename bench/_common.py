@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import torch
+from tqdm import tqdm
 
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
+from mess_ros.data.synthetic import DIFFICULTY_LEVELS
 from mess_ros.deploy.decisions import (
     DEFAULT_HOLDOUT_SHARE,
     HeldOutSearch,
@@ -36,14 +40,15 @@ from mess_ros.deploy.decisions import (
 from mess_ros.deploy.export import apply_configuration
 from mess_ros.deploy.inputs import build_problem
 from mess_ros.deploy.problem import DecisionName, ScoredConfiguration
-from mess_ros.deploy.search import SearchResult, SearchSpace, Target, select
+from mess_ros.deploy.search import SearchResult, SearchSpace, Target, search, select
 from mess_ros.errors import MessError
+from mess_ros.eval.metrics import confusion_matrix, mean_iou
 from mess_ros.model import Checkpoint, load_checkpoint
 from mess_ros.package_files import command_line_file
 from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.engine import resolve_model_path
+from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult, resolve_model_path
 from mess_ros.runtime.executor import device_name, resolve_device
-from mess_ros.runtime.latency import LatencyTable
+from mess_ros.runtime.latency import PREPROCESS_KEY, LatencyTable
 from mess_ros.runtime.profiling import profile_model
 from mess_ros.train.calibration import CalibrationCache
 
@@ -278,25 +283,69 @@ def with_policy(config: SegmentationConfig, name: str, **fields: Any) -> Segment
 
 @dataclass(frozen=True)
 class Choice:
-    """The deployment search's pick for an accuracy floor, with its held-out figures."""
+    """The deployment search's pick for a target, with its held-out figures when it has them."""
 
-    held: HeldOutSearch
+    result: SearchResult
     chosen: ScoredConfiguration
-    floor_miou: float
+    target: Target
     config: SegmentationConfig
-
-    @property
-    def result(self) -> SearchResult:
-        return self.held.result
+    held_search: HeldOutSearch | None = None
 
     @property
     def baseline(self) -> ScoredConfiguration:
-        return self.held.result.baseline
+        return self.result.baseline
+
+    @property
+    def held(self) -> HeldOutSearch:
+        """The fitting and held-out parts of the search behind the choice."""
+        if self.held_search is None:
+            raise BenchError("this choice was made on every calibration image; none is held out")
+        return self.held_search
 
     @property
     def held_out(self) -> ScoredConfiguration:
         """The chosen configuration on the calibration images the search did not see."""
         return self.held.on_held_out(self.chosen)
+
+    @property
+    def floor_miou(self) -> float:
+        """The accuracy floor of the target (NaN for a latency budget)."""
+        return math.nan if self.target.min_miou is None else self.target.min_miou
+
+
+def search_front(
+    model: LoadedModel,
+    cache: CalibrationCache,
+    table: LatencyTable,
+    *,
+    max_exits: int,
+    progress: bool,
+) -> SearchResult:
+    """The Pareto front of mean latency against calibration mIoU, as ``mess_configure`` finds it."""
+    problem = build_problem(model.checkpoint.model, cache, table)
+    return search(problem, SearchSpace(max_exits=max_exits), stat="mean", progress=progress)
+
+
+def configuration_for(
+    model: LoadedModel,
+    result: SearchResult,
+    table: LatencyTable,
+    target: Target,
+    threads: int,
+    *,
+    held: HeldOutSearch | None = None,
+) -> Choice:
+    """The front's configuration for ``target``, as engine settings without a deadline."""
+    chosen = select(result, target)
+    config = apply_configuration(chosen.config, table, str(model.path))
+    return Choice(result, chosen, target, _without_deadline(config, threads), held)
+
+
+def _without_deadline(config: SegmentationConfig, threads: int) -> SegmentationConfig:
+    config.engine.num_threads = threads
+    config.deadline.deadline_ms = 0.0
+    config.validate()
+    return config
 
 
 def choose_configuration(
@@ -334,18 +383,20 @@ def choose_configuration(
         progress=progress,
     )
     floor = max(0.0, held.result.baseline.miou - miou_margin)
-    chosen = select(held.result, Target(min_miou=floor))
-    model_file = ""
-    if chosen.config.decision == "learnt" and held.predictor is not None:
+    model_file: Path | None = None
+    choice = configuration_for(
+        model, held.result, table, Target(min_miou=floor), threads, held=held
+    )
+    if choice.chosen.config.decision == "learnt" and held.predictor is not None:
         if exit_model_path is None:
             raise BenchError("a learnt-decision configuration needs a path for its exit model")
         held.predictor.save(exit_model_path)
-        model_file = str(exit_model_path)
-    config = apply_configuration(chosen.config, table, str(model.path), exit_model_path=model_file)
-    config.engine.num_threads = threads
-    config.deadline.deadline_ms = 0.0
-    config.validate()
-    return Choice(held=held, chosen=chosen, floor_miou=floor, config=config)
+        model_file = exit_model_path
+        config = apply_configuration(
+            choice.chosen.config, table, str(model.path), exit_model_path=str(model_file)
+        )
+        choice = dataclasses.replace(choice, config=_without_deadline(config, threads))
+    return choice
 
 
 def test_split(
@@ -410,6 +461,93 @@ def usage(exit_ids: Iterable[str], order: Sequence[str]) -> dict[str, float]:
 
 def format_usage(shares: dict[str, float]) -> str:
     return ", ".join(f"{exit_id} {share:.1%}" for exit_id, share in shares.items())
+
+
+@dataclass
+class EngineRun:
+    """What one engine (a network with a policy) did on the test split."""
+
+    name: str
+    num_classes: int
+    latency_ms: list[float] = field(default_factory=list)
+    stages_ms: list[float] = field(default_factory=list)
+    exits: list[str] = field(default_factory=list)
+    confusion: npt.NDArray[np.int64] = field(init=False)
+    by_difficulty: dict[int, npt.NDArray[np.int64]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def add(self, result: SegmentationResult, conf: npt.NDArray[np.int64], difficulty: int) -> None:
+        self.confusion += conf
+        level = self.by_difficulty.setdefault(difficulty, np.zeros_like(self.confusion))
+        level += conf
+        self.latency_ms.append(result.measured_ms)
+        # What the latency table prices (blocks, heads, outputs): comparable with the search's
+        # prediction, which leaves out resizing and normalising the frame.
+        self.stages_ms.append(
+            sum(ms for key, ms in result.stage_times_ms.items() if key != PREPROCESS_KEY)
+        )
+        self.exits.append(result.exit_id)
+
+    @property
+    def miou(self) -> float:
+        return mean_iou(self.confusion)
+
+    @property
+    def mean_ms(self) -> float:
+        return float(np.mean(self.latency_ms))
+
+    def to_dict(self, exit_order: list[str]) -> dict[str, Any]:
+        return {
+            "miou": self.miou,
+            "miou_by_difficulty": {
+                _level_name(level): mean_iou(conf)
+                for level, conf in sorted(self.by_difficulty.items())
+            },
+            "latency": latency_summary(self.latency_ms),
+            "stages_mean_ms": float(np.mean(self.stages_ms)),
+            "exit_usage": usage(self.exits, exit_order),
+        }
+
+
+def run_test_split(
+    engines: Mapping[str, SegmentationEngine],
+    dataset: SegmentationDataset,
+    *,
+    warmup: int,
+    progress: bool,
+    on_frame: Callable[[dict[str, SegmentationResult]], None] | None = None,
+) -> dict[str, EngineRun]:
+    """Every engine on every frame, interleaved frame by frame, with its accuracy and latency.
+
+    Which engine goes first rotates from frame to frame, so that none profits
+    from another's warm caches. ``on_frame`` sees each frame's results.
+    """
+    labels = next(iter(engines.values())).labels
+    runs = {name: EngineRun(name, labels.num_classes) for name in engines}
+    for index in range(min(warmup, len(dataset))):
+        for engine in engines.values():
+            engine.infer(dataset[index].image)
+    order = list(engines)
+    for index in tqdm(range(len(dataset)), desc="test split", unit="img", disable=not progress):
+        sample = dataset[index]
+        shift = index % len(order)
+        results = {}
+        for name in order[shift:] + order[:shift]:
+            result = engines[name].infer(sample.image)
+            conf = confusion_matrix(
+                sample.mask, result.mask, labels.num_classes, labels.ignore_index
+            )
+            runs[name].add(result, conf, sample.difficulty)
+            results[name] = result
+        if on_frame is not None:
+            on_frame(results)
+    return runs
+
+
+def _level_name(level: int) -> str:
+    return DIFFICULTY_LEVELS[level] if 0 <= level < len(DIFFICULTY_LEVELS) else "unknown"
 
 
 def verdict(ok: bool) -> str:

@@ -19,9 +19,7 @@ from torch.utils.data import Dataset
 from mess_ros.data.datasets import SegmentationDataset
 from mess_ros.data.errors import DataError
 from mess_ros.data.sample import Sample
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from mess_ros.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 # (x / 255 - mean) / std folded into one multiply and one subtract.
 _GAIN = (1.0 / (255.0 * np.asarray(IMAGENET_STD))).astype(np.float32)

@@ -26,7 +26,7 @@ from mess_ros.model.checkpoint import (
     save_checkpoint,
 )
 from mess_ros.model.complexity import ComplexityRow, format_complexity, model_complexity
-from mess_ros.model.errors import CheckpointError, ModelError
+from mess_ros.model.errors import CheckpointError, ModelError, WeightImportError
 from mess_ros.model.heads import EXIT_HEADS, ExitHead, HeadSpec, build_head, default_head_pool
 from mess_ros.model.messnet import FINAL_EXIT, ExitSpec, MESSNet, ModelSpec
 from mess_ros.model.outputs import (
@@ -64,6 +64,7 @@ __all__ = [
     "ModelError",
     "ModelSpec",
     "PointInfo",
+    "WeightImportError",
     "build_backbone",
     "build_head",
     "class_confidence_histogram",

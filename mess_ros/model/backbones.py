@@ -6,20 +6,31 @@ exit point, so the backbone is kept as a stem plus an ordered, named list of
 blocks that the runtime can execute one segment at a time. Output stride 8 or
 16 replaces the stride of the last stages with dilation, as DeepLabV3 does,
 so that late exits and the final head see denser feature maps.
+
+Images arrive normalised with the ImageNet statistics (the product's one
+preprocessing). Weights trained with other statistics record theirs in the
+spec, and the backbone converts its input on entry (:class:`Renormalize`),
+so that every path that runs the network (training, calibration, the engine)
+feeds it what its weights expect.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, ClassVar, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from mess_ros.model._validate import check_keys, require_int, require_mapping, require_str
 from mess_ros.model.errors import ModelError
+from mess_ros.normalization import IMAGENET_MEAN, IMAGENET_STD
 from mess_ros.registry import Registry
+
+Triple = tuple[float, float, float]
 
 OUTPUT_STRIDES = (8, 16, 32)
 """Output strides a backbone can be built for; 32 is the classification ResNet."""
@@ -30,11 +41,19 @@ STEM_STRIDE = 4
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Which backbone to build; stored in checkpoints to rebuild the exact network."""
+    """Which backbone to build; stored in checkpoints to rebuild the exact network.
+
+    ``input_mean`` and ``input_std`` are the per-channel statistics (RGB in
+    [0, 1]) the weights were trained to receive. They are written out only
+    when they differ from the ImageNet ones, so that specs, and the
+    fingerprints of models made before the fields existed, stay unchanged.
+    """
 
     name: str = "resnet18"
     base_width: int = 64
     output_stride: int = 16
+    input_mean: Triple = IMAGENET_MEAN
+    input_std: Triple = IMAGENET_STD
 
     def __post_init__(self) -> None:
         BACKBONES.get(require_str(self.name, "backbone name"))
@@ -45,19 +64,43 @@ class BackboneSpec:
             raise ModelError(
                 f"backbone output_stride must be one of {allowed}, got {self.output_stride}"
             )
+        # Lists from YAML or JSON become tuples, so that equal specs compare and hash equal.
+        object.__setattr__(self, "input_mean", _channel_values(self.input_mean, "input_mean"))
+        object.__setattr__(self, "input_std", _channel_values(self.input_std, "input_std"))
+        if min(self.input_std) <= 0:
+            raise ModelError(f"backbone input_std must be > 0 per channel, got {self.input_std}")
+
+    @property
+    def imagenet_normalized(self) -> bool:
+        """Whether the weights expect exactly what the product's preprocessing gives."""
+        return (self.input_mean, self.input_std) == (IMAGENET_MEAN, IMAGENET_STD)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "base_width": self.base_width,
             "output_stride": self.output_stride,
         }
+        if not self.imagenet_normalized:
+            data["input_mean"] = list(self.input_mean)
+            data["input_std"] = list(self.input_std)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BackboneSpec:
         data = require_mapping(data, "backbone spec")
-        check_keys(data, "backbone spec", {"name"}, {"base_width", "output_stride"})
+        optional = {"base_width", "output_stride", "input_mean", "input_std"}
+        check_keys(data, "backbone spec", {"name"}, optional)
         return cls(**dict(data))
+
+
+def _channel_values(value: object, what: str) -> Triple:
+    """Three finite numbers (R, G, B) as a tuple of floats."""
+    if isinstance(value, list | tuple) and len(value) == 3:
+        numbers = [v for v in value if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) == 3 and all(math.isfinite(v) for v in numbers):
+            return (float(numbers[0]), float(numbers[1]), float(numbers[2]))
+    raise ModelError(f"backbone {what} must be three finite numbers (R, G, B), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +203,29 @@ class Bottleneck(ResidualBlock):
         return activated
 
 
+class Renormalize(nn.Module):
+    """Turns an ImageNet-normalised image into the normalisation the weights were trained with.
+
+    ``(x * s0 + m0 - m) / s`` per channel, with (m0, s0) the ImageNet statistics
+    and (m, s) the weights' own; folded into one multiply and one add. The
+    factors are buffers that follow the model's device and dtype but are not
+    saved: the spec holds the statistics.
+    """
+
+    scale: Tensor
+    shift: Tensor
+
+    def __init__(self, mean: Triple, std: Triple) -> None:
+        super().__init__()
+        scale = [s0 / s for s0, s in zip(IMAGENET_STD, std, strict=True)]
+        shift = [(m0 - m) / s for m0, m, s in zip(IMAGENET_MEAN, mean, std, strict=True)]
+        self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
 class Backbone(nn.Module):
     """A stem and named blocks, executable block range by block range.
 
@@ -168,18 +234,31 @@ class Backbone(nn.Module):
     ``last`` (indices into :attr:`points`) on a feature map.
     """
 
-    def __init__(self, stem: nn.Module, blocks: Sequence[tuple[PointInfo, nn.Module]]) -> None:
+    def __init__(
+        self,
+        stem: nn.Module,
+        blocks: Sequence[tuple[PointInfo, nn.Module]],
+        renormalize: Renormalize | None = None,
+    ) -> None:
         super().__init__()
         if not blocks:
             raise ModelError("a backbone needs at least one block")
+        self.renormalize = renormalize
         self.stem = stem
         self.blocks = nn.ModuleDict({info.name: block for info, block in blocks})
         self.points: tuple[PointInfo, ...] = tuple(info for info, _ in blocks)
 
+    def enter(self, image: Tensor) -> Tensor:
+        """The stem's output for an ImageNet-normalised image."""
+        if self.renormalize is not None:
+            image = self.renormalize(image)
+        features: Tensor = self.stem(image)
+        return features
+
     def run(self, x: Tensor, first: int, last: int) -> Tensor:
         """Run blocks ``first..last`` (inclusive) on ``x``; ``first == -1`` starts at the stem."""
         if first < 0:
-            x = self.stem(x)
+            x = self.enter(x)
             first = 0
         block: nn.Module
         for block in islice(self.blocks.values(), first, last + 1):
@@ -239,7 +318,10 @@ class ResNetPreset:
                 in_channels = planes * self.block.expansion
                 info = PointInfo(f"layer{stage}_{index}", stride_so_far, in_channels)
                 blocks.append((info, block))
-        backbone = Backbone(stem, blocks)
+        renormalize = (
+            None if spec.imagenet_normalized else Renormalize(spec.input_mean, spec.input_std)
+        )
+        backbone = Backbone(stem, blocks, renormalize)
         _init_weights(backbone.modules())
         return backbone
 

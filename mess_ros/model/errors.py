@@ -17,3 +17,7 @@ class ModelError(MessError):
 
 class CheckpointError(ModelError):
     """A checkpoint file that cannot be written or read back; the message names the file."""
+
+
+class WeightImportError(ModelError):
+    """A weights file of other code that cannot become MESSNet weights; names file and tensors."""

@@ -31,6 +31,9 @@ DEEPLAB_CONTEXT_PX = (96, 192, 288)
 ASPP_LITE_CONTEXT_PX = (48, 96)
 """Image-space reach of the two dilated branches of the light ASPP head."""
 
+TORCHVISION_ASPP_RATES = (12, 24, 36)
+"""Dilation rates of torchvision's ``DeepLabHead``, the same at every stride."""
+
 
 def scaled_rates(context_px: Sequence[int], stride: int) -> tuple[int, ...]:
     """Dilation rates that reach the same image distance at any feature stride.
@@ -156,17 +159,24 @@ def _conv_bn_relu(
 class ImagePooling(nn.Module):
     """Global context branch of ASPP, broadcast back to the feature size.
 
-    It has a bias instead of batch norm: normalising a 1x1 map over a batch
-    of one (small-batch training, a single calibration image) is undefined.
+    Our heads give it a bias instead of batch norm: normalising a 1x1 map
+    over a batch of one (small-batch training, a single calibration image) is
+    undefined. ``batch_norm`` gives torchvision's layout (bias-free
+    convolution, batch norm), which imported DeepLabV3 weights need; frozen
+    or in eval mode it is well defined at any batch size.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=True)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=not batch_norm)
+        self.norm = nn.BatchNorm2d(out_channels) if batch_norm else None
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = torch.nn.functional.adaptive_avg_pool2d(x, 1)
-        out: Tensor = torch.relu(self.conv(pooled))
+        out: Tensor = self.conv(pooled)
+        if self.norm is not None:
+            out = self.norm(out)
+        out = torch.relu(out)
         # Upsampling a 1x1 map is a broadcast; expanding avoids the interpolation kernel.
         return out.expand(-1, -1, x.shape[-2], x.shape[-1])
 
@@ -174,12 +184,18 @@ class ImagePooling(nn.Module):
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: 1x1, dilated 3x3 branches, image pooling, projection."""
 
-    def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        rates: Sequence[int],
+        pooling_norm: bool = False,
+    ) -> None:
         super().__init__()
         branches = [_conv_bn_relu(in_channels, out_channels, 1)]
         branches += [_conv_bn_relu(in_channels, out_channels, 3, rate) for rate in rates]
         self.branches = nn.ModuleList(branches)
-        self.pooling = ImagePooling(in_channels, out_channels)
+        self.pooling = ImagePooling(in_channels, out_channels, batch_norm=pooling_norm)
         self.project = _conv_bn_relu(out_channels * (len(branches) + 1), out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -254,18 +270,43 @@ class DeepLabV3Head(ExitHead):
 
     token: ClassVar[str] = "deeplabv3"
     params: ClassVar[tuple[str, ...]] = ("channels",)
+    dropout_p: ClassVar[float] = 0.1
+    pooling_norm: ClassVar[bool] = False
 
     def __init__(self, spec: HeadSpec, in_channels: int, num_classes: int, stride: int) -> None:
         super().__init__(spec, in_channels, num_classes, stride)
-        rates = scaled_rates(DEEPLAB_CONTEXT_PX, stride)
-        self.aspp = ASPP(in_channels, spec.channels, rates)
-        self.dropout = nn.Dropout(0.1)
+        self.aspp = ASPP(in_channels, spec.channels, self.rates(stride), self.pooling_norm)
+        self.dropout = nn.Dropout(self.dropout_p)
         self.refine = _conv_bn_relu(spec.channels, spec.channels, 3)
         self.classifier = nn.Conv2d(spec.channels, num_classes, kernel_size=1)
+
+    @staticmethod
+    def rates(stride: int) -> tuple[int, ...]:
+        return scaled_rates(DEEPLAB_CONTEXT_PX, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.classifier(self.refine(self.dropout(self.aspp(x))))
         return out
+
+
+@EXIT_HEADS.register("deeplabv3_tv")
+class TorchvisionDeepLabHead(DeepLabV3Head):
+    """torchvision's ``DeepLabHead``, so that its trained weights compute what they did there.
+
+    The same modules in the same order as :class:`DeepLabV3Head`, with
+    torchvision's choices where the two differ: fixed rates 12/24/36 (at
+    output stride 8, the rates our head scales to as well), batch norm in the
+    image-pooling branch, and dropout 0.5 after the projection. In eval mode
+    dropout does nothing, so only the first two change the output.
+    """
+
+    token: ClassVar[str] = "deeplabv3tv"
+    dropout_p: ClassVar[float] = 0.5
+    pooling_norm: ClassVar[bool] = True
+
+    @staticmethod
+    def rates(stride: int) -> tuple[int, ...]:
+        return TORCHVISION_ASPP_RATES
 
 
 def build_head(spec: HeadSpec, in_channels: int, num_classes: int, stride: int) -> ExitHead:

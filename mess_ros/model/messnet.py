@@ -213,7 +213,7 @@ class MESSNet(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Every exit's logits at exit resolution, keyed and ordered as ``exit_ids``."""
         logits: dict[str, Tensor] = {}
-        features = self.backbone.stem(x)
+        features = self.backbone.enter(x)
         name: str
         block: nn.Module
         for name, block in self.backbone.blocks.items():

@@ -36,6 +36,15 @@ Presets
     batch 8, 1200 stage-1 steps and 2000 stage-2 steps, for the comparison
     of two-stage training with the single-exit and naive joint baselines
     (``make ablation``: three runs of minutes each).
+
+Pretrained weights
+------------------
+``backbone_weights`` names a ResNet state dict in torchvision's layout
+(``mess_train --backbone-weights``) that the backbone starts from instead of
+random weights. Mode ``convert`` (``mess_convert``) trains no backbone at
+all: ``source_network`` names an existing segmentation network (a torchvision
+DeepLabV3/FCN file or a mess_ros checkpoint or run), whose backbone and final
+head are frozen as they are, and only stage 2 runs; ``stage1_steps`` is 0.
 """
 
 from __future__ import annotations
@@ -56,7 +65,10 @@ from mess_ros.textfiles import read_text
 from mess_ros.train.device import AMP_MODES
 from mess_ros.train.errors import TrainError
 
-MODES = ("two_stage", "single_exit", "naive_joint")
+TRAIN_MODES = ("two_stage", "single_exit", "naive_joint")
+"""Modes that train a backbone (``mess_train --mode``)."""
+CONVERT_MODE = "convert"
+MODES = (*TRAIN_MODES, CONVERT_MODE)
 # Hidden channels of the FCN and ASPP-lite heads of the default pool.
 DEFAULT_HEAD_CHANNELS = 32
 
@@ -86,7 +98,11 @@ class TrainConfig:
     # Stage 2 trains every one of these head architectures at every candidate point.
     head_pool: list[str] = field(default_factory=lambda: _pool_names(DEFAULT_HEAD_CHANNELS))
     mode: str = "two_stage"
-    # Backbone steps of every mode (stage 1, single_exit and naive_joint alike).
+    # ResNet weights (torchvision layout) the backbone starts from; "" = random initialisation.
+    backbone_weights: str = ""
+    # Mode "convert": the network whose backbone and final head are kept (file or run dir).
+    source_network: str = ""
+    # Backbone steps of every mode (stage 1, single_exit and naive_joint alike; 0 in convert).
     stage1_steps: int = 1200
     stage2_steps: int = 500
     batch_size: int = 16
@@ -130,6 +146,15 @@ class TrainConfig:
             else:
                 out[f.name] = value
         return out
+
+    @classmethod
+    def scalar_defaults(cls) -> dict[str, Any]:
+        """The defaults of the fields that have a plain default value."""
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
 
     @classmethod
     def from_dict(
@@ -186,9 +211,15 @@ class TrainConfig:
             fail("amp", f"is {self.amp!r}; expected one of {', '.join(AMP_MODES)}")
         if min(self.input_hw) < 16:
             fail("input_hw", f"is {list(self.input_hw)}; both sides must be >= 16 pixels")
-        for key in ("batch_size", "stage1_steps"):
-            if getattr(self, key) < 1:
-                fail(key, f"is {getattr(self, key)}; must be >= 1")
+        if self.batch_size < 1:
+            fail("batch_size", f"is {self.batch_size}; must be >= 1")
+        if self.mode == CONVERT_MODE:
+            self._validate_conversion(fail)
+        else:
+            if self.stage1_steps < 1:
+                fail("stage1_steps", f"is {self.stage1_steps}; must be >= 1")
+            if self.source_network:
+                fail("source_network", f"is set, but only mode {CONVERT_MODE!r} converts a network")
         for key in ("stage2_steps", "warmup_steps", "num_classes", "val_images", "workers"):
             if getattr(self, key) < 0:
                 fail(key, f"is {getattr(self, key)}; must be >= 0")
@@ -220,6 +251,16 @@ class TrainConfig:
                     raise TrainError(f"{source}: key {key!r}: {err}") from err
         if len(set(self.head_pool)) != len(self.head_pool):
             fail("head_pool", f"lists a head twice: {self.head_pool}")
+
+    def _validate_conversion(self, fail: Callable[[str, str], None]) -> None:
+        if not self.source_network:
+            fail("source_network", f"is empty; mode {CONVERT_MODE!r} converts a given network")
+        if self.stage1_steps != 0:
+            fail("stage1_steps", f"is {self.stage1_steps}; a conversion trains no backbone (0)")
+        if self.stage2_steps < 1:
+            fail("stage2_steps", f"is {self.stage2_steps}; a conversion trains exit heads (>= 1)")
+        if self.backbone_weights:
+            fail("backbone_weights", "is set; a conversion keeps the source network's backbone")
 
     def yaml_text(self) -> str:
         """The config as YAML that :func:`load_config` reads back identically."""
@@ -395,6 +436,8 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "stage1_head": _str,
     "head_pool": _str_list,
     "mode": _str,
+    "backbone_weights": _str,
+    "source_network": _str,
     "stage1_steps": _int,
     "stage2_steps": _int,
     "batch_size": _int,

@@ -152,10 +152,12 @@ class RunDir:
         free = RESUMABLE_CHANGES
         if payload.get("stage_index") == 0 and stored.get("mode") == "two_stage":
             free = free | STAGE2_SETTINGS
+        # A setting added after the state was saved counts as its default there.
+        defaults = TrainConfig.scalar_defaults()
         changed = sorted(
             key
             for key in set(stored) | set(current)
-            if key not in free and stored.get(key) != current.get(key)
+            if key not in free and stored.get(key, defaults.get(key)) != current.get(key)
         )
         if changed:
             msg = (

@@ -15,6 +15,8 @@ which exits learn from labels (and how much) and which from the final exit.
 * ``single_exit`` (baseline): the plain segmentation network, final head only.
 * ``naive_joint`` (baseline): the whole pool trained jointly with the backbone
   end to end, every exit weighted equally, no distillation.
+* ``convert``: stage 2 alone, on the backbone and final head of an existing
+  network (:mod:`mess_ros.train.convert`).
 
 All three train the backbone for the same ``stage1_steps``: the comparison is
 between ways of training one backbone, not between training budgets. Stage 2
@@ -30,9 +32,12 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from mess_ros.errors import MessError
 from mess_ros.model.heads import HeadSpec
+from mess_ros.model.importing import import_backbone
 from mess_ros.model.messnet import FINAL_EXIT, ExitSpec, MESSNet, ModelSpec
-from mess_ros.train.config import TrainConfig
+from mess_ros.train.config import CONVERT_MODE, TrainConfig
+from mess_ros.train.errors import TrainError
 
 
 @dataclass(frozen=True)
@@ -54,19 +59,32 @@ class StagePlan:
 
 
 def build_model(config: TrainConfig, num_classes: int) -> MESSNet:
-    """The network before any stage: backbone and final head, no intermediate exit yet."""
+    """The network before any stage: backbone and final head, no intermediate exit yet.
+
+    The backbone starts from ``config.backbone_weights`` when given, else
+    from random weights.
+    """
     spec = ModelSpec(
         backbone=config.backbone,
         num_classes=num_classes,
         final_head=HeadSpec.parse(config.final_head),
         exits=(),
     )
-    return MESSNet(spec)
+    model = MESSNet(spec)
+    if config.backbone_weights:
+        try:
+            state = import_backbone(config.backbone_weights, config.backbone)
+        except MessError as err:
+            raise TrainError(f"backbone_weights: {err}") from err
+        model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items()})
+    return model
 
 
 def plan_stages(config: TrainConfig, points: Sequence[str]) -> list[StagePlan]:
     """The stages of ``config.mode`` for a backbone whose candidate points are ``points``."""
     pool = [ExitSpec(point, HeadSpec.parse(name)) for point in points for name in config.head_pool]
+    if config.mode == CONVERT_MODE:
+        return [_stage2_plan(config, pool)]
     if config.mode == "single_exit":
         return [StagePlan("single_exit", config.stage1_steps, config.lr, (), {FINAL_EXIT: 1.0})]
     if config.mode == "naive_joint":
@@ -82,23 +100,26 @@ def plan_stages(config: TrainConfig, points: Sequence[str]) -> list[StagePlan]:
         StagePlan("stage1", config.stage1_steps, config.lr, stage1_exits, ce1 | {FINAL_EXIT: 1.0})
     ]
     if config.stage2_steps > 0:
-        distill = (
-            {exit_spec.id: config.distill_weight for exit_spec in pool}
-            if config.distill_weight > 0
-            else {}
-        )
-        plans.append(
-            StagePlan(
-                name="stage2",
-                steps=config.stage2_steps,
-                lr=config.stage2_lr,
-                exits=tuple(pool),
-                ce_weights={exit_spec.id: 1.0 for exit_spec in pool},
-                distill_weights=distill,
-                frozen_backbone=True,
-            )
-        )
+        plans.append(_stage2_plan(config, pool))
     return plans
+
+
+def _stage2_plan(config: TrainConfig, pool: Sequence[ExitSpec]) -> StagePlan:
+    """The head pool on the frozen backbone, taught by labels and the final exit."""
+    distill = (
+        {exit_spec.id: config.distill_weight for exit_spec in pool}
+        if config.distill_weight > 0
+        else {}
+    )
+    return StagePlan(
+        name="stage2",
+        steps=config.stage2_steps,
+        lr=config.stage2_lr,
+        exits=tuple(pool),
+        ce_weights={exit_spec.id: 1.0 for exit_spec in pool},
+        distill_weights=distill,
+        frozen_backbone=True,
+    )
 
 
 def _linear_ramp(first: float, last: float, count: int) -> list[float]:

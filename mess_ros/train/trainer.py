@@ -26,7 +26,8 @@ from mess_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from mess_ros.model.messnet import FINAL_EXIT, MESSNet, ModelSpec
 from mess_ros.train.batches import training_batches
 from mess_ros.train.calibration import build_calibration_cache, evaluate_exits
-from mess_ros.train.config import TrainConfig
+from mess_ros.train.config import CONVERT_MODE, TrainConfig
+from mess_ros.train.convert import load_source_model
 from mess_ros.train.device import autocast, check_amp, make_grad_scaler
 from mess_ros.train.distributed import DistContext, distributed_session
 from mess_ros.train.errors import TrainError
@@ -105,10 +106,13 @@ def train(
             run_dir.write_config(config)
 
         seed_everything(config.seed)
-        model = build_model(config, num_classes)
-        plans = plan_stages(config, model.points)
         if state is not None:
             model = restore_model(state)
+        elif config.mode == CONVERT_MODE:
+            model = load_source_model(config, labels)
+        else:
+            model = build_model(config, num_classes)
+        plans = plan_stages(config, model.points)
         log = TrainLog(run_dir.log_path)
         if ctx.is_main:
             repeated = log.start([plan.name for plan in plans], resume_at=_resume_point(state))
@@ -331,6 +335,13 @@ def load_datasets(
 
 
 def resolve_num_classes(config: TrainConfig, labels: LabelSet) -> int:
+    if config.mode == CONVERT_MODE and config.num_classes != labels.num_classes:
+        msg = (
+            f"the source network {config.source_network!r} predicts {config.num_classes} "
+            f"classes but the dataset's label set {labels.name!r} has {labels.num_classes}; "
+            "convert it on data of the label set it was trained with"
+        )
+        raise TrainError(msg)
     if config.num_classes not in (0, labels.num_classes):
         msg = (
             f"num_classes is {config.num_classes} but the dataset's label set {labels.name!r} "

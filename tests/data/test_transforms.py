@@ -9,13 +9,8 @@ import torch
 from mess_ros.data.datasets import SyntheticDataset
 from mess_ros.data.errors import DataError
 from mess_ros.data.sample import Sample
-from mess_ros.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Augment,
-    TorchSegmentationDataset,
-    normalize_image,
-)
+from mess_ros.data.transforms import Augment, TorchSegmentationDataset, normalize_image
+from mess_ros.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 PALETTE = np.array([[250, 0, 0], [0, 250, 0], [0, 0, 250], [250, 250, 0]], dtype=np.uint8)
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mess_ros.model import EXIT_HEADS, HeadSpec, ModelError, build_head, default_head_pool
-from mess_ros.model.heads import scaled_rates
+from mess_ros.model.heads import TORCHVISION_ASPP_RATES, scaled_rates
 
 ONE_OF_EACH = [
     HeadSpec("linear"),
@@ -15,7 +15,10 @@ ONE_OF_EACH = [
     HeadSpec("fcn", channels=6, depth=3, dilation=2),
     HeadSpec("aspp_lite", channels=8),
     HeadSpec("deeplabv3", channels=12),
+    HeadSpec("deeplabv3_tv", channels=12),
 ]
+# Heads of our own layout, whose image pooling has no batch norm.
+OWN_LAYOUT = [spec for spec in ONE_OF_EACH if spec.arch != "deeplabv3_tv"]
 
 
 def test_every_registered_head_is_covered() -> None:
@@ -38,11 +41,27 @@ def test_forward_backward_keeps_resolution(
     assert all(p.grad is not None for p in head.parameters())
 
 
-@pytest.mark.parametrize("spec", ONE_OF_EACH, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", OWN_LAYOUT, ids=lambda s: s.name)
 def test_batch_of_one_trains(spec: HeadSpec) -> None:
     """Image pooling has no batch norm, so a single image still trains."""
     head = build_head(spec, in_channels=4, num_classes=3, stride=8).train()
     assert head(torch.randn(1, 4, 5, 7)).shape == (1, 3, 5, 7)
+
+
+def test_torchvision_layout_head() -> None:
+    """torchvision's DeepLabHead: fixed rates at every stride, batch norm in image pooling.
+
+    That batch norm needs a batch of two to train on a 1x1 map (as in
+    torchvision); frozen or in eval mode a single image is fine.
+    """
+    head = build_head(HeadSpec("deeplabv3_tv", channels=4), 8, 3, stride=16)
+    dilations = sorted(
+        m.dilation[0] for m in head.modules() if isinstance(m, nn.Conv2d) and m.dilation[0] > 1
+    )
+    assert tuple(dilations) == TORCHVISION_ASPP_RATES
+    assert head.eval()(torch.randn(1, 8, 5, 7)).shape == (1, 3, 5, 7)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        head.train()(torch.randn(1, 8, 5, 7))
 
 
 def test_pooling_branch_is_global() -> None:
@@ -85,6 +104,7 @@ def test_linear_head_is_a_single_1x1_convolution() -> None:
         ("fcn_c8_k1_d4", HeadSpec("fcn", 8, 1, 4)),
         ("aspplite_c64", HeadSpec("aspp_lite", 64)),
         ("deeplabv3_c128", HeadSpec("deeplabv3", 128)),
+        ("deeplabv3tv_c256", HeadSpec("deeplabv3_tv", 256)),
     ],
 )
 def test_name_and_parse_are_inverse(name: str, spec: HeadSpec) -> None:
@@ -122,7 +142,7 @@ def test_bad_names_list_the_accepted_forms(name: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"arch": "unet"}, "valid names: aspp_lite, deeplabv3, fcn, linear"),
+        ({"arch": "unet"}, "valid names: aspp_lite, deeplabv3, deeplabv3_tv, fcn, linear"),
         ({"arch": "linear", "channels": 8}, "linear head has no channels parameter"),
         ({"arch": "aspp_lite", "channels": 8, "depth": 2}, "aspp_lite head has no depth"),
         ({"arch": "fcn"}, "fcn head channels must be >= 1"),

@@ -86,7 +86,7 @@ def test_resume_needs_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_resume_takes_the_runs_own_config(runs: Runs, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["--out", str(runs.straight), "--resume", "--preset", "tiny"], capsys)
-    assert_clean_error(code, err, "do not pass --preset or --config")
+    assert_clean_error(code, err, "do not pass --preset with it")
     code, _, err = run_cli(["--out", str(runs.straight), "--resume", "--seed", "3"], capsys)
     assert_clean_error(code, err, "different settings (seed)")
 
