@@ -68,11 +68,11 @@ from _common import (
     write_json,
 )
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.deploy.export import scored_to_dict
 from mess_ros.deploy.search import Target
-from mess_ros.model import FINAL_EXIT
 from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
-from mess_ros.runtime.latency import LatencyTable
 from mess_ros.train.config import preset
 from mess_ros.train.convert import conversion_config, read_source
 from mess_ros.train.rundir import RunDir

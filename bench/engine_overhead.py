@@ -47,7 +47,7 @@ from _common import (
 )
 from tqdm import tqdm
 
-from mess_ros.model import FINAL_EXIT
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.runtime.engine import SegmentationEngine
 
 NAME: Final = "engine_overhead"

@@ -48,11 +48,12 @@ from typing import Any
 import torch
 from _common import DEFAULT_MODEL, REPO_ROOT, REPORT_DIR, SINGLE_EXIT_RUN, BenchError, run_and_save
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.data.datasets import SPLIT_SEEDS
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.sample import Sample
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS, SceneGenerator
-from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint
+from mess_ros.model import Checkpoint, load_checkpoint
 from mess_ros.train.calibration import CalibrationCache, build_calibration_cache
 from mess_ros.train.rundir import RunDir
 

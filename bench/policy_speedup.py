@@ -67,14 +67,14 @@ from _common import (
 )
 from tqdm import tqdm
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import PREPROCESS_KEY, LatencyTable
+from mess_ros.common.metrics import confusion_matrix, mean_iou, per_image_miou
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS
 from mess_ros.deploy.export import scored_to_dict
 from mess_ros.deploy.problem import DECISIONS
-from mess_ros.eval.metrics import confusion_matrix, mean_iou, per_image_miou
-from mess_ros.model import FINAL_EXIT
 from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
 from mess_ros.runtime.exit_model import ExitPredictor
-from mess_ros.runtime.latency import PREPROCESS_KEY, LatencyTable
 from mess_ros.train.calibration import CalibrationCache, iter_exit_outcomes
 
 NAME: Final = "policy_speedup"

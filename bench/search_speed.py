@@ -49,12 +49,13 @@ from typing import Any
 import torch
 from _common import DEFAULT_MODEL, REPO_ROOT, REPORT_DIR, SINGLE_EXIT_RUN, BenchError, run_and_save
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.deploy.inputs import DeployInputs, load_inputs, run_paths
 from mess_ros.deploy.pareto import PlotPoint, front_markdown, plot_front
 from mess_ros.deploy.problem import STATS, ScoredConfiguration, StatName
 from mess_ros.deploy.profile import format_table, profile_checkpoint
 from mess_ros.deploy.search import THRESHOLD_MODES, SearchResult, SearchSpace, search
-from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint
+from mess_ros.model import Checkpoint, load_checkpoint
 from mess_ros.train.calibration import CalibrationCache
 from mess_ros.train.rundir import RunDir
 

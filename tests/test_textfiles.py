@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from mess_ros.common.errors import LatencyTableError
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.data.errors import DatasetError
 from mess_ros.errors import MessError
 from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.errors import ConfigError, LatencyTableError
-from mess_ros.runtime.latency import LatencyTable
+from mess_ros.runtime.errors import ConfigError
 from mess_ros.textfiles import read_text
 from mess_ros.train.config import load_config
 from mess_ros.train.errors import TrainError

@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.deploy.decisions import (
     DEFAULT_HOLDOUT_SHARE,
@@ -80,7 +81,6 @@ from mess_ros.model import load_checkpoint
 from mess_ros.package_files import command_line_file
 from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import resolve_model_path
-from mess_ros.runtime.latency import LatencyTable
 
 EXIT_UNREACHABLE = 3
 EXIT_VERIFICATION_FAILED = 4

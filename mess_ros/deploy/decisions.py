@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from mess_ros.common.metrics import per_image_miou
 from mess_ros.deploy.errors import SearchSpaceError
 from mess_ros.deploy.pareto import pareto_indices
 from mess_ros.deploy.problem import (
@@ -44,7 +45,6 @@ from mess_ros.deploy.search import (
     SearchSpace,
     search,
 )
-from mess_ros.eval.metrics import per_image_miou
 from mess_ros.runtime.exit_model import ExitPredictor, ExitScorer, exit_features
 
 DEFAULT_HOLDOUT_SHARE = 0.5

@@ -45,11 +45,12 @@ from torch import Tensor
 from torch._ops import OpOverload
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import LatencyStat, LatencyTable
 from mess_ros.deploy.errors import DeployError
-from mess_ros.model import FINAL_EXIT, Checkpoint, MESSNet, model_complexity
+from mess_ros.model import Checkpoint, MESSNet, model_complexity
 from mess_ros.runtime.config import DEVICE_PATTERN, PRECISIONS
 from mess_ros.runtime.executor import ModelExecutor
-from mess_ros.runtime.latency import LatencyStat, LatencyTable
 
 ESTIMATOR: Final = "mess_ros roofline estimate v1"
 DEFAULT_MEMORY_GB_PER_S: Final = 100.0

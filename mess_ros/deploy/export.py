@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.pareto import PlotPoint, front_csv, front_markdown, plot_front
-from mess_ros.deploy.problem import FINAL_EXIT, ExitConfiguration, ScoredConfiguration
+from mess_ros.deploy.problem import ExitConfiguration, ScoredConfiguration
 from mess_ros.deploy.search import SearchResult, Target
 from mess_ros.model import Checkpoint, prune_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.latency import LatencyTable
 
 
 def apply_configuration(

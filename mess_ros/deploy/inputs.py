@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mess_ros.common.errors import LatencyTableError
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.deploy.errors import DeployError, InputMismatchError
 from mess_ros.deploy.problem import ComponentCosts, ExitCandidate, SearchProblem, StatName
-from mess_ros.model import FINAL_EXIT, Checkpoint, MESSNet, load_checkpoint
-from mess_ros.runtime.errors import LatencyTableError
-from mess_ros.runtime.latency import LatencyTable
+from mess_ros.model import Checkpoint, MESSNet, load_checkpoint
 from mess_ros.train.calibration import CalibrationCache
 from mess_ros.train.rundir import RunDir
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from mess_ros.common.exits import exit_point
 from mess_ros.deploy.errors import DeployError
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def table_rows(
     rows: list[list[str]] = []
     for rank, scored in enumerate(front, start=1):
         config = scored.config
-        points = [exit_id.partition(":")[0] for exit_id in config.exits]
+        points = [exit_point(exit_id) for exit_id in config.exits]
         heads = [exit_id.partition(":")[2] for exit_id in config.exits]
         rows.append(
             [

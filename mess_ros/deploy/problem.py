@@ -22,7 +22,7 @@ The score is what the configuration's *decision* reads from the exit's output:
  Because each image's outcome
 depends only on its own cached numbers, the accuracy of a configuration is
 exact: the confusion matrices of the exits the images take are summed and the
-Cityscapes mIoU is computed from the sum (:mod:`mess_ros.eval.metrics`).
+Cityscapes mIoU is computed from the sum (:mod:`mess_ros.common.metrics`).
 
 Latency follows the engine: a frame that leaves at exit ``e`` pays the
 backbone blocks up to ``e``'s point, every active head up to and including
@@ -51,12 +51,9 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.metrics import mean_iou
 from mess_ros.deploy.errors import InputMismatchError, SearchSpaceError
-from mess_ros.eval.metrics import mean_iou
-
-FINAL_EXIT = "final"
-"""Id of the final exit; equal to ``mess_ros.model.messnet.FINAL_EXIT``, repeated here so the
-search imports without torch."""
 
 StatName = Literal["mean", "p95"]
 STATS: tuple[StatName, ...] = get_args(StatName)

@@ -13,10 +13,10 @@ import re
 
 import torch
 
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.deploy.errors import DeployError
 from mess_ros.model import load_checkpoint
 from mess_ros.runtime.engine import resolve_model_path
-from mess_ros.runtime.latency import LatencyTable
 from mess_ros.runtime.profiling import profile_model
 
 _HW = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")

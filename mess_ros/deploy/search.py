@@ -36,11 +36,11 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.deploy.errors import SearchSpaceError, UnreachableTargetError
 from mess_ros.deploy.pareto import pareto_indices
 from mess_ros.deploy.problem import (
     DECISIONS,
-    FINAL_EXIT,
     STATS,
     DecisionName,
     ExitCandidate,

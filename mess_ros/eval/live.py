@@ -57,11 +57,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32
 from tqdm import tqdm
 
+from mess_ros.common.metrics import ConfusionMatrix
 from mess_ros.data.labels import LabelSet
 from mess_ros.eval.bags import BagFrame, BagReader
 from mess_ros.eval.errors import EvalError, FrameError, LiveError
 from mess_ros.eval.messages import COMPRESSED_IMAGE_TYPE, decode_mask, restamp
-from mess_ros.eval.metrics import ConfusionMatrix
 from mess_ros.eval.results import (
     Evaluation,
     ExampleCollector,

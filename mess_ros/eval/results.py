@@ -19,14 +19,14 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from mess_ros.data.labels import LabelSet
-from mess_ros.eval.metrics import (
+from mess_ros.common.metrics import (
     ConfusionMatrix,
     confusion_matrix,
     iou_per_class,
     mean_iou,
     pixel_accuracy,
 )
+from mess_ros.data.labels import LabelSet
 
 LATENCY_QUANTILES: Final = (50, 95, 99)
 

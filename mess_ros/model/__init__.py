@@ -6,6 +6,7 @@ model's internal layout can change without touching them.
 
 from __future__ import annotations
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.model.backbones import (
     BACKBONES,
     OUTPUT_STRIDES,
@@ -28,7 +29,7 @@ from mess_ros.model.checkpoint import (
 from mess_ros.model.complexity import ComplexityRow, format_complexity, model_complexity
 from mess_ros.model.errors import CheckpointError, ModelError, WeightImportError
 from mess_ros.model.heads import EXIT_HEADS, ExitHead, HeadSpec, build_head, default_head_pool
-from mess_ros.model.messnet import FINAL_EXIT, ExitSpec, MESSNet, ModelSpec
+from mess_ros.model.messnet import ExitSpec, MESSNet, ModelSpec
 from mess_ros.model.outputs import (
     CLASS_CONFIDENCE_BINS,
     CONFIDENCE_BINS,

@@ -18,13 +18,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.model._validate import check_keys, require_int, require_mapping, require_str
 from mess_ros.model.backbones import BackboneSpec, PointInfo, build_backbone
 from mess_ros.model.errors import ModelError
 from mess_ros.model.heads import ExitHead, HeadSpec, build_head
-
-FINAL_EXIT = "final"
-"""Exit id of the final head, always present and always last."""
 
 _POINT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 

@@ -36,10 +36,10 @@ import numpy.typing as npt
 import psutil
 from sensor_msgs.msg import Image
 
+from mess_ros.common.metrics import confusion_matrix
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.errors import MessError
-from mess_ros.eval.metrics import confusion_matrix
 from mess_ros.package_files import command_line_file, package_data_file
 from mess_ros.ros import qos
 from mess_ros.ros.client import FrameTrace, NodeClient, stamp_to_ns

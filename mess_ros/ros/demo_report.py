@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from mess_ros.eval.metrics import mean_iou
+from mess_ros.common.metrics import mean_iou
 
 PHASES: Final = ("idle", "loaded")
 

@@ -29,6 +29,7 @@ from typing import Any, Final, TypeAlias, cast, get_type_hints
 
 import yaml
 
+from mess_ros.common.exits import FINAL_EXIT, is_exit_id
 from mess_ros.runtime.errors import ConfigError
 from mess_ros.runtime.scheduling import NICENESS_RANGE, REALTIME_RANGE, SCHEDULING_POLICIES
 from mess_ros.textfiles import read_text
@@ -36,8 +37,6 @@ from mess_ros.textfiles import read_text
 ParamValue: TypeAlias = bool | int | float | str | list[bool] | list[int] | list[float] | list[str]
 """Value types a ROS 2 parameter of this package can take."""
 
-FINAL_EXIT: Final = "final"
-"""Exit id of the final head (matches ``mess_ros.model.messnet.FINAL_EXIT``)."""
 
 POLICY_NAMES: Final = ("final", "fixed", "confidence", "deadline", "hybrid")
 """Exit policies the engine knows (``mess_ros.runtime.policies.POLICIES`` registers these)."""
@@ -553,13 +552,6 @@ def _problem(name: str, value: object, why: str) -> str:
     return f"{name} = {value!r} is not allowed: {why}"
 
 
-def _is_exit_id(text: str) -> bool:
-    if text == FINAL_EXIT:
-        return True
-    point, sep, head = text.partition(":")
-    return bool(sep and point and head)
-
-
 @dataclass
 class SegmentationConfig:
     """The whole deployment configuration (engine, policy, deadline, node)."""
@@ -645,7 +637,7 @@ class SegmentationConfig:
                     f"{node.scheduling_policy!r}",
                 )
             )
-        bad_ids = [e for e in policy.active_exits if not _is_exit_id(e)]
+        bad_ids = [e for e in policy.active_exits if not is_exit_id(e)]
         if bad_ids:
             problems.append(
                 _problem(
@@ -693,7 +685,7 @@ class SegmentationConfig:
                 )
             )
         # Checked whatever the policy: a bad fixed_exit must not wait for the switch to fixed.
-        if not _is_exit_id(policy.fixed_exit):
+        if not is_exit_id(policy.fixed_exit):
             problems.append(
                 _problem(
                     "policy.fixed_exit",

@@ -17,10 +17,6 @@ class EngineError(MessError):
     """The engine cannot be built or cannot run as configured."""
 
 
-RuntimeEngineError = EngineError
-"""Alias that spells out the subsystem where ``EngineError`` would be ambiguous."""
-
-
 class ConfigError(EngineError):
     """A configuration (parameters, parameter file) that is not valid as a whole.
 
@@ -45,7 +41,3 @@ class LoadValueError(PolicyError, ValueError):
     that validates sensor inputs generically can catch it without knowing the
     runtime.
     """
-
-
-class LatencyTableError(EngineError):
-    """A latency table file that cannot be read, is malformed, or does not fit the model."""

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import head_key, output_key, segment_key
 from mess_ros.registry import Registry
-from mess_ros.runtime.config import FINAL_EXIT, PolicyConfig
+from mess_ros.runtime.config import PolicyConfig
 from mess_ros.runtime.errors import PolicyError
-from mess_ros.runtime.latency import head_key, output_key, segment_key
 
 
 class Action(enum.Enum):

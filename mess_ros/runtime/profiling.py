@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from mess_ros.model import FINAL_EXIT, MESSNet, model_fingerprint
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import LatencyStat, LatencyTable
+from mess_ros.model import MESSNet, model_fingerprint
 from mess_ros.runtime.errors import EngineError
 from mess_ros.runtime.executor import ModelExecutor, device_name, resolve_device, software_versions
-from mess_ros.runtime.latency import LatencyStat, LatencyTable
 
 # Pixel threshold used while profiling; the cost of the confidence does not depend on it.
 _PROFILE_PIXEL_THRESHOLD = 0.9

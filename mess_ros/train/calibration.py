@@ -35,13 +35,14 @@ import numpy.typing as npt
 import torch
 from tqdm import tqdm
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.metrics import confusion_matrix, mean_iou, pixel_accuracy
 from mess_ros.data.datasets import DatasetSpec, Sample, SegmentationDataset, build_dataset
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS
 from mess_ros.data.transforms import normalize_image
 from mess_ros.errors import MessError
-from mess_ros.eval.metrics import confusion_matrix, mean_iou, pixel_accuracy
 from mess_ros.model.checkpoint import Checkpoint, load_checkpoint
-from mess_ros.model.messnet import FINAL_EXIT, MESSNet
+from mess_ros.model.messnet import MESSNet
 from mess_ros.model.outputs import (
     CLASS_CONFIDENCE_BINS,
     CONFIDENCE_BINS,

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.errors import MessError
 from mess_ros.model.heads import HeadSpec
 from mess_ros.model.importing import import_backbone
-from mess_ros.model.messnet import FINAL_EXIT, ExitSpec, MESSNet, ModelSpec
+from mess_ros.model.messnet import ExitSpec, MESSNet, ModelSpec
 from mess_ros.train.config import CONVERT_MODE, TrainConfig
 from mess_ros.train.errors import TrainError
 

@@ -19,11 +19,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.data.datasets import SegmentationDataset, build_dataset, verify_dataset
 from mess_ros.data.labels import LabelSet
 from mess_ros.errors import MessError
 from mess_ros.model.checkpoint import load_checkpoint, save_checkpoint
-from mess_ros.model.messnet import FINAL_EXIT, MESSNet, ModelSpec
+from mess_ros.model.messnet import MESSNet, ModelSpec
 from mess_ros.train.batches import training_batches
 from mess_ros.train.calibration import build_calibration_cache, evaluate_exits
 from mess_ros.train.config import CONVERT_MODE, TrainConfig

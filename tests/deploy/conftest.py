@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.model import (
@@ -25,7 +26,6 @@ from mess_ros.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from mess_ros.runtime.latency import LatencyTable
 from mess_ros.runtime.profiling import profile_model
 from mess_ros.train.calibration import CalibrationCache, build_calibration_cache
 

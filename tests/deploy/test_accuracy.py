@@ -8,25 +8,20 @@ import numpy as np
 import pytest
 import torch
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.metrics import confusion_matrix, mean_iou
 from mess_ros.data.datasets import build_dataset
 from mess_ros.data.transforms import normalize_image
 from mess_ros.deploy.decisions import split_images
 from mess_ros.deploy.export import apply_configuration, write_pruned_checkpoint
 from mess_ros.deploy.inputs import build_problem
-from mess_ros.deploy.problem import (
-    FINAL_EXIT,
-    ExitConfiguration,
-    confident_shares,
-    evaluate,
-    exit_decisions,
-)
+from mess_ros.deploy.problem import ExitConfiguration, confident_shares, evaluate, exit_decisions
 from mess_ros.deploy.search import SearchSpace, search
 from mess_ros.deploy.verify import (
     calibration_dataset,
     calibration_warnings,
     verify_configuration,
 )
-from mess_ros.eval.metrics import confusion_matrix, mean_iou
 from mess_ros.model import MESSNet, confident_share, logits_to_mask
 from tests.deploy.conftest import CALIBRATION, INPUT_HW, TinyRun
 from tests.deploy.constructed import all_configurations

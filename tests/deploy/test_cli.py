@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.deploy.cli import (
     EXIT_UNREACHABLE,
     EXIT_VERIFICATION_FAILED,
@@ -21,10 +23,9 @@ from mess_ros.deploy.errors import DeployError, InputMismatchError
 from mess_ros.deploy.export import configuration_from_parameters
 from mess_ros.deploy.inputs import load_inputs
 from mess_ros.deploy.profile import parse_hw
-from mess_ros.model import FINAL_EXIT, load_checkpoint, save_checkpoint
+from mess_ros.model import load_checkpoint, save_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
-from mess_ros.runtime.latency import LatencyTable
 from tests.deploy.conftest import TinyRun
 
 GRIDS = ["--pixel-thresholds", "0.3,0.5,0.7,0.9", "--image-thresholds", "0.2,0.5,0.8"]

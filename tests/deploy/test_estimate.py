@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.latency_table import LatencyTable
+from mess_ros.common.metrics import mean_iou
 from mess_ros.deploy.cli import configure_main, profile_main
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.estimate import (
@@ -18,11 +21,9 @@ from mess_ros.deploy.estimate import (
     measure_work,
     stage_ms,
 )
-from mess_ros.eval.metrics import mean_iou
-from mess_ros.model import FINAL_EXIT, model_complexity
+from mess_ros.model import model_complexity
 from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
-from mess_ros.runtime.latency import LatencyTable
 from tests.deploy.conftest import INPUT_HW, TinyRun
 
 ORIN = DeviceFigures("Orin-class test GPU", gmacs_per_s=5000.0, kernel_overhead_us=20.0)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mess_ros.common.latency_table import LatencyStat, LatencyTable
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.export import (
     Provenance,
@@ -18,7 +19,6 @@ from mess_ros.deploy.export import (
 from mess_ros.deploy.problem import ExitConfiguration, ScoredConfiguration
 from mess_ros.deploy.search import Target
 from mess_ros.runtime.config import SegmentationConfig, parameter_specs
-from mess_ros.runtime.latency import LatencyStat, LatencyTable
 
 PER_EXIT = ExitConfiguration(("layer1_0:linear", "layer3_0:fcn_c8_k1_d1"), 0.85, (0.3, 0.9))
 SHARED = ExitConfiguration(("layer2_0:linear",), 0.7, (0.55,))

@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pytest
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.metrics import mean_iou
 from mess_ros.deploy.errors import (
     InputMismatchError,
     SearchSpaceError,
     UnreachableTargetError,
 )
 from mess_ros.deploy.problem import (
-    FINAL_EXIT,
     ComponentCosts,
     ExitCandidate,
     ExitConfiguration,
@@ -23,7 +24,6 @@ from mess_ros.deploy.problem import (
     exit_decisions,
 )
 from mess_ros.deploy.search import SearchSpace, Target, dominated_heads, search, select
-from mess_ros.eval.metrics import mean_iou
 from tests.deploy.constructed import all_configurations, brute_force_front, constructed_problem
 
 # Shares are k/16 in the constructed caches: 0.25, 0.5 and 0.75 make ties with the

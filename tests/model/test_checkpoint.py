@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.model import (
-    FINAL_EXIT,
     CheckpointError,
     ExitSpec,
     HeadSpec,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mess_ros.model import FINAL_EXIT, MESSNet, format_complexity, model_complexity
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.model import MESSNet, format_complexity, model_complexity
 from tests.model.conftest import NUM_CLASSES, ODD_HW
 
 

@@ -8,15 +8,8 @@ import random
 import pytest
 import torch
 
-from mess_ros.model import (
-    FINAL_EXIT,
-    BackboneSpec,
-    ExitSpec,
-    HeadSpec,
-    MESSNet,
-    ModelError,
-    ModelSpec,
-)
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelError, ModelSpec
 from tests.model.conftest import (
     NUM_CLASSES,
     ODD_HW,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.deploy.cli import configure_main
-from mess_ros.model import FINAL_EXIT
 from tests.deploy.conftest import write_run
 from tests.ros.conftest import REPO, RosProcess, next_domain_id
 

@@ -9,6 +9,7 @@ import numpy.typing as npt
 import pytest
 import torch
 
+from mess_ros.common.latency_table import LatencyStat, LatencyTable
 from mess_ros.data.labels import LabelSet
 from mess_ros.model import (
     BackboneSpec,
@@ -20,7 +21,6 @@ from mess_ros.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from mess_ros.runtime.latency import LatencyStat, LatencyTable
 
 NUM_CLASSES = 4
 INPUT_HW = (32, 64)

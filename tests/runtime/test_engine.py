@@ -14,6 +14,8 @@ import numpy.typing as npt
 import pytest
 import torch
 
+from mess_ros.common.errors import LatencyTableError
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import Checkpoint, logits_to_mask, prune_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
@@ -24,8 +26,7 @@ from mess_ros.runtime.engine import (
     resolve_model_path,
     resolve_package_file,
 )
-from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError, LoadValueError
-from mess_ros.runtime.latency import LatencyTable
+from mess_ros.runtime.errors import ConfigError, EngineError, LoadValueError
 from tests.runtime.conftest import ALL_EXITS, EXITS, INPUT_HW, constructed_table
 
 MS = 1_000_000

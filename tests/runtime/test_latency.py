@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from mess_ros.runtime.config import DeadlineConfig
-from mess_ros.runtime.errors import LatencyTableError, LoadValueError
-from mess_ros.runtime.latency import (
+from mess_ros.common.errors import LatencyTableError
+from mess_ros.common.latency_table import (
     PREPROCESS_KEY,
     LatencyStat,
     LatencyTable,
-    OnlineLatencyModel,
     head_key,
     output_key,
     segment_key,
 )
+from mess_ros.runtime.config import DeadlineConfig
+from mess_ros.runtime.errors import LoadValueError
+from mess_ros.runtime.latency import OnlineLatencyModel
 from tests.runtime.conftest import ALL_EXITS, EXITS, constructed_table
 
 SEGMENTS = ("layer1_0", "layer2_0", "layer3_0", "layer4_0")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.model import Checkpoint, model_fingerprint
 from mess_ros.runtime.errors import EngineError
-from mess_ros.runtime.latency import LatencyTable
 from mess_ros.runtime.profiling import profile_model
 from tests.runtime.conftest import ALL_EXITS, INPUT_HW
 

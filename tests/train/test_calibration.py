@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from mess_ros.common.exits import FINAL_EXIT
+from mess_ros.common.metrics import confusion_matrix, mean_iou
 from mess_ros.data.datasets import Sample, SegmentationDataset, build_dataset
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.transforms import normalize_image
-from mess_ros.eval.metrics import confusion_matrix, mean_iou
 from mess_ros.model.checkpoint import load_checkpoint
-from mess_ros.model.messnet import FINAL_EXIT
 from mess_ros.model.outputs import (
     CONFIDENCE_BINS,
     confident_share,

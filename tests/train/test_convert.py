@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.model.checkpoint import load_checkpoint
-from mess_ros.model.messnet import FINAL_EXIT
 from mess_ros.train.calibration import CalibrationCache
 from mess_ros.train.cli import convert_main, main
 from mess_ros.train.config import CONVERT_MODE, TrainConfig

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mess_ros.model.messnet import FINAL_EXIT
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.train.config import TrainConfig
 from mess_ros.train.stages import (
     build_model,

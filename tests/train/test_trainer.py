@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.model.checkpoint import load_checkpoint
-from mess_ros.model.messnet import FINAL_EXIT
 from mess_ros.train.calibration import CalibrationCache
 from mess_ros.train.config import load_config
 from mess_ros.train.errors import TrainError

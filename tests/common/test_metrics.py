@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from mess_ros.common.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from mess_ros.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, cityscapes_id_to_train_id_lut
-from mess_ros.eval.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 
 GT = np.array([[0, 0, 1, 1], [2, 2, 255, 1]], dtype=np.uint8)
 PRED = np.array([[0, 1, 1, 1], [2, 0, 0, 2]], dtype=np.int64)
