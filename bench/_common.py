@@ -40,7 +40,7 @@ from mess_ros.deploy.decisions import (
     split_images,
 )
 from mess_ros.deploy.export import apply_configuration
-from mess_ros.deploy.inputs import build_problem
+from mess_ros.deploy.inputs import build_problem, calibration_cache_of, check_cache
 from mess_ros.deploy.problem import DecisionName, ScoredConfiguration
 from mess_ros.deploy.search import SearchResult, SearchSpace, Target, search, select
 from mess_ros.errors import MessError
@@ -58,8 +58,6 @@ DEFAULT_MODEL: Final = REPO_ROOT / "models" / "default.pt"
 """The bundled model, the default ``--model`` of the scripts that take a path."""
 SINGLE_EXIT_RUN: Final = REPO_ROOT / "runs" / "ablation_single_exit"
 """Run directory of the single-exit ablation baseline (``mess_train --mode single_exit``)."""
-RUN_CALIBRATION_FILE: Final = "calibration.npz"
-"""Name of the calibration cache inside a training run directory (beside ``checkpoint.pt``)."""
 
 
 class BenchError(MessError):
@@ -171,71 +169,27 @@ class LoadedModel:
 
 
 def load_model(model_arg: str, input_size: str = "") -> LoadedModel:
-    """Load ``--model`` ('' = bundled) and decide its input size.
-
-    The size defaults to the one the model was trained at (recorded in the
-    checkpoint's training configuration): that is where its accuracy and
-    its calibration cache hold, so it is what a deployment runs.
-    """
+    """Load ``--model`` ('' = bundled) at ``--input-size`` or the size it was trained at."""
     path = resolve_model_path(command_line_file(model_arg))
     if not path.is_file():
         raise BenchError(f"model {str(path)!r} does not exist")
     checkpoint = load_checkpoint(path)
-    if input_size:
-        input_hw = parse_hw(input_size)
-    else:
-        recorded = checkpoint.train_config.get("input_hw")
-        if not (isinstance(recorded, list | tuple) and len(recorded) == 2):
-            raise BenchError(
-                f"checkpoint {str(path)!r} does not record its training input size "
-                f"(train_config input_hw = {recorded!r}); pass --input-size HEIGHTxWIDTH"
-            )
-        input_hw = (int(recorded[0]), int(recorded[1]))
+    input_hw = parse_hw(input_size) if input_size else checkpoint.trained_input_hw
+    if input_hw is None:
+        raise BenchError(
+            f"checkpoint {str(path)!r} does not record its training input size; pass "
+            "--input-size HEIGHTxWIDTH"
+        )
     return LoadedModel(checkpoint=checkpoint, path=path, input_hw=input_hw)
-
-
-def calibration_path(model_path: Path, explicit: str = "") -> Path:
-    """The calibration cache that belongs to a model file.
-
-    The bundled model keeps it beside itself as ``<stem>_calibration.npz``
-    (``models/default_calibration.npz``); a training run directory keeps it as
-    ``calibration.npz`` beside ``checkpoint.pt``.
-    """
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise BenchError(f"calibration cache {str(path)!r} does not exist")
-        return path
-    candidates = [
-        model_path.with_name(f"{model_path.stem}_calibration.npz"),
-        model_path.with_name(RUN_CALIBRATION_FILE),
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    searched = ", ".join(repr(str(c)) for c in candidates)
-    raise BenchError(
-        f"no calibration cache found for model {str(model_path)!r} (looked for {searched}); "
-        "pass --calibration"
-    )
 
 
 def load_calibration(model: LoadedModel, explicit: str = "") -> tuple[CalibrationCache, Path]:
     """The model's calibration cache, checked to describe these very weights and input size."""
-    path = calibration_path(model.path, explicit)
+    path = Path(explicit) if explicit else calibration_cache_of(model.path)
+    if not path.is_file():
+        raise BenchError(f"calibration cache {str(path)!r} does not exist")
     cache = CalibrationCache.load(path)
-    if cache.checkpoint_fingerprint != model.checkpoint.fingerprint:
-        raise BenchError(
-            f"calibration cache {str(path)!r} was computed for weights "
-            f"{cache.checkpoint_fingerprint}, but {str(model.path)!r} holds "
-            f"{model.checkpoint.fingerprint}"
-        )
-    if tuple(cache.input_hw) != model.input_hw:
-        raise BenchError(
-            f"calibration cache {str(path)!r} was computed at input {cache.input_hw[0]}x"
-            f"{cache.input_hw[1]} but the benchmark runs the model at {model.input_hw[0]}x"
-            f"{model.input_hw[1]}"
-        )
+    check_cache(model.checkpoint, model.path, cache, path, model.input_hw)
     return cache, path
 
 

@@ -156,8 +156,8 @@ def _frame_hw(text: str | None, model: Path) -> tuple[int, int]:
 
 def engine_config(model: Path, args: argparse.Namespace) -> SegmentationConfig:
     """The node's defaults with this model at its training input size, no deadline."""
-    input_hw = load_checkpoint(model).train_config.get("input_hw")
-    if not input_hw:
+    input_hw = load_checkpoint(model).trained_input_hw
+    if input_hw is None:
         raise BenchError(f"{model} records no training input size")
     params: dict[str, ParamValue] = {
         "engine.model_path": str(model.resolve()),

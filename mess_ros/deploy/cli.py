@@ -22,21 +22,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mess_ros.common.latency_table import LatencyTable
 from mess_ros.console import add_debug_option, console_main
-from mess_ros.deploy.decisions import (
-    DEFAULT_HOLDOUT_SHARE,
-    DEFAULT_TOLERANCE,
-    HeldOutSearch,
-    search_held_out,
-    split_images,
-)
+from mess_ros.deploy.decisions import DEFAULT_HOLDOUT_SHARE, DEFAULT_TOLERANCE
 from mess_ros.deploy.errors import DeployError, UnreachableTargetError
 from mess_ros.deploy.estimate import (
     DEFAULT_JITTER,
@@ -48,17 +40,15 @@ from mess_ros.deploy.estimate import (
 from mess_ros.deploy.export import (
     ExportPaths,
     Provenance,
-    apply_configuration,
-    configuration_from_parameters,
-    header_comment,
-    install_files,
-    scored_to_dict,
-    write_pruned_checkpoint,
-    write_reports,
-    write_summary,
 )
-from mess_ros.deploy.inputs import DeployInputs, load_inputs, run_paths
-from mess_ros.deploy.problem import DECISIONS, STATS, DecisionName, ScoredConfiguration, evaluate
+from mess_ros.deploy.inputs import load_inputs, run_paths
+from mess_ros.deploy.pipeline import (
+    RobotRequest,
+    VerificationFailedError,
+    deploy_robot,
+    search_robot,
+)
+from mess_ros.deploy.problem import DECISIONS, STATS, DecisionName
 from mess_ros.deploy.profile import format_table, parse_hw, profile_checkpoint
 from mess_ros.deploy.search import (
     DEFAULT_IMAGE_THRESHOLDS,
@@ -66,15 +56,10 @@ from mess_ros.deploy.search import (
     THRESHOLD_MODES,
     SearchSpace,
     Target,
-    select,
 )
 from mess_ros.deploy.verify import (
     DEFAULT_PASSES,
     LATENCY_TOLERANCE,
-    VerificationReport,
-    calibration_dataset,
-    calibration_warnings,
-    verify_configuration,
 )
 from mess_ros.errors import MessError
 from mess_ros.model import load_checkpoint
@@ -453,7 +438,6 @@ def configure_main(argv: Sequence[str] | None = None) -> int:
 def _configure(args: argparse.Namespace) -> int:
     if not _ROBOT_NAME.match(args.robot):
         raise DeployError(f"robot name {args.robot!r} must be letters, digits, '_', '-' or '.'")
-    target = Target(budget_ms=args.budget_ms, min_miou=args.min_miou, stat=args.stat)
     checkpoint_path, cache_path, source = _input_paths(args)
     inputs = load_inputs(
         checkpoint_path,
@@ -461,22 +445,27 @@ def _configure(args: argparse.Namespace) -> int:
         args.latency_table,
         allow_other_weights=args.allow_other_weights,
     )
-    base = SegmentationConfig.from_yaml(args.base_params) if args.base_params else None
-    split = split_images(inputs.cache.difficulty, args.holdout_share)
-    held = search_held_out(
-        inputs.problem(),
-        split,
-        args.decisions,
-        _space(args),
-        target.stat,
-        tolerance=args.exit_tolerance,
-        checkpoint_fingerprint=inputs.checkpoint.fingerprint,
+    request = RobotRequest(
+        robot=args.robot,
+        target=Target(budget_ms=args.budget_ms, min_miou=args.min_miou, stat=args.stat),
+        space=_space(args),
+        decisions=args.decisions,
+        holdout_share=args.holdout_share,
+        exit_tolerance=args.exit_tolerance,
+        base=SegmentationConfig.from_yaml(args.base_params) if args.base_params else None,
+        param_model_path=args.param_model_path or "",
+        param_latency_table=args.param_latency_table or "",
+        param_exit_model=args.param_exit_model or "",
+        verify=args.verify,
+        verify_passes=args.verify_passes,
+        latency_tolerance=args.latency_tolerance,
         progress=not args.no_progress,
     )
-    result = held.result
-    for warning in calibration_warnings(int(split.fit.size), int(split.held_out.size)):
+    held, warnings = search_robot(inputs, request)
+    for warning in warnings:
         print(f"mess_configure: warning: {warning}", file=sys.stderr)
-    print(result.report())
+    split = held.split
+    print(held.result.report())
     print(
         f"fitted and chosen on {split.fit.size} calibration images, figures below on the "
         f"{split.held_out.size} held out"
@@ -489,120 +478,26 @@ def _configure(args: argparse.Namespace) -> int:
         num_images=int(split.held_out.size),
         fit_images=int(split.fit.size),
     )
-    title = f"{args.robot}: {inputs.table.device_name}, {target.describe()}"
     try:
-        chosen = select(result, target)
+        deployment = deploy_robot(inputs, request, held, paths, provenance)
     except UnreachableTargetError as err:
-        write_reports(paths, result, None, target, title)
         print(f"mess_configure: {err}", file=sys.stderr)
         print(f"Pareto front written to {paths.pareto_md} and {paths.pareto_png}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except VerificationFailedError as err:
+        print(err.report.summary())
+        print(
+            "mess_configure: verification failed; nothing was written (the Pareto front "
+            "above and this report are all there is)",
+            file=sys.stderr,
+        )
+        return EXIT_VERIFICATION_FAILED
+    chosen = deployment.chosen
     print(f"chosen (fitting images): {chosen.summary()}")
     print(f"chosen (held-out images): {held.on_held_out(chosen).summary()}")
     print(f"single exit (final only, held-out images): {held.held_out_baseline.summary()}")
-    learnt = chosen.config.decision == "learnt"
-    # Everything is written aside first and moved into place only once complete (and verified).
-    with tempfile.TemporaryDirectory(prefix="mess_configure_") as scratch:
-        staged = paths.staged_in(Path(scratch))
-        _export(args, inputs, held, chosen, target, staged, paths, provenance, base, title)
-        if args.verify:
-            report = _verify(args, inputs, held, chosen, staged)
-            print(report.summary())
-            if not report.passed:
-                print(
-                    "mess_configure: verification failed; nothing was written (the Pareto front "
-                    "above and this report are all there is)",
-                    file=sys.stderr,
-                )
-                return EXIT_VERIFICATION_FAILED
-            write_summary(
-                staged.summary_json,
-                held.result,
-                chosen,
-                target,
-                provenance,
-                report.to_dict(),
-                held_out=_held_out_record(held, chosen),
-            )
-        install_files(staged, paths, learnt=learnt)
-    for path in paths.all(learnt=learnt):
+    if deployment.verification is not None:
+        print(deployment.verification.summary())
+    for path in deployment.written:
         print(f"wrote {path}")
     return 0
-
-
-def _held_out_record(held: HeldOutSearch, chosen: ScoredConfiguration) -> dict[str, object]:
-    return {
-        "images": [int(i) for i in held.split.held_out],
-        "chosen": scored_to_dict(held.on_held_out(chosen)),
-        "baseline": scored_to_dict(held.held_out_baseline),
-    }
-
-
-def _export(
-    args: argparse.Namespace,
-    inputs: DeployInputs,
-    held: HeldOutSearch,
-    chosen: ScoredConfiguration,
-    target: Target,
-    staged: ExportPaths,
-    final: ExportPaths,
-    provenance: Provenance,
-    base: SegmentationConfig | None,
-    title: str,
-) -> None:
-    """Write every file into ``staged``; paths inside the parameter file are ``final``'s."""
-    write_pruned_checkpoint(inputs.checkpoint_path, chosen.config, staged.checkpoint)
-    shutil.copyfile(inputs.table_path, staged.latency_table)
-    exit_model = ""
-    if chosen.config.decision == "learnt" and held.predictor is not None:
-        held.predictor.save(staged.exit_model)
-        exit_model = args.param_exit_model or final.artefact_path(final.exit_model)
-    params = apply_configuration(
-        chosen.config,
-        inputs.table,
-        model_path=args.param_model_path or final.artefact_path(final.checkpoint),
-        latency_table_path=args.param_latency_table or final.artefact_path(final.latency_table),
-        base=base,
-        exit_model_path=exit_model,
-    )
-    header = header_comment(
-        args.robot,
-        held.on_held_out(chosen),
-        held.held_out_baseline,
-        target,
-        inputs.table,
-        provenance,
-        str(final.checkpoint),
-        fitted=chosen,
-    )
-    params.to_yaml(staged.params, header_comment=header)
-    write_reports(staged, held.result, chosen, target, title)
-    record = _held_out_record(held, chosen)
-    write_summary(staged.summary_json, held.result, chosen, target, provenance, held_out=record)
-
-
-def _verify(
-    args: argparse.Namespace,
-    inputs: DeployInputs,
-    held: HeldOutSearch,
-    chosen: ScoredConfiguration,
-    staged: ExportPaths,
-) -> VerificationReport:
-    """The written files run by the engine on the held-out images (all of them without any)."""
-    params = SegmentationConfig.from_yaml(staged.params)  # what the robot will read
-    config = configuration_from_parameters(params)
-    predicted = evaluate(held.held_out_problem, config)
-    dataset = calibration_dataset(inputs.cache.dataset, f"calibration cache {inputs.cache_path}")
-    return verify_configuration(
-        params,
-        load_checkpoint(staged.checkpoint),
-        inputs.table,
-        held.held_out_problem,
-        predicted,
-        dataset,
-        images=[int(i) for i in held.split.held_out],
-        passes=args.verify_passes,
-        progress=not args.no_progress,
-        tolerance=args.latency_tolerance,
-        search=chosen,
-    )

@@ -20,6 +20,7 @@ from mess_ros.common.latency_table import LatencyTable
 from mess_ros.deploy.errors import DeployError, InputMismatchError
 from mess_ros.deploy.problem import ComponentCosts, ExitCandidate, SearchProblem, StatName
 from mess_ros.model import Checkpoint, MESSNet, load_checkpoint
+from mess_ros.train.bundle import CALIBRATION_SUFFIX
 from mess_ros.train.calibration import CalibrationCache
 from mess_ros.train.rundir import RunDir
 
@@ -37,6 +38,27 @@ class DeployInputs:
 
     def problem(self) -> SearchProblem:
         return build_problem(self.checkpoint.model, self.cache, self.table)
+
+
+def calibration_cache_of(checkpoint_path: Path) -> Path:
+    """The calibration cache that belongs to a checkpoint file.
+
+    A bundled model keeps it beside itself as ``<stem>_calibration.npz``
+    (``models/default_calibration.npz``); a training run directory as
+    ``calibration.npz`` beside ``checkpoint.pt``.
+    """
+    candidates = [
+        checkpoint_path.with_name(f"{checkpoint_path.stem}{CALIBRATION_SUFFIX}"),
+        RunDir(checkpoint_path.parent).calibration_path,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(repr(str(c)) for c in candidates)
+    raise DeployError(
+        f"no calibration cache found for checkpoint {str(checkpoint_path)!r} (looked for "
+        f"{searched}); name it explicitly"
+    )
 
 
 def run_paths(run_dir: Path) -> tuple[Path, Path]:
@@ -93,26 +115,7 @@ def check_inputs(inputs: DeployInputs, *, allow_other_weights: bool = False) -> 
     model = inputs.checkpoint.model
     fingerprint = inputs.checkpoint.fingerprint
     checkpoint, cache, table = inputs.checkpoint_path, inputs.cache_path, inputs.table_path
-    if inputs.cache.checkpoint_fingerprint != fingerprint:
-        msg = (
-            f"calibration cache {str(cache)!r} was computed with the checkpoint whose fingerprint "
-            f"is {inputs.cache.checkpoint_fingerprint}, but checkpoint {str(checkpoint)!r} has "
-            f"fingerprint {fingerprint}; use the cache of the same run or recompute it"
-        )
-        raise InputMismatchError(msg)
-    if inputs.cache.num_classes != model.spec.num_classes:
-        msg = (
-            f"calibration cache {str(cache)!r} has {inputs.cache.num_classes} classes but "
-            f"checkpoint {str(checkpoint)!r} predicts {model.spec.num_classes}"
-        )
-        raise InputMismatchError(msg)
-    missing = [e for e in model.exit_ids if e not in inputs.cache.exit_ids]
-    if missing:
-        msg = (
-            f"calibration cache {str(cache)!r} has no entry for exit(s) {', '.join(missing)} of "
-            f"checkpoint {str(checkpoint)!r}"
-        )
-        raise InputMismatchError(msg)
+    check_cache(inputs.checkpoint, checkpoint, inputs.cache, cache)
     if inputs.table.model_fingerprint != fingerprint and not allow_other_weights:
         msg = (
             f"latency table {str(table)!r} was profiled for the model with fingerprint "
@@ -133,6 +136,45 @@ def check_inputs(inputs: DeployInputs, *, allow_other_weights: bool = False) -> 
         inputs.table.check_covers(model.block_points, model.exit_ids, repr(str(table)))
     except LatencyTableError as err:
         raise InputMismatchError(f"{err} (checkpoint {str(checkpoint)!r})") from err
+
+
+def check_cache(
+    checkpoint: Checkpoint,
+    checkpoint_path: Path,
+    cache: CalibrationCache,
+    cache_path: Path,
+    input_hw: tuple[int, int] | None = None,
+) -> None:
+    """InputMismatchError unless ``cache`` describes these weights, classes, exits (and size)."""
+    model = checkpoint.model
+    fingerprint = checkpoint.fingerprint
+    if cache.checkpoint_fingerprint != fingerprint:
+        msg = (
+            f"calibration cache {str(cache_path)!r} was computed with the checkpoint whose "
+            f"fingerprint is {cache.checkpoint_fingerprint}, but checkpoint "
+            f"{str(checkpoint_path)!r} has fingerprint {fingerprint}; use the cache of the same "
+            "run or recompute it"
+        )
+        raise InputMismatchError(msg)
+    if cache.num_classes != model.spec.num_classes:
+        msg = (
+            f"calibration cache {str(cache_path)!r} has {cache.num_classes} classes but "
+            f"checkpoint {str(checkpoint_path)!r} predicts {model.spec.num_classes}"
+        )
+        raise InputMismatchError(msg)
+    missing = [e for e in model.exit_ids if e not in cache.exit_ids]
+    if missing:
+        msg = (
+            f"calibration cache {str(cache_path)!r} has no entry for exit(s) "
+            f"{', '.join(missing)} of checkpoint {str(checkpoint_path)!r}"
+        )
+        raise InputMismatchError(msg)
+    if input_hw is not None and tuple(cache.input_hw) != tuple(input_hw):
+        msg = (
+            f"calibration cache {str(cache_path)!r} was computed at input {cache.input_hw[0]}x"
+            f"{cache.input_hw[1]}, but the network runs at {input_hw[0]}x{input_hw[1]}"
+        )
+        raise InputMismatchError(msg)
 
 
 def head_params(model: MESSNet, exit_id: str) -> int:

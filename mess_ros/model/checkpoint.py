@@ -62,6 +62,18 @@ class Checkpoint:
         """Identifies these weights; hashes the whole state, so it costs a pass over it."""
         return model_fingerprint(self.model)
 
+    @property
+    def trained_input_hw(self) -> tuple[int, int] | None:
+        """The (height, width) the network was trained at, when its training config records it.
+
+        Running a network at that size is the safe default: object scales match
+        what the exits learnt, and its calibration cache applies unchanged.
+        """
+        recorded = self.train_config.get("input_hw")
+        if not (isinstance(recorded, list | tuple) and len(recorded) == 2):
+            return None
+        return (int(recorded[0]), int(recorded[1]))
+
 
 def model_fingerprint(model: MESSNet) -> str:
     """sha256 (first 16 hex digits) of the model spec and every state tensor's bytes.

@@ -107,21 +107,16 @@ def resolve_model_path(model_path: str) -> Path:
 
 
 def resolve_input_hw(engine: EngineConfig, checkpoint: Checkpoint) -> tuple[int, int]:
-    """The configured input size, or the one the checkpoint was trained at when it is 0x0.
-
-    Running a network at its training resolution is the safe default: object
-    scales then match what the exits learnt, and a latency table or calibration
-    cache made for the checkpoint applies unchanged.
-    """
+    """The configured input size, or the one the checkpoint was trained at when it is 0x0."""
     if (engine.input_height, engine.input_width) != (0, 0):
         return (engine.input_height, engine.input_width)
-    trained = checkpoint.train_config.get("input_hw")
-    if not (isinstance(trained, list | tuple) and len(trained) == 2):
+    trained = checkpoint.trained_input_hw
+    if trained is None:
         raise EngineError(
             f"checkpoint {checkpoint.path or '(in memory)'} does not record the input size it "
             "was trained at; set engine.input_height and engine.input_width"
         )
-    return (int(trained[0]), int(trained[1]))
+    return trained
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ from mess_ros.train.rundir import RunDir
 DEFAULT_MODEL = "default.pt"
 DEFAULT_CALIBRATION = "default_calibration.npz"
 DEFAULT_METRICS = "default_metrics.json"
+CALIBRATION_SUFFIX = "_calibration.npz"
+"""A bundled model `<stem>.pt` keeps its calibration cache beside it, `<stem>_calibration.npz`."""
 SHIPPED_WEIGHTS_DTYPE = "float16"
 
 
