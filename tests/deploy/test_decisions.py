@@ -239,7 +239,10 @@ def test_hybrid_policy_with_a_learnt_decision_respects_deadlines(
     params.deadline.deadline_ms = (early + late) / 2
     engine.reconfigure(params)
     hurried = engine.infer(image)
-    assert hurried.exit_id == first and "deadline" in hurried.reason
+    # (the frame's resize and hand-over, learnt from the first frame, may already make even
+    # the earliest exit too slow for this deadline: then it is infeasible, and still early)
+    assert hurried.exit_id == first
+    assert hurried.reason.startswith(("deadline", "infeasible")), hurried.reason
     # A missing exit model is a configuration error naming the parameter.
     params.policy.exit_model = str(tmp_path / "absent.json")
     with pytest.raises(ConfigError, match=r"policy\.exit_model"):
