@@ -1,12 +1,10 @@
 """Helpers shared by the benchmark scripts in this folder.
 
-The scripts are run as ``python bench/<name>.py`` from the repository root,
-so this module is imported by its bare name (the script's folder is first on
-``sys.path``). Everything that decides *what* is measured lives in the
-scripts; this module only loads models, builds configurations, runs the
-deployment search the same way for every script, and writes results, so two
-benchmarks never disagree on how a model's input size or calibration cache
-is found.
+Imported as ``bench._common`` (see :mod:`bench`). Everything that decides
+*what* is measured lives in the scripts; this module only loads models,
+builds configurations, runs the deployment search the same way for every
+script, and writes results, so two benchmarks never disagree on how a
+model's input size or calibration cache is found.
 """
 
 from __future__ import annotations
@@ -306,11 +304,6 @@ class Choice:
     def held_out(self) -> ScoredConfiguration:
         """The chosen configuration on the calibration images the search did not see."""
         return self.held.on_held_out(self.chosen)
-
-    @property
-    def floor_miou(self) -> float:
-        """The accuracy floor of the target (NaN for a latency budget)."""
-        return math.nan if self.target.min_miou is None else self.target.min_miou
 
 
 def search_front(

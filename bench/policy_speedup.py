@@ -43,9 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+if (
+    not __package__
+):  # run as a file (python bench/policy_speedup.py): the package lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import numpy.typing as npt
-from _common import (
+from tqdm import tqdm
+
+from bench._common import (
     BenchError,
     Choice,
     base_config,
@@ -65,8 +72,6 @@ from _common import (
     with_policy,
     write_json,
 )
-from tqdm import tqdm
-
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import PREPROCESS_KEY, LatencyTable
 from mess_ros.common.metrics import confusion_matrix, mean_iou, per_image_miou

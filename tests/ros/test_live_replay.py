@@ -8,7 +8,6 @@ outcome (the tool's own ``finally``, checked here through the process table).
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,18 +20,22 @@ pytest.importorskip("rclpy")
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.eval.cli import evaluate_main
 from mess_ros.eval.errors import EvalError, LiveError
-from mess_ros.eval.live import LiveOptions, NodeProcess, evaluate_live
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.results import matched_miou
 from mess_ros.eval.runs import build_runs
+from mess_ros.ros.live_replay import LiveOptions, evaluate_live
+from mess_ros.ros.processes import start_node
 from mess_ros.runtime.config import SegmentationConfig
 from tests.eval.builders import EARLY_EXIT, NUM_FRAMES
-from tests.ros.conftest import next_domain_id
+from tests.eval.conftest import base_config, checkpoint_path, samples, small_bag
+from tests.ros.conftest import NODE_PROGRAM, next_domain_id
+
+# The offline evaluation's fixtures: the same model, configuration and bag on both sides.
+__all__ = ["base_config", "checkpoint_path", "samples", "small_bag"]
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[2]
-NODE = (sys.executable, "-m", "mess_ros.ros.node")
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +51,7 @@ def _ros_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def options(tmp_path: Path, **kw: object) -> LiveOptions:
     values: dict[str, object] = {
-        "node_command": NODE,
+        "node_command": NODE_PROGRAM,
         "domain_id": next_domain_id(),
         "progress": False,
         "startup_timeout_s": 90.0,
@@ -110,7 +113,7 @@ def test_running_node_gets_each_configuration_through_its_parameters(
     live_options = options(tmp_path, start_node=False)
     assert live_options.domain_id is not None
     (tmp_path / "logs").mkdir()
-    node = NodeProcess(NODE, params, live_options, live_options.domain_id, tmp_path / "node.log")
+    node = start_node(params, live_options.domain_id, tmp_path / "node.log")
     try:
         specs = build_runs(base_config, ["confidence", "final"])
         live = evaluate_live(small_bag, specs, SYNTHETIC_LABELS, live_options)
