@@ -456,6 +456,15 @@ def format_usage(shares: dict[str, float]) -> str:
     return ", ".join(f"{exit_id} {share:.1%}" for exit_id, share in shares.items())
 
 
+def priced_stages_ms(result: SegmentationResult) -> float:
+    """What the latency table prices of a frame (blocks, heads, outputs).
+
+    Comparable with the search's predictions and the oracle's path costs,
+    which leave out resizing and normalising the frame.
+    """
+    return sum(ms for key, ms in result.stage_times_ms.items() if key != PREPROCESS_KEY)
+
+
 @dataclass
 class EngineRun:
     """What one engine (a network with a policy) did on the test split."""
@@ -476,11 +485,7 @@ class EngineRun:
         level = self.by_difficulty.setdefault(difficulty, np.zeros_like(self.confusion))
         level += conf
         self.latency_ms.append(result.measured_ms)
-        # What the latency table prices (blocks, heads, outputs): comparable with the search's
-        # prediction, which leaves out resizing and normalising the frame.
-        self.stages_ms.append(
-            sum(ms for key, ms in result.stage_times_ms.items() if key != PREPROCESS_KEY)
-        )
+        self.stages_ms.append(priced_stages_ms(result))
         self.exits.append(result.exit_id)
 
     @property
@@ -495,7 +500,7 @@ class EngineRun:
         return {
             "miou": self.miou,
             "miou_by_difficulty": {
-                _level_name(level): mean_iou(conf)
+                level_name(level): mean_iou(conf)
                 for level, conf in sorted(self.by_difficulty.items())
             },
             "latency": latency_summary(self.latency_ms),
@@ -539,7 +544,8 @@ def run_test_split(
     return runs
 
 
-def _level_name(level: int) -> str:
+def level_name(level: int) -> str:
+    """The name of a synthetic difficulty level (``unknown`` for a dataset without levels)."""
     return DIFFICULTY_LEVELS[level] if 0 <= level < len(DIFFICULTY_LEVELS) else "unknown"
 
 

@@ -210,16 +210,6 @@ def running_node(
 # --------------------------------------------------------------------------------------------
 
 
-def wait_for_first_mask(camera: FrameStream, node: ManagedProcess) -> None:
-    start = time.monotonic()
-    while not any(t.answered for t in camera.client.traces()):
-        if time.monotonic() - start > START_TIMEOUT_S:
-            raise BenchError(f"no mask within {START_TIMEOUT_S:.0f} s; node output:\n{node.tail()}")
-        if not node.alive():
-            raise BenchError(f"segmentation_node exited:\n{node.tail()}")
-        camera.tick()
-
-
 def stream(
     camera: FrameStream, seconds: float, node: ManagedProcess, label: str, progress: bool
 ) -> list[FrameTrace]:
@@ -230,8 +220,7 @@ def stream(
             frames.append(camera.tick())
             bar.n = min(round(seconds - (end - now)), round(seconds))
             bar.refresh()
-            if not node.alive():
-                raise BenchError(f"segmentation_node exited during {label}:\n{node.tail()}")
+            node.check_running(label)
     time.sleep(DRAIN_S)
     return frames
 
@@ -242,7 +231,7 @@ def calibrate_deadline_ms(args: argparse.Namespace, domain_id: int) -> tuple[flo
     log_path = args.log_dir / "calibration.log"
     with running_node(args.params_file, overrides, domain_id, log_path) as (node, client):
         camera = FrameStream(client, args.frames, args.rate)
-        wait_for_first_mask(camera, node)
+        camera.until_answered(node, START_TIMEOUT_S)
         stream(camera, args.warmup, node, "calibration warm-up", args.progress)
         frames = stream(camera, args.calibration_seconds, node, "calibration", args.progress)
     latencies = [
@@ -275,7 +264,7 @@ def run_variant(
     hog: Hog | None = None
     with running_node(args.params_file, overrides, domain_id, log) as (node, client):
         camera = FrameStream(client, args.frames, args.rate)
-        wait_for_first_mask(camera, node)
+        camera.until_answered(node, START_TIMEOUT_S)
         stream(camera, args.warmup, node, f"{tag} warm-up", args.progress)
         client.forget(t.stamp_ns for t in client.traces())
         third = args.seconds / 3
@@ -301,8 +290,7 @@ def run_variant(
                     frames.append(camera.tick())
                     bar.n = min(round(elapsed), round(args.seconds))
                     bar.refresh()
-                    if not node.alive():
-                        raise BenchError(f"segmentation_node exited during {tag}:\n{node.tail()}")
+                    node.check_running(tag)
         finally:
             if hog is not None:
                 hog.stop()

@@ -56,6 +56,7 @@ from bench._common import (
     REPORT_DIR,
     SINGLE_EXIT_RUN,
     BenchError,
+    parse_hw,
     run_and_save,
 )
 from mess_ros.common.exits import FINAL_EXIT
@@ -599,10 +600,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _image_hw(text: str | None, checkpoint: Checkpoint) -> tuple[int, int]:
     if text:
-        height, sep, width = text.lower().partition("x")
-        if not sep or not height.isdigit() or not width.isdigit():
-            raise BenchError(f"image size {text!r} is not HEIGHTxWIDTH, e.g. 128x256")
-        return int(height), int(width)
+        return parse_hw(text)
     val = checkpoint.train_config.get("val_dataset", {})
     if val.get("kind") != "synthetic":
         msg = "the model was not validated on synthetic scenes; give --image-size"

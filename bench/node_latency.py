@@ -86,6 +86,7 @@ from bench._common import (
     run_main,
     write_json,
 )
+from mess_ros.common.stamps import NS_PER_S
 from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.processes import (
@@ -111,7 +112,6 @@ SCENE_SEED: Final = 2  # the held-out "test" seed of the synthetic scenes
 START_TIMEOUT_S: Final = 300.0
 DRAIN_S: Final = 2.0
 RSS_SAMPLE_PERIOD_S: Final = 5.0
-NS_PER_S: Final = 1_000_000_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,32 +195,10 @@ def decomposition(traces: Sequence[FrameTrace]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def check_alive(node: ManagedProcess) -> None:
-    if not node.alive():
-        raise BenchError(
-            f"{NODE_NAME} exited with status {node.popen.returncode}; its output:\n{node.tail()}"
-        )
-
-
 def drain(client: NodeClient, traces: Sequence[FrameTrace], timeout_s: float) -> None:
     """Let answers of the last frames arrive (frames the node never answers time out)."""
     client.wait_until(lambda: all(complete(t) for t in traces[-3:]), timeout_s)
     time.sleep(0.05)  # stragglers already on the wire
-
-
-def wait_for_first_mask(camera: FrameStream, node: ManagedProcess) -> float:
-    """Stream until the node answers (model loaded and profiled, topics matched); seconds taken."""
-    start_ns = time.monotonic_ns()
-    traces: list[FrameTrace] = []
-    while not any(t.answered for t in traces):
-        elapsed_s = (time.monotonic_ns() - start_ns) / NS_PER_S
-        if elapsed_s > START_TIMEOUT_S:
-            raise BenchError(
-                f"no mask within {START_TIMEOUT_S:.0f} s; {NODE_NAME} output:\n{node.tail()}"
-            )
-        check_alive(node)
-        traces.append(camera.tick())
-    return (time.monotonic_ns() - start_ns) / NS_PER_S
 
 
 def stream(
@@ -247,7 +225,7 @@ def stream(
             traces.append(camera.tick())
             elapsed_s = (time.monotonic_ns() - start_ns) / NS_PER_S
             if elapsed_s >= next_second:
-                check_alive(node)
+                node.check_running(label)
                 if every_second is not None:
                     bar.set_postfix_str(every_second(elapsed_s), refresh=False)
                 bar.update(min(round(elapsed_s), total_s) - bar.n)
@@ -435,7 +413,7 @@ def main(args: argparse.Namespace) -> int:
             client = NodeClient(args.domain_id, name="mess_node_latency")
             camera = FrameStream(client, frames, args.rate)
             print(f"waiting for {NODE_NAME} (pid {node.pid}) to serve ...")
-            startup_s = wait_for_first_mask(camera, node)
+            startup_s = camera.until_answered(node, START_TIMEOUT_S)
             print(f"first mask after {startup_s:.1f} s; warm-up {args.warmup_seconds:g} s")
             stream(camera, node, args.warmup_seconds, label="warm-up", progress=progress)
             results = run_phases(args, camera, node, progress)

@@ -50,7 +50,7 @@ if (
 
 import torch
 
-from bench._common import DEFAULT_MODEL, REPORT_DIR, BenchError, run_and_save
+from bench._common import DEFAULT_MODEL, REPORT_DIR, BenchError, parse_hw, run_and_save
 from mess_ros.data.datasets import SPLIT_SEEDS, SyntheticDataset
 from mess_ros.eval.bag_reader import BagFrame, load_frames
 from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
@@ -150,10 +150,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _frame_hw(text: str | None, model: Path) -> tuple[int, int]:
     if text:
-        height, sep, width = text.lower().partition("x")
-        if not sep or not height.isdigit() or not width.isdigit():
-            raise BenchError(f"frame size {text!r} is not HEIGHTxWIDTH, e.g. 128x256")
-        return int(height), int(width)
+        return parse_hw(text)
     val = load_checkpoint(model).train_config.get("val_dataset", {})
     if "height" not in val or "width" not in val:
         raise BenchError(f"{model} records no validation image size; give --frame-size")

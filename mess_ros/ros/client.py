@@ -41,7 +41,7 @@ from mess_ros.ros import qos
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.errors import RosError
 from mess_ros.ros.params import parameter_type
-from mess_ros.ros.processes import NODE_NAME, join_ros_environment
+from mess_ros.ros.processes import NODE_NAME, ManagedProcess, join_ros_environment
 from mess_ros.runtime.config import SegmentationConfig
 
 SPIN_PERIOD_S: Final = 0.01
@@ -396,6 +396,23 @@ class FrameStream:
         self.period_ns = round(NS_PER_S / rate_hz)
         self.published = 0
         self._next_ns: int | None = None
+
+    def until_answered(self, node: ManagedProcess, timeout_s: float) -> float:
+        """Stream until ``node`` answers a frame (model loaded, topics matched); seconds taken.
+
+        A :class:`RosError` with the node's output when it exits or the
+        timeout passes first.
+        """
+        start_ns = time.monotonic_ns()
+        sent: list[FrameTrace] = []
+        while not any(trace.answered for trace in sent):
+            node.check_running("start-up")
+            if time.monotonic_ns() - start_ns > timeout_s * NS_PER_S:
+                raise RosError(
+                    f"no mask within {timeout_s:.0f} s; {node.name} output:\n{node.tail()}"
+                )
+            sent.append(self.tick())
+        return (time.monotonic_ns() - start_ns) / NS_PER_S
 
     def tick(self) -> FrameTrace:
         """Wait for the next tick of the grid, then publish the next frame of the pool."""

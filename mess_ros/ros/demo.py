@@ -227,9 +227,7 @@ def _wait_for_first_mask(recorder: DemoRecorder, node: ManagedProcess, timeout_s
     while time.monotonic() < deadline:
         if recorder.client.wait_until(lambda: recorder.masks_received > 0, 1.0):
             return
-        if not node.alive():
-            msg = f"segmentation_node exited with status {node.popen.returncode}:\n{node.tail()}"
-            raise DemoError(msg)
+        node.check_running("start-up")
     raise DemoError(f"no mask within {timeout_s:.0f} s; node output:\n{node.tail()}")
 
 
@@ -331,8 +329,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRu
                     load_started_s = recorder.now_s()
                     log(f"background load: {hogs} busy processes from t = {load_started_s:.1f} s")
                 time.sleep(0.1)
-                if not node.alive():
-                    raise DemoError(f"segmentation_node died:\n{node.tail()}")
+                node.check_running("the demo")
             recorder.phase = "done"
             time.sleep(DRAIN_S)
         finally:

@@ -252,11 +252,11 @@ class LiveReplay:
         failure = self.client.failure
         if failure is not None:
             raise LiveError(f"receiving the node's answers failed: {failure!r}") from failure
-        if self.node is not None and not self.node.alive():
-            raise LiveError(
-                f"the segmentation node exited with status {self.node.popen.returncode}; "
-                f"its log ({self.node.log_path}) ends with:\n{self.node.tail()}"
-            )
+        if self.node is not None:
+            try:
+                self.node.check_running("the replay")
+            except RosError as err:
+                raise LiveError(str(err)) from err
 
     def wait_ready(self, frame: BagFrame, sim_start_ns: int | None) -> None:
         """Wait until the node is discovered and has answered one priming frame.

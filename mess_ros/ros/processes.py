@@ -125,6 +125,15 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def check_running(self, during: str = "") -> None:
+        """Raise a :class:`RosError` ending with the process's output once it has exited."""
+        if not self.alive():
+            when = f" during {during}" if during else ""
+            raise RosError(
+                f"{self.name} exited with status {self.popen.returncode}{when}; its output "
+                f"({self.log_path}) ends with:\n{self.tail()}"
+            )
+
     def stop(self, sig: int = signal.SIGINT, timeout_s: float | None = None) -> int:
         """``sig`` (SIGINT: the clean path), then SIGKILL after the timeout; the exit status."""
         if timeout_s is None:

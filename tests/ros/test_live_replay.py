@@ -18,15 +18,18 @@ import pytest
 pytest.importorskip("rclpy")
 
 from mess_ros.data.labels import SYNTHETIC_LABELS
+from mess_ros.data.sample import Sample
+from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
 from mess_ros.eval.cli import evaluate_main
 from mess_ros.eval.errors import EvalError, LiveError
+from mess_ros.eval.messages import COMPRESSED_IMAGE_TYPE
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.results import matched_miou
 from mess_ros.eval.runs import build_runs
 from mess_ros.ros.live_replay import LiveOptions, evaluate_live
 from mess_ros.ros.processes import start_node
 from mess_ros.runtime.config import SegmentationConfig
-from tests.eval.builders import EARLY_EXIT, NUM_FRAMES
+from tests.eval.builders import EARLY_EXIT, NUM_FRAMES, RATE_HZ
 from tests.eval.conftest import base_config, checkpoint_path, samples, small_bag
 from tests.ros.conftest import NODE_PROGRAM, next_domain_id
 
@@ -85,6 +88,25 @@ def test_offline_and_live_give_the_same_miou_for_the_same_frames(
         for name in ("final", "confidence"):
             np.testing.assert_array_equal(offline_example.masks[name], live_example.masks[name])
     assert (tmp_path / "logs" / "params_final.yaml").is_file()
+
+
+def test_compressed_frames_to_a_renamed_node_in_a_namespace(
+    tmp_path: Path, samples: list[Sample], small_bag: Path, base_config: SegmentationConfig
+) -> None:
+    """PNG frames go to ``image/compressed`` of a node remapped into another name and namespace."""
+    bag = tmp_path / "png.mcap"
+    write_bag(bag, samples, BagWriteOptions(rate_hz=RATE_HZ, image_format="png"))
+    specs = build_runs(base_config)
+    offline = evaluate_offline(small_bag, specs, OfflineOptions(progress=False))
+    live_options = options(tmp_path, namespace="/robot_1/", node_name="segmenter")
+    live = evaluate_live(bag, specs, SYNTHETIC_LABELS, live_options)
+    assert live.topics["camera_type"] == COMPRESSED_IMAGE_TYPE
+    (run,) = live.runs
+    assert run.summary().processed == NUM_FRAMES
+    mine, theirs, count = matched_miou(offline.runs[0], run)
+    assert count == NUM_FRAMES and theirs == pytest.approx(mine, abs=1e-12)
+    log = (tmp_path / "logs" / "node_final.log").read_text()
+    assert "[robot_1.segmenter]" in log and "/robot_1/image/compressed" in log
 
 
 def test_clock_mode_keeps_recorded_stamps_on_simulated_time(
