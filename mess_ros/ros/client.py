@@ -97,11 +97,14 @@ class NodeClient:
     spin thread for every traced mask (e.g. to score it); keep it short. An
     exception it raises stops the spin thread and is kept in :attr:`failure`.
 
-    Topics are the node's relative ones resolved in ``namespace``; frames go
-    to ``image``, or to ``image/compressed`` as ``CompressedImage`` with
-    ``compressed``. With ``clock`` the client also publishes ``/clock``
-    (:meth:`publish_clock`) for a node that runs on simulated time. Use as a
-    context manager, or call :meth:`close`.
+    The client joins ``domain_id`` (None: ``ROS_DOMAIN_ID``, as for any ROS
+    process, to reach a node started elsewhere) with the discovery range and
+    DDS profile of the nodes this package starts. Topics are the node's
+    relative ones resolved in ``namespace``; frames go to ``image``, or to
+    ``image/compressed`` as ``CompressedImage`` with ``compressed``; services
+    are those of ``node_name`` in that namespace. With ``clock`` the client
+    also publishes ``/clock`` (:meth:`publish_clock`) for a node that runs on
+    simulated time. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(

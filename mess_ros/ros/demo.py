@@ -45,6 +45,7 @@ from mess_ros.ros import qos
 from mess_ros.ros.client import FrameTrace, NodeClient
 from mess_ros.ros.conversions import image_to_array
 from mess_ros.ros.demo_report import (
+    PHASES,
     DemoSummary,
     FrameRecord,
     format_summary,
@@ -354,7 +355,7 @@ def _summary(
     hogs: int,
     exit_codes: dict[str, int],
 ) -> DemoSummary:
-    measured = [r for r in records if r.phase in ("idle", "loaded")]
+    measured = [r for r in records if r.phase in PHASES]
     phases = [
         summarize_phase(
             name,
@@ -362,7 +363,7 @@ def _summary(
             recorder.confusion[name],
             recorder.scored[name],
         )
-        for name in ("idle", "loaded")
+        for name in PHASES
         if any(r.phase == name for r in measured)
     ]
     overall = summarize_phase(
@@ -374,8 +375,8 @@ def _summary(
     return DemoSummary(
         duration_s=options.duration_s,
         rate_hz=options.rate_hz,
-        frames_published=sum(r.phase in ("idle", "loaded") for r in records),
-        masks_received=sum(r.phase in ("idle", "loaded") and not r.dropped for r in records),
+        frames_published=sum(r.phase in PHASES for r in records),
+        masks_received=sum(r.phase in PHASES and not r.dropped for r in records),
         warmup_masks=sum(r.phase == "warmup" and not r.dropped for r in records),
         deadline_ms=deadline_ms,
         deadline_source=source,

@@ -287,7 +287,7 @@ class LiveReplay:
                 else:
                     stamp = time.time_ns()
                 probes.append(client.publish_serialized(restamp(frame.message, stamp), stamp))
-                if client.wait_until(lambda: any(p.exit_info for p in probes), 1.0):
+                if client.wait_until(lambda: any(p.exit_info is not None for p in probes), 1.0):
                     return
                 if time.monotonic() > deadline:
                     raise LiveError(self._not_ready("never answered a frame"))

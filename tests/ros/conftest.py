@@ -3,8 +3,10 @@
 Every ROS participant stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=
 LOCALHOST) and every node fixture gets its own ROS_DOMAIN_ID in 1..101 (the ids
 whose ports stay below the ephemeral range), so test runs and other developers'
-processes never see each other. Processes
-are started in their own session and always stopped by PID in a ``finally``.
+processes never see each other. Nodes are started by the package's launcher
+(:func:`mess_ros.ros.processes.start_node`) in their own session and always
+stopped by PID in a ``finally``; the test client is the package's
+:class:`~mess_ros.ros.client.NodeClient` with what only the tests look at.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ from mess_ros.runtime.config import SegmentationConfig
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
+NODE_PROGRAM = tuple(python_module_argv(NODE_MODULE))
+# The tests' nodes run on one thread; they stop more slowly than the demo's on a busy machine.
+TEST_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+STOP_TIMEOUT_S = 20.0
 
 T = TypeVar("T")
 
@@ -98,12 +104,6 @@ def write_params(path: Path, checkpoint: Path, **overrides: Any) -> Path:
     params.update({name.replace("__", "."): value for name, value in overrides.items()})
     SegmentationConfig.from_parameters(params).to_yaml(path)
     return path
-
-
-NODE_PROGRAM = tuple(python_module_argv(NODE_MODULE))
-# The tests' nodes run on one thread; they stop more slowly than the demo's on a busy machine.
-TEST_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-STOP_TIMEOUT_S = 20.0
 
 
 def start_node(
