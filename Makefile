@@ -51,15 +51,15 @@ model: setup
 # Every figure the README quotes; exit_accuracy's ablation needs `make ablation` first.
 # The node soak alone takes 12 minutes, the end-to-end deadline runs 12 more.
 bench: setup
-	$(PY) bench/exit_accuracy.py --skip-ablation
-	$(PY) bench/exit_accuracy.py --model runs/ablation_two_stage --out reports/bench/ablation.json --plot reports/bench/ablation.png
-	$(PY) bench/engine_overhead.py
-	$(PY) bench/policy_speedup.py
-	$(PY) bench/deadline_e2e.py
-	$(PY) bench/search_speed.py
-	$(PY) bench/offline_eval_overhead.py
-	$(PY) bench/convert.py --threads 1
-	$(PY) bench/node_latency.py
+	$(PY) -m bench.exit_accuracy --skip-ablation
+	$(PY) -m bench.exit_accuracy --model runs/ablation_two_stage --out reports/bench/ablation.json --plot reports/bench/ablation.png
+	$(PY) -m bench.engine_overhead
+	$(PY) -m bench.policy_speedup
+	$(PY) -m bench.deadline_e2e
+	$(PY) -m bench.search_speed
+	$(PY) -m bench.offline_eval_overhead
+	$(PY) -m bench.convert --threads 1
+	$(PY) -m bench.node_latency
 
 clean:
 	rm -rf build install log .pytest_cache .mypy_cache .ruff_cache

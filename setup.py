@@ -49,7 +49,7 @@ setup(
             "mess_profile = mess_ros.deploy.cli:profile_main",
             "mess_configure = mess_ros.deploy.cli:configure_main",
             "mess_evaluate = mess_ros.eval.cli:evaluate_main",
-            "mess_bag = mess_ros.eval.cli:bag_main",
+            "mess_bag = mess_ros.eval.bag_cli:main",
         ],
     },
 )

@@ -1,12 +1,10 @@
 """Helpers shared by the benchmark scripts in this folder.
 
-The scripts are run as ``python bench/<name>.py`` from the repository root,
-so this module is imported by its bare name (the script's folder is first on
-``sys.path``). Everything that decides *what* is measured lives in the
-scripts; this module only loads models, builds configurations, runs the
-deployment search the same way for every script, and writes results, so two
-benchmarks never disagree on how a model's input size or calibration cache
-is found.
+Imported as ``bench._common`` (see :mod:`bench`). Everything that decides
+*what* is measured lives in the scripts; this module only loads models,
+builds configurations, runs the deployment search the same way for every
+script, and writes results, so two benchmarks never disagree on how a
+model's input size or calibration cache is found.
 """
 
 from __future__ import annotations
@@ -261,11 +259,6 @@ class Choice:
         """The chosen configuration on the calibration images the search did not see."""
         return self.held.on_held_out(self.chosen)
 
-    @property
-    def floor_miou(self) -> float:
-        """The accuracy floor of the target (NaN for a latency budget)."""
-        return math.nan if self.target.min_miou is None else self.target.min_miou
-
 
 def search_front(
     model: LoadedModel,
@@ -417,6 +410,15 @@ def format_usage(shares: dict[str, float]) -> str:
     return ", ".join(f"{exit_id} {share:.1%}" for exit_id, share in shares.items())
 
 
+def priced_stages_ms(result: SegmentationResult) -> float:
+    """What the latency table prices of a frame (blocks, heads, outputs).
+
+    Comparable with the search's predictions and the oracle's path costs,
+    which leave out resizing and normalising the frame.
+    """
+    return sum(ms for key, ms in result.stage_times_ms.items() if key != PREPROCESS_KEY)
+
+
 @dataclass
 class EngineRun:
     """What one engine (a network with a policy) did on the test split."""
@@ -437,11 +439,7 @@ class EngineRun:
         level = self.by_difficulty.setdefault(difficulty, np.zeros_like(self.confusion))
         level += conf
         self.latency_ms.append(result.measured_ms)
-        # What the latency table prices (blocks, heads, outputs): comparable with the search's
-        # prediction, which leaves out resizing and normalising the frame.
-        self.stages_ms.append(
-            sum(ms for key, ms in result.stage_times_ms.items() if key != PREPROCESS_KEY)
-        )
+        self.stages_ms.append(priced_stages_ms(result))
         self.exits.append(result.exit_id)
 
     @property
@@ -456,7 +454,7 @@ class EngineRun:
         return {
             "miou": self.miou,
             "miou_by_difficulty": {
-                _level_name(level): mean_iou(conf)
+                level_name(level): mean_iou(conf)
                 for level, conf in sorted(self.by_difficulty.items())
             },
             "latency": latency_summary(self.latency_ms),
@@ -500,7 +498,8 @@ def run_test_split(
     return runs
 
 
-def _level_name(level: int) -> str:
+def level_name(level: int) -> str:
+    """The name of a synthetic difficulty level (``unknown`` for a dataset without levels)."""
     return DIFFICULTY_LEVELS[level] if 0 <= level < len(DIFFICULTY_LEVELS) else "unknown"
 
 

@@ -42,8 +42,12 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+if not __package__:  # run as a file, not with -m: the package `bench` lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
-from _common import (
+
+from bench._common import (
     REPO_ROOT,
     REPORT_DIR,
     BenchError,
@@ -67,7 +71,6 @@ from _common import (
     with_policy,
     write_json,
 )
-
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyTable
 from mess_ros.deploy.export import scored_to_dict

@@ -52,18 +52,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+if not __package__:  # run as a file (python bench/deadline_e2e.py): the package lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import matplotlib
 import numpy as np
-from _common import REPORT_DIR, BenchError, environment, print_target, run_main, write_json
 from tqdm import tqdm
 
+from bench._common import REPORT_DIR, BenchError, environment, print_target, run_main, write_json
 from mess_ros.package_files import package_data_file
 from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.processes import (
     ManagedProcess,
-    python_module_argv,
-    ros_environment,
+    parameter_override,
     sigterm_as_interrupt,
+    start_node,
 )
 from mess_ros.ros.synthetic_camera import render_pool
 from mess_ros.runtime.scheduling import apply_scheduling
@@ -144,13 +147,6 @@ class RunResult:
 # --------------------------------------------------------------------------------------------
 
 
-def node_argv(params_file: Path, overrides: dict[str, Any]) -> list[str]:
-    ros_args = ["--ros-args", "--params-file", str(params_file)]
-    for name, value in overrides.items():
-        ros_args += ["-p", f"{name}:={json.dumps(value)}"]
-    return python_module_argv("mess_ros.ros.node", *ros_args)
-
-
 class Hog:
     """``cpu_hog.py`` in a child process; its load reports read on a thread.
 
@@ -194,10 +190,11 @@ class Hog:
 
 @contextmanager
 def running_node(
-    argv: Sequence[str], domain_id: int, log_path: Path
+    params_file: Path, overrides: dict[str, Any], domain_id: int, log_path: Path
 ) -> Iterator[tuple[ManagedProcess, NodeClient]]:
-    """The node and a client on its domain; both always stopped, the node by PID."""
-    node = ManagedProcess("segmentation_node", argv, ros_environment(domain_id), log_path)
+    """The node with ``overrides``, a client on its domain; both always stopped, by PID."""
+    settings = [parameter_override(name, value) for name, value in overrides.items()]
+    node = start_node(params_file, domain_id, log_path, overrides=settings)
     client: NodeClient | None = None
     try:
         client = NodeClient(domain_id, name="mess_deadline_e2e")
@@ -213,16 +210,6 @@ def running_node(
 # --------------------------------------------------------------------------------------------
 
 
-def wait_for_first_mask(camera: FrameStream, node: ManagedProcess) -> None:
-    start = time.monotonic()
-    while not any(t.answered for t in camera.client.traces()):
-        if time.monotonic() - start > START_TIMEOUT_S:
-            raise BenchError(f"no mask within {START_TIMEOUT_S:.0f} s; node output:\n{node.tail()}")
-        if not node.alive():
-            raise BenchError(f"segmentation_node exited:\n{node.tail()}")
-        camera.tick()
-
-
 def stream(
     camera: FrameStream, seconds: float, node: ManagedProcess, label: str, progress: bool
 ) -> list[FrameTrace]:
@@ -233,8 +220,7 @@ def stream(
             frames.append(camera.tick())
             bar.n = min(round(seconds - (end - now)), round(seconds))
             bar.refresh()
-            if not node.alive():
-                raise BenchError(f"segmentation_node exited during {label}:\n{node.tail()}")
+            node.check_running(label)
     time.sleep(DRAIN_S)
     return frames
 
@@ -242,10 +228,10 @@ def stream(
 def calibrate_deadline_ms(args: argparse.Namespace, domain_id: int) -> tuple[float, float]:
     """Median end-to-end latency of ``final`` on the idle machine, and the deadline from it."""
     overrides = {"policy.name": "final", "deadline.deadline_ms": 0.0}
-    argv = node_argv(args.params_file, overrides)
-    with running_node(argv, domain_id, args.log_dir / "calibration.log") as (node, client):
+    log_path = args.log_dir / "calibration.log"
+    with running_node(args.params_file, overrides, domain_id, log_path) as (node, client):
         camera = FrameStream(client, args.frames, args.rate)
-        wait_for_first_mask(camera, node)
+        camera.until_answered(node, START_TIMEOUT_S)
         stream(camera, args.warmup, node, "calibration warm-up", args.progress)
         frames = stream(camera, args.calibration_seconds, node, "calibration", args.progress)
     latencies = [
@@ -271,15 +257,14 @@ def run_variant(
         "deadline.use_load": variant.use_load,
         "node.scheduling_priority": niceness,
     }
-    argv = node_argv(args.params_file, overrides)
     tag = f"{variant.label} ({priority})"
     log = (
         args.log_dir / f"{variant.policy}_{'load' if variant.use_load else 'noload'}_{priority}.log"
     )
     hog: Hog | None = None
-    with running_node(argv, domain_id, log) as (node, client):
+    with running_node(args.params_file, overrides, domain_id, log) as (node, client):
         camera = FrameStream(client, args.frames, args.rate)
-        wait_for_first_mask(camera, node)
+        camera.until_answered(node, START_TIMEOUT_S)
         stream(camera, args.warmup, node, f"{tag} warm-up", args.progress)
         client.forget(t.stamp_ns for t in client.traces())
         third = args.seconds / 3
@@ -305,8 +290,7 @@ def run_variant(
                     frames.append(camera.tick())
                     bar.n = min(round(elapsed), round(args.seconds))
                     bar.refresh()
-                    if not node.alive():
-                        raise BenchError(f"segmentation_node exited during {tag}:\n{node.tail()}")
+                    node.check_running(tag)
         finally:
             if hog is not None:
                 hog.stop()

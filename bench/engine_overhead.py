@@ -24,11 +24,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
+
+if (
+    not __package__
+):  # run as a file (python bench/engine_overhead.py): the package lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import numpy.typing as npt
-from _common import (
+from tqdm import tqdm
+
+from bench._common import (
     BenchError,
     LoadedModel,
     base_config,
@@ -45,8 +53,6 @@ from _common import (
     with_policy,
     write_json,
 )
-from tqdm import tqdm
-
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.runtime.engine import SegmentationEngine
 

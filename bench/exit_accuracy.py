@@ -45,9 +45,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from _common import DEFAULT_MODEL, REPO_ROOT, REPORT_DIR, SINGLE_EXIT_RUN, BenchError, run_and_save
+if not __package__:  # run as a file, not with -m: the package `bench` lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch
+
+from bench._common import (
+    DEFAULT_MODEL,
+    REPO_ROOT,
+    REPORT_DIR,
+    SINGLE_EXIT_RUN,
+    BenchError,
+    parse_hw,
+    run_and_save,
+)
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.data.datasets import SPLIT_SEEDS
 from mess_ros.data.labels import LabelSet
@@ -589,10 +600,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _image_hw(text: str | None, checkpoint: Checkpoint) -> tuple[int, int]:
     if text:
-        height, sep, width = text.lower().partition("x")
-        if not sep or not height.isdigit() or not width.isdigit():
-            raise BenchError(f"image size {text!r} is not HEIGHTxWIDTH, e.g. 128x256")
-        return int(height), int(width)
+        return parse_hw(text)
     val = checkpoint.train_config.get("val_dataset", {})
     if val.get("kind") != "synthetic":
         msg = "the model was not validated on synthetic scenes; give --image-size"

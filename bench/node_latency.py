@@ -59,15 +59,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+if not __package__:  # run as a file, not with -m: the package `bench` lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import psutil
-from _common import (
+from tqdm import tqdm
+
+from bench._common import (
     BenchError,
     LoadedModel,
     base_config,
@@ -81,18 +86,17 @@ from _common import (
     run_main,
     write_json,
 )
-from tqdm import tqdm
-
+from mess_ros.common.stamps import NS_PER_S
 from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.processes import (
-    PROFILE_VARIABLE,
+    NODE_NAME,
     ManagedProcess,
     ProcessSet,
     default_domain_id,
-    python_module_argv,
-    ros_environment,
+    parameter_override,
     sigterm_as_interrupt,
+    start_node,
 )
 from mess_ros.ros.synthetic_camera import render_pool
 from mess_ros.runtime.config import SegmentationConfig
@@ -103,13 +107,11 @@ MAX_OVERHEAD_P50_MS: Final = 5.0
 MAX_RSS_CHANGE: Final = 0.05
 """Largest accepted growth of the node's peak RSS after the soak's baseline."""
 
-NODE_NAME: Final = "segmentation_node"
 ENCODING: Final = "rgb8"
 SCENE_SEED: Final = 2  # the held-out "test" seed of the synthetic scenes
 START_TIMEOUT_S: Final = 300.0
 DRAIN_S: Final = 2.0
 RSS_SAMPLE_PERIOD_S: Final = 5.0
-NS_PER_S: Final = 1_000_000_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,32 +195,10 @@ def decomposition(traces: Sequence[FrameTrace]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def check_alive(node: ManagedProcess) -> None:
-    if not node.alive():
-        raise BenchError(
-            f"{NODE_NAME} exited with status {node.popen.returncode}; its output:\n{node.tail()}"
-        )
-
-
 def drain(client: NodeClient, traces: Sequence[FrameTrace], timeout_s: float) -> None:
     """Let answers of the last frames arrive (frames the node never answers time out)."""
     client.wait_until(lambda: all(complete(t) for t in traces[-3:]), timeout_s)
     time.sleep(0.05)  # stragglers already on the wire
-
-
-def wait_for_first_mask(camera: FrameStream, node: ManagedProcess) -> float:
-    """Stream until the node answers (model loaded and profiled, topics matched); seconds taken."""
-    start_ns = time.monotonic_ns()
-    traces: list[FrameTrace] = []
-    while not any(t.answered for t in traces):
-        elapsed_s = (time.monotonic_ns() - start_ns) / NS_PER_S
-        if elapsed_s > START_TIMEOUT_S:
-            raise BenchError(
-                f"no mask within {START_TIMEOUT_S:.0f} s; {NODE_NAME} output:\n{node.tail()}"
-            )
-        check_alive(node)
-        traces.append(camera.tick())
-    return (time.monotonic_ns() - start_ns) / NS_PER_S
 
 
 def stream(
@@ -245,7 +225,7 @@ def stream(
             traces.append(camera.tick())
             elapsed_s = (time.monotonic_ns() - start_ns) / NS_PER_S
             if elapsed_s >= next_second:
-                check_alive(node)
+                node.check_running(label)
                 if every_second is not None:
                     bar.set_postfix_str(every_second(elapsed_s), refresh=False)
                 bar.update(min(round(elapsed_s), total_s) - bar.n)
@@ -359,29 +339,25 @@ def node_parameters_file(args: argparse.Namespace, model: LoadedModel, path: Pat
     return path
 
 
-def node_argv(args: argparse.Namespace, model: LoadedModel, params_file: Path) -> list[str]:
-    """The node on ``params_file``, with what this benchmark decides set on the command line.
+def node_overrides(args: argparse.Namespace, model: LoadedModel) -> list[str]:
+    """What this benchmark decides, set on the node's command line over its parameter file.
 
-    Command-line parameters win over the file: the model and input size
-    reported here, the device and threads asked for, the policy when given,
-    and no deadline.
+    The model and input size reported here, the device and threads asked
+    for, the policy when given, and no deadline.
     """
     height, width = model.input_hw
-    overrides = [
-        f"engine.model_path:={model.path}",
-        f"engine.input_height:={height}",
-        f"engine.input_width:={width}",
-        f"engine.device:={args.device}",
-        "deadline.deadline_ms:=0.0",
-    ]
+    values: dict[str, object] = {
+        "engine.model_path": str(model.path),
+        "engine.input_height": height,
+        "engine.input_width": width,
+        "engine.device": args.device,
+        "deadline.deadline_ms": 0.0,
+    }
     if args.threads > 0:
-        overrides.append(f"engine.num_threads:={args.threads}")
+        values["engine.num_threads"] = args.threads
     if args.policy:
-        overrides.append(f"policy.name:={args.policy}")
-    ros_args = ["--ros-args", "--params-file", str(params_file)]
-    for item in overrides:
-        ros_args += ["-p", item]
-    return python_module_argv("mess_ros.ros.node", *ros_args)
+        values["policy.name"] = args.policy
+    return [parameter_override(name, value) for name, value in values.items()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,23 +396,24 @@ def main(args: argparse.Namespace) -> int:
         f"frames {frame_hw[1]}x{frame_hw[0]} {ENCODING} at {args.rate:g} Hz; node parameters "
         f"{params_file}, no deadline; ROS domain {args.domain_id}; node log {log_path}"
     )
-    env = ros_environment(args.domain_id)
-    if args.threads > 0:
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    # This process joins the same local-only, large-data DDS setup as the node.
-    for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", PROFILE_VARIABLE):
-        os.environ[name] = env[name]
-
+    threads_env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads > 0 else {}
     frames = [image for image, _ in render_pool(args.pool, frame_hw, seed=SCENE_SEED)]
     results: dict[str, Any] = {}
     client: NodeClient | None = None
     with sigterm_as_interrupt(), ProcessSet() as processes:
         try:
-            node = processes.start(NODE_NAME, node_argv(args, model, params_file), env, log_path)
+            node = start_node(
+                params_file,
+                args.domain_id,
+                log_path,
+                overrides=node_overrides(args, model),
+                extra_env=threads_env,
+                processes=processes,
+            )
             client = NodeClient(args.domain_id, name="mess_node_latency")
             camera = FrameStream(client, frames, args.rate)
             print(f"waiting for {NODE_NAME} (pid {node.pid}) to serve ...")
-            startup_s = wait_for_first_mask(camera, node)
+            startup_s = camera.until_answered(node, START_TIMEOUT_S)
             print(f"first mask after {startup_s:.1f} s; warm-up {args.warmup_seconds:g} s")
             stream(camera, node, args.warmup_seconds, label="warm-up", progress=progress)
             results = run_phases(args, camera, node, progress)

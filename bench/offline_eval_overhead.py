@@ -8,7 +8,7 @@ Offline evaluation must cost little more than inference itself, or nobody
 evaluates often: the target is an overhead of at most 10%. The benchmark
 writes a small synthetic bag (labelled frames at the recorded rate, as
 ``mess_bag`` writes them), decodes it once with
-:func:`mess_ros.eval.bags.load_frames`, builds one engine with the
+:func:`mess_ros.eval.bag_reader.load_frames`, builds one engine with the
 evaluation's own :func:`~mess_ros.eval.runs.build_runs` and
 :func:`~mess_ros.eval.offline.build_engines`, then times two passes over
 the same decoded frames with that same engine:
@@ -43,11 +43,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from _common import DEFAULT_MODEL, REPORT_DIR, BenchError, run_and_save
+if (
+    not __package__
+):  # run as a file (python bench/offline_eval_overhead.py): the package lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch
+
+from bench._common import DEFAULT_MODEL, REPORT_DIR, BenchError, parse_hw, run_and_save
 from mess_ros.data.datasets import SPLIT_SEEDS, SyntheticDataset
-from mess_ros.eval.bags import BagFrame, BagWriteOptions, load_frames, write_bag
+from mess_ros.eval.bag_reader import BagFrame, load_frames
+from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
 from mess_ros.eval.offline import OfflineEvaluator, OfflineOptions, build_engines
 from mess_ros.eval.runs import RunSpec, build_runs
 from mess_ros.model import load_checkpoint
@@ -144,10 +150,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _frame_hw(text: str | None, model: Path) -> tuple[int, int]:
     if text:
-        height, sep, width = text.lower().partition("x")
-        if not sep or not height.isdigit() or not width.isdigit():
-            raise BenchError(f"frame size {text!r} is not HEIGHTxWIDTH, e.g. 128x256")
-        return int(height), int(width)
+        return parse_hw(text)
     val = load_checkpoint(model).train_config.get("val_dataset", {})
     if "height" not in val or "width" not in val:
         raise BenchError(f"{model} records no validation image size; give --frame-size")

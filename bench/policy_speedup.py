@@ -43,9 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+if (
+    not __package__
+):  # run as a file (python bench/policy_speedup.py): the package lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import numpy.typing as npt
-from _common import (
+from tqdm import tqdm
+
+from bench._common import (
     BenchError,
     Choice,
     base_config,
@@ -54,9 +61,11 @@ from _common import (
     environment,
     format_usage,
     latency_summary,
+    level_name,
     load_calibration,
     load_model,
     model_info,
+    priced_stages_ms,
     print_target,
     profile_table,
     run_main,
@@ -65,12 +74,9 @@ from _common import (
     with_policy,
     write_json,
 )
-from tqdm import tqdm
-
 from mess_ros.common.exits import FINAL_EXIT
-from mess_ros.common.latency_table import PREPROCESS_KEY, LatencyTable
+from mess_ros.common.latency_table import LatencyTable
 from mess_ros.common.metrics import confusion_matrix, mean_iou, per_image_miou
-from mess_ros.data.synthetic import DIFFICULTY_LEVELS
 from mess_ros.deploy.export import scored_to_dict
 from mess_ros.deploy.problem import DECISIONS
 from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
@@ -104,11 +110,7 @@ class PolicyRun:
         self.confusions.append(conf)
         self.table_ms.append(table_ms)
         self.latency_ms.append(result.measured_ms)
-        # What the latency table prices (blocks, heads, outputs): comparable with the search's
-        # prediction and the oracle, which leave out resizing and normalising the frame.
-        self.stages_ms.append(
-            sum(ms for key, ms in result.stage_times_ms.items() if key != PREPROCESS_KEY)
-        )
+        self.stages_ms.append(priced_stages_ms(result))
         self.exits.append(result.exit_id)
 
     def miou(self, frames: npt.NDArray[np.bool_]) -> float:
@@ -165,10 +167,6 @@ def fixed_path_ms(table: LatencyTable, exit_id: str, points: list[str], point: s
     """Mean cost of running straight to one exit: blocks to its point, its head, its output."""
     blocks = sum(table.segments[p].mean_ms for p in points[: points.index(point) + 1])
     return float(blocks + table.heads[exit_id].mean_ms + table.outputs[exit_id].mean_ms)
-
-
-def _level_name(level: int) -> str:
-    return DIFFICULTY_LEVELS[level] if 0 <= level < len(DIFFICULTY_LEVELS) else "unknown"
 
 
 def _decision_time_us(choice: Choice, cache: CalibrationCache) -> float | None:
@@ -281,7 +279,7 @@ def main(args: argparse.Namespace) -> int:
     )
     groups: dict[str, npt.NDArray[np.bool_]] = {"all": np.ones(len(dataset), dtype=bool)}
     for level in sorted(set(difficulty.tolist())):
-        groups[_level_name(level)] = difficulty == level
+        groups[level_name(level)] = difficulty == level
     figures: dict[str, Any] = {}
     final = runs["final"]
     for group, frames in groups.items():

@@ -46,9 +46,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from _common import DEFAULT_MODEL, REPO_ROOT, REPORT_DIR, SINGLE_EXIT_RUN, BenchError, run_and_save
+if not __package__:  # run as a file, not with -m: the package `bench` lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch
+
+from bench._common import (
+    DEFAULT_MODEL,
+    REPO_ROOT,
+    REPORT_DIR,
+    SINGLE_EXIT_RUN,
+    BenchError,
+    run_and_save,
+)
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.deploy.inputs import DeployInputs, load_inputs, run_paths
 from mess_ros.deploy.pareto import PlotPoint, front_markdown, plot_front

@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from mess_ros.data.datasets import DatasetSpec
+from mess_ros.ros.processes import ros_environment
 from mess_ros.train.config import TrainConfig, load_config, preset
-from tests.ros.conftest import FASTDDS_PROFILE, next_domain_id
+from tests.ros.conftest import next_domain_id
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = "<!-- custom-data walkthrough (run verbatim by tests/test_readme_custom_data.py) -->"
@@ -75,14 +76,8 @@ def test_the_documented_configs_load(tmp_path: Path) -> None:
 @pytest.mark.ros
 def test_the_walkthrough_runs_verbatim(tmp_path: Path) -> None:
     commands = code_block(section(), MARKER, "bash")
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_DOMAIN_ID=str(next_domain_id()),
-        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
-        PYTHONUNBUFFERED="1",
-    )
+    env = ros_environment(next_domain_id())
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log_path = tmp_path / "walkthrough.log"
     work = tmp_path / "work"
     work.mkdir()

@@ -1,79 +1,39 @@
-"""Command lines: ``mess_evaluate`` (replay a bag, write a report) and ``mess_bag`` (make a bag).
+"""``mess_evaluate``: replay a bag offline or through the node, write a report.
 
-Both return an exit status instead of raising: 0 on success, 2 when the
-input is wrong (missing or corrupt bag, unknown topic, invalid parameter
-file, bad option), 1 when a live run fails (the node did not start or
-stopped answering), 130 on Ctrl-C. Errors are one clear sentence on stderr,
-never a traceback, because the people reading them are running a robot,
-not debugging this package.
+Exit statuses and error lines are those of :mod:`mess_ros.eval.cli_common`.
+The live replay (:mod:`mess_ros.ros.live_replay`) is imported only for
+``--live``, so offline evaluation works where ROS is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
 
 from mess_ros.console import add_debug_option, console_main
-from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
-from mess_ros.data.errors import DataError
 from mess_ros.data.labels import LabelSet, get_label_set
-from mess_ros.data.sample import Sample
 from mess_ros.errors import MessError
-from mess_ros.eval.bags import (
-    DEFAULT_CAMERA_INFO_TOPIC,
-    DEFAULT_CAMERA_TOPIC,
-    DEFAULT_GT_TOPIC,
-    STORAGE_NAMES,
-    BagWriteOptions,
-    write_bag,
+from mess_ros.eval.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Parser,
+    fail,
+    parse,
 )
 from mess_ros.eval.errors import EvalError, LiveError
-from mess_ros.eval.messages import IMAGE_FORMATS
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.report import ground_truth_notes, markdown_summary, write_report
 from mess_ros.eval.results import Evaluation
 from mess_ros.eval.runs import RunSpec, build_runs
 from mess_ros.runtime.config import SegmentationConfig
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_BAD_INPUT: Final = 2
-EXIT_INTERRUPTED: Final = 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors with exit status 2 and no usage dump (usage is in --help)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
-    """Parsed arguments, or the status argparse would exit with (--help: 0, bad option: 2).
-
-    Returning the status keeps the entry points callable from Python without
-    a SystemExit to catch.
-    """
-    try:
-        return parser.parse_args(argv)
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
-
-
-def _fail(prog: str, err: BaseException, status: int) -> int:
-    print(f"{prog}: error: {err}", file=sys.stderr)
-    return status
-
-
-# ---------------------------------------------------------------------------------------------
-# mess_evaluate
-
 
 def _evaluate_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="mess_evaluate",
         description=(
             "Replay a rosbag through the segmentation engine (offline, in this process) or the "
@@ -187,7 +147,7 @@ def _evaluate(args: argparse.Namespace) -> Evaluation:
             max_frames=args.max_frames,
         )
         return evaluate_offline(args.bag, specs, options, **topics)
-    from mess_ros.eval.live import LiveOptions, evaluate_live
+    from mess_ros.ros.live_replay import LiveOptions, evaluate_live
 
     live_options = LiveOptions(
         rate=args.rate,
@@ -210,7 +170,7 @@ def _evaluate(args: argparse.Namespace) -> Evaluation:
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``mess_evaluate BAG --out DIR [--model M] [--params-file P] [--compare ...] [--live]``."""
     parser = _evaluate_parser()
-    args = _parse(parser, argv)
+    args = parse(parser, argv)
     if isinstance(args, int):
         return args
     prog = parser.prog
@@ -218,11 +178,11 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         evaluation = _evaluate(args)
         files = write_report(evaluation, args.out)
     except LiveError as err:
-        return _fail(prog, err, EXIT_FAILED)
+        return fail(prog, err, EXIT_FAILED)
     except MessError as err:
-        return _fail(prog, err, EXIT_BAD_INPUT)
+        return fail(prog, err, EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        return _fail(prog, KeyboardInterrupt("interrupted"), EXIT_INTERRUPTED)
+        return fail(prog, KeyboardInterrupt("interrupted"), EXIT_INTERRUPTED)
     summary = markdown_summary(evaluation)
     table = summary.split("## Configurations", 1)[1].split("##", 1)[0].strip()
     print(table)
@@ -231,7 +191,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: warning: ground truth: {note}", file=sys.stderr)
     problem = strict_problem(evaluation) if args.strict else None
     if problem is not None:
-        return _fail(
+        return fail(
             prog, EvalError(f"--strict: {problem} (report written for inspection)"), EXIT_BAD_INPUT
         )
     return EXIT_OK
@@ -249,120 +209,3 @@ def strict_problem(evaluation: Evaluation) -> str | None:
         f"{unusable} frames have unusable ground truth on "
         f"{evaluation.topics.get('ground_truth')}"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# mess_bag
-
-
-def _bag_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="mess_bag",
-        description=(
-            "Write a dataset (synthetic scenes, image/mask folders, Cityscapes) as a rosbag2 bag "
-            "with a camera topic, a ground-truth topic and camera_info, at a given rate."
-        ),
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output .mcap/.db3 file or dir")
-    parser.add_argument(
-        "--dataset", default="synthetic", choices=("synthetic", "folder", "cityscapes")
-    )
-    parser.add_argument("--path", default="", help="dataset root (folder, cityscapes)")
-    parser.add_argument("--split", default="test", help="split (synthetic: seeds 0/1/2)")
-    parser.add_argument("--num-images", type=int, help="frames (synthetic: 50; files: all)")
-    parser.add_argument("--height", type=int, default=256, help="synthetic image height")
-    parser.add_argument("--width", type=int, default=512, help="synthetic image width")
-    parser.add_argument("--seed", type=int, help="synthetic seed (default: the split's)")
-    parser.add_argument("--difficulty", help="synthetic level: easy, medium, hard (default mixed)")
-    parser.add_argument("--labels", default="", help="folder datasets: label set name or JSON")
-    parser.add_argument("--rate", type=float, default=15.0, help="frames per second")
-    parser.add_argument(
-        "--format",
-        default="rgb8",
-        choices=IMAGE_FORMATS,
-        help="image encoding (jpeg/png: CompressedImage)",
-    )
-    parser.add_argument(
-        "--storage", default="mcap", choices=tuple(STORAGE_NAMES), help="for a directory output"
-    )
-    parser.add_argument("--camera-topic", default=DEFAULT_CAMERA_TOPIC)
-    parser.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC)
-    parser.add_argument("--no-gt", action="store_true", help="write no ground-truth topic")
-    parser.add_argument("--camera-info-topic", default=DEFAULT_CAMERA_INFO_TOPIC)
-    parser.add_argument("--no-camera-info", action="store_true", help="write no camera_info")
-    parser.add_argument("--frame-id", default="camera", help="header frame_id")
-    parser.add_argument("--force", action="store_true", help="replace an existing output")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_debug_option(parser)
-    return parser
-
-
-def _samples(dataset: SegmentationDataset, failures: list[str]) -> Iterator[Sample]:
-    """Every sample that can be read; unreadable files are listed, not fatal."""
-    for index in range(len(dataset)):
-        try:
-            yield dataset[index]
-        except DataError as err:
-            failures.append(f"sample {index}: {err}")
-
-
-@console_main("mess_bag")
-def bag_main(argv: Sequence[str] | None = None) -> int:
-    """``mess_bag --dataset synthetic --num-images 50 --rate 15 --out demo.mcap``."""
-    parser = _bag_parser()
-    args = _parse(parser, argv)
-    if isinstance(args, int):
-        return args
-    prog = parser.prog
-    failures: list[str] = []
-    try:
-        num_images = args.num_images
-        if num_images is None:
-            num_images = 50 if args.dataset == "synthetic" else 0
-        if num_images < 0:
-            raise EvalError(f"--num-images must be >= 0, got {num_images}")
-        spec = DatasetSpec.from_dict(
-            {
-                "kind": args.dataset,
-                "path": args.path,
-                "split": args.split,
-                "num_images": num_images,
-                "height": args.height,
-                "width": args.width,
-                "seed": args.seed,
-                "difficulty": args.difficulty,
-                "labels": args.labels,
-            }
-        )
-        dataset = build_dataset(spec)
-        options = BagWriteOptions(
-            rate_hz=args.rate,
-            image_format=args.format,
-            camera_topic=args.camera_topic,
-            gt_topic="" if args.no_gt else args.gt_topic,
-            camera_info_topic="" if args.no_camera_info else args.camera_info_topic,
-            frame_id=args.frame_id,
-            storage=args.storage,
-            overwrite=args.force,
-        )
-        summary = write_bag(
-            args.out,
-            _samples(dataset, failures),
-            options,
-            total=len(dataset),
-            progress=not args.quiet,
-        )
-    except MessError as err:
-        return _fail(prog, err, EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        return _fail(prog, KeyboardInterrupt("interrupted"), EXIT_INTERRUPTED)
-    skipped = sum(summary.skipped.values()) + len(failures)
-    topics = ", ".join(f"{role} {name}" for role, name in summary.topics.items())
-    print(
-        f"wrote {summary.frames} frames ({summary.duration_s:.1f} s at {args.rate:g} Hz) to "
-        f"{summary.path}: {topics}"
-    )
-    if skipped:
-        reasons = [f"{reason}: {count}" for reason, count in summary.skipped.items()]
-        print(f"skipped {skipped} samples: " + "; ".join(reasons + failures), file=sys.stderr)
-    return EXIT_OK

@@ -25,6 +25,7 @@ from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from mess_ros.common.stamps import split_ns
 from mess_ros.data import image_codec
 from mess_ros.data.errors import ImageFormatCause, ImageFormatError
 from mess_ros.data.image_codec import (
@@ -128,15 +129,9 @@ def decode_mask(msg: ImageLike) -> U8Array:
         return np.array(image_codec.image_to_mask(msg), dtype=np.uint8)
 
 
-def stamp_to_ns(msg: Any) -> int:
-    """``header.stamp`` of ``msg`` in nanoseconds."""
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def _header(stamp_ns: int, frame_id: str) -> Any:
     types = typestore().types
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    sec, nanosec = split_ns(stamp_ns)
     stamp = types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
     return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
 
@@ -232,7 +227,7 @@ def restamp(message: bytes, stamp_ns: int) -> bytes:
     right after the 4-byte encapsulation header (sec int32, nanosec uint32)
     in plain CDR, which is what rosbag2 records from ROS 2 publishers.
     """
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    sec, nanosec = split_ns(stamp_ns)
     kind = message[:2]
     if kind not in (_CDR_BIG, _CDR_LITTLE) or len(message) < 12:
         raise FrameError(

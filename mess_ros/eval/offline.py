@@ -26,14 +26,18 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from mess_ros.eval.bags import BagFrame, BagReader
+from mess_ros.eval.bag_reader import BagFrame, BagReader
 from mess_ros.eval.errors import EvalError
-from mess_ros.eval.results import Evaluation, ExampleCollector, FrameRecord, RunResult
+from mess_ros.eval.results import (
+    Evaluation,
+    ExampleCollector,
+    FrameRecord,
+    RunResult,
+    finite_or_none,
+)
 from mess_ros.eval.runs import RunSpec
 from mess_ros.model import Checkpoint, load_checkpoint
 from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult, resolve_model_path
@@ -248,22 +252,15 @@ def _record(
         exit_id=result.exit_id if processed else None,
         exit_index=result.exit_index if processed else None,
         num_exits=result.num_exits,
-        confidence=_optional_float(result.confidence),
+        confidence=finite_or_none(result.confidence),
         reason=result.reason,
         latency_ms=latency_ms if processed else None,
-        measured_ms=_optional_float(result.measured_ms) if processed else None,
-        predicted_ms=_optional_float(result.predicted_ms),
+        measured_ms=finite_or_none(result.measured_ms) if processed else None,
+        predicted_ms=finite_or_none(result.predicted_ms),
         deadline_ms=deadline_ms or None,
         met_deadline=met,
-        load=_optional_float(result.load) if result.load is not None else frame.load,
+        load=finite_or_none(result.load) if result.load is not None else frame.load,
     )
-
-
-def _optional_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if np.isfinite(number) else None
 
 
 def build_engines(

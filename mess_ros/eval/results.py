@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -72,8 +72,9 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def finite_or_none(value: float | None) -> float | None:
+    """A measurement, or None when there is none (NaN, infinite or missing)."""
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 @dataclass
@@ -131,7 +132,7 @@ class RunResult:
             record.has_gt = False
         if confusion is not None:
             self.confusions[record.index] = confusion
-            record.miou = _finite_or_none(mean_iou(confusion))
+            record.miou = finite_or_none(mean_iou(confusion))
         self.records.append(record)
 
     @property
@@ -249,7 +250,7 @@ def summarize(run: RunResult) -> RunSummary:
     per_exit: dict[str, float | None] = {}
     for exit_id in exits:
         indices = [r.index for r in processed if r.exit_id == exit_id]
-        per_exit[exit_id] = _finite_or_none(run.miou(indices)) if scored else None
+        per_exit[exit_id] = finite_or_none(run.miou(indices)) if scored else None
     deadlines = {r.deadline_ms for r in records if r.deadline_ms}
     deadline_ms = max(deadlines) if deadlines else None
     with_deadline = [r for r in processed if r.met_deadline is not None]
@@ -262,10 +263,10 @@ def summarize(run: RunResult) -> RunSummary:
         scored=scored,
         invalid_gt=run.invalid_gt,
         invalid_gt_ids=sorted(run.invalid_gt_ids),
-        miou=_finite_or_none(mean_iou(conf)) if scored else None,
-        pixel_accuracy=_finite_or_none(pixel_accuracy(conf)) if scored else None,
+        miou=finite_or_none(mean_iou(conf)) if scored else None,
+        pixel_accuracy=finite_or_none(pixel_accuracy(conf)) if scored else None,
         iou_per_class={
-            name: _finite_or_none(float(value))
+            name: finite_or_none(float(value))
             for name, value in zip(run.labels.class_names, ious, strict=True)
         },
         exit_usage={exit_id: usage[exit_id] for exit_id in exits},
@@ -388,11 +389,3 @@ def matched_miou(
     if indices is not None:
         common &= set(indices)
     return first.miou(common), second.miou(common), len(common)
-
-
-def parameters_of(config_parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON-ready copy of flat parameters (lists copied, tuples listed)."""
-    return {
-        name: list(value) if isinstance(value, list | tuple) else value
-        for name, value in config_parameters.items()
-    }

@@ -1,4 +1,4 @@
-"""ROS 2 glue of mess_ros: the segmentation node, message conversions, QoS and the demo.
+"""ROS 2 glue of mess_ros: the node, its client and launcher, live replay, the demo.
 
 This is the only subpackage that imports rclpy; what the node runs comes from
 :mod:`mess_ros.runtime`. Modules are imported explicitly so that, for example,

@@ -16,7 +16,6 @@ deadline`` is measured where a subscriber would measure it.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,27 +32,26 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import MessageInfo
-from sensor_msgs.msg import Image
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32
 
-from mess_ros.package_files import package_data_file
+from mess_ros.common.stamps import NS_PER_S, header_stamp_ns, split_ns
 from mess_ros.ros import qos
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.errors import RosError
-from mess_ros.ros.processes import PROFILE_NAME, PROFILE_VARIABLE
+from mess_ros.ros.params import parameter_type
+from mess_ros.ros.processes import NODE_NAME, ManagedProcess, join_ros_environment
+from mess_ros.runtime.config import SegmentationConfig
 
-NS_PER_S: Final = 1_000_000_000
-DEFAULT_NODE_NAME: Final = "segmentation_node"
 SPIN_PERIOD_S: Final = 0.01
-
-
-def stamp_to_ns(stamp: Time) -> int:
-    """A ``builtin_interfaces/Time`` as integer nanoseconds."""
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+# A service call unanswered this long is sent again (when repeating it is harmless).
+RETRY_PERIOD_S: Final = 2.0
 
 
 def ns_to_stamp(stamp_ns: int) -> Time:
-    return Time(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
+    sec, nanosec = split_ns(stamp_ns)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 @dataclass
@@ -96,48 +94,75 @@ class NodeClient:
     every mask and report is, so frames of another publisher (a camera
     process) can be followed too (:meth:`expect` registers one seen
     elsewhere, e.g. by its ground truth). ``on_mask`` runs on the client's
-    spin thread for every traced mask (e.g. to score it); keep it short.
-    Use as a context manager, or call :meth:`close`.
+    spin thread for every traced mask (e.g. to score it); keep it short. An
+    exception it raises stops the spin thread and is kept in :attr:`failure`.
+
+    The client joins ``domain_id`` (None: ``ROS_DOMAIN_ID``, as for any ROS
+    process, to reach a node started elsewhere) with the discovery range and
+    DDS profile of the nodes this package starts. Topics are the node's
+    relative ones resolved in ``namespace``; frames go to ``image``, or to
+    ``image/compressed`` as ``CompressedImage`` with ``compressed``; services
+    are those of ``node_name`` in that namespace. With ``clock`` the client
+    also publishes ``/clock`` (:meth:`publish_clock`) for a node that runs on
+    simulated time. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
         self,
-        domain_id: int,
+        domain_id: int | None,
         *,
         name: str = "mess_client",
-        node_name: str = DEFAULT_NODE_NAME,
+        node_name: str = NODE_NAME,
+        namespace: str = "",
         image_reliability: str = "best_effort",
         image_depth: int = 1,
+        compressed: bool = False,
         output_depth: int = 30,
+        clock: bool = False,
         on_mask: MaskCallback | None = None,
         track_all: bool = False,
     ) -> None:
-        # Read by Fast DDS when the participant is created: a camera frame is larger than the
-        # default shared-memory segment, and discovery stays on this machine unless set.
-        os.environ.setdefault(PROFILE_VARIABLE, str(package_data_file(f"config/{PROFILE_NAME}")))
-        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        join_ros_environment()
         self.context = Context()
         rclpy.init(
             context=self.context,
             domain_id=domain_id,
             signal_handler_options=SignalHandlerOptions.NO,
         )
-        self.node = rclpy.create_node(name, context=self.context)
+        namespace = namespace.strip("/")
+        try:
+            self.node = rclpy.create_node(
+                name, context=self.context, namespace=f"/{namespace}" if namespace else None
+            )
+        except BaseException:
+            rclpy.try_shutdown(context=self.context)
+            raise
         self.node_name = node_name
+        self.node_path = f"/{namespace}/{node_name}" if namespace else f"/{node_name}"
+        self.failure: BaseException | None = None
         self._on_mask = on_mask
         self._track_all = track_all
         self._lock = threading.Lock()
         self._frames: dict[int, FrameTrace] = {}
         self._last_stamp_ns = 0
+        self._last_arrival_ns = 0
+        self._services: dict[str, Client[Any, Any]] = {}
         out = qos.output_qos(depth=output_depth)
-        self.node.create_subscription(Image, "mask", self._on_mask_msg, out)
-        self.node.create_subscription(DiagnosticArray, "exit_info", self._on_exit_info, out)
-        self.image_pub = self.node.create_publisher(
-            Image, "image", qos.image_qos(image_reliability, image_depth)
+        self._mask_sub = self.node.create_subscription(Image, "mask", self._on_mask_msg, out)
+        self._exit_sub = self.node.create_subscription(
+            DiagnosticArray, "exit_info", self._on_exit_info, out
+        )
+        image_qos = qos.image_qos(image_reliability, image_depth)
+        self.image_pub = (
+            self.node.create_publisher(CompressedImage, "image/compressed", image_qos)
+            if compressed
+            else self.node.create_publisher(Image, "image", image_qos)
         )
         self.load_pub = self.node.create_publisher(Float32, "system_load", qos.output_qos())
-        self._parameters: Client[Any, Any] = self.node.create_client(
-            SetParametersAtomically, f"/{node_name}/set_parameters_atomically"
+        self.clock_pub = (
+            self.node.create_publisher(Clock, "/clock", qos.output_qos(qos.SMALL_TOPIC_DEPTH))
+            if clock
+            else None
         )
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
@@ -153,6 +178,8 @@ class NodeClient:
                 self._executor.spin_once(timeout_sec=SPIN_PERIOD_S)
         except (ExternalShutdownException, rclpy.executors.ShutdownException):
             pass
+        except Exception as err:  # kept for the caller, who reports it; never lost on a thread
+            self.failure = err
 
     def close(self) -> None:
         self._spinning = False
@@ -167,22 +194,56 @@ class NodeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def node_discovered(self) -> bool:
+        """The node takes this client's frames (and ``/clock``) and publishes its answers."""
+        if self.clock_pub is not None and self.clock_pub.get_subscription_count() == 0:
+            return False
+        return (
+            self.image_pub.get_subscription_count() > 0
+            and self.node.count_publishers(self._mask_sub.topic_name) > 0
+            and self.node.count_publishers(self._exit_sub.topic_name) > 0
+        )
+
     # --- frames --------------------------------------------------------------------------
 
-    def publish_image(self, image: Image, stamp_ns: int | None = None) -> FrameTrace:
-        """Stamp ``image`` (now on the system clock unless given; unique) and publish it."""
-        now_ns = time.time_ns() if stamp_ns is None else stamp_ns
+    def _sent(self, stamp_ns: int | None) -> FrameTrace:
+        """The trace of a frame about to be published: ``stamp_ns``, or now made unique."""
         with self._lock:
-            stamp = max(now_ns, self._last_stamp_ns + 1)
-            self._last_stamp_ns = stamp
-            trace = FrameTrace(stamp, time.monotonic_ns())
-            self._frames[stamp] = trace
-        image.header.stamp = ns_to_stamp(stamp)
+            if stamp_ns is None:
+                stamp_ns = max(time.time_ns(), self._last_stamp_ns + 1)
+            self._last_stamp_ns = max(self._last_stamp_ns, stamp_ns)
+            trace = FrameTrace(stamp_ns, time.monotonic_ns())
+            self._frames[stamp_ns] = trace
+        return trace
+
+    def publish_image(
+        self, image: Image | CompressedImage, stamp_ns: int | None = None
+    ) -> FrameTrace:
+        """Stamp ``image`` (``stamp_ns``, else now on the system clock, unique) and publish it."""
+        trace = self._sent(stamp_ns)
+        image.header.stamp = ns_to_stamp(trace.stamp_ns)
         self.image_pub.publish(image)
+        return trace
+
+    def publish_serialized(self, message: bytes, stamp_ns: int) -> FrameTrace:
+        """Publish a serialized image message (a recorded one) whose header stamp is ``stamp_ns``.
+
+        The bytes go out as they are, without a round trip through a
+        message object; restamping them is the caller's (e.g.
+        :func:`mess_ros.eval.messages.restamp`).
+        """
+        trace = self._sent(stamp_ns)
+        self.image_pub.publish(message)
         return trace
 
     def publish_load(self, load: float) -> None:
         self.load_pub.publish(Float32(data=float(load)))
+
+    def publish_clock(self, time_ns: int) -> None:
+        """Publish ``/clock`` (only with ``clock``): the simulated time a node follows."""
+        if self.clock_pub is None:
+            raise RosError("this client was created without clock=True; it cannot publish /clock")
+        self.clock_pub.publish(Clock(clock=ns_to_stamp(time_ns)))
 
     def trace(self, stamp_ns: int) -> FrameTrace | None:
         with self._lock:
@@ -194,7 +255,10 @@ class NodeClient:
             return self._frames.setdefault(stamp_ns, FrameTrace(stamp_ns))
 
     def _traced(self, stamp_ns: int) -> FrameTrace | None:
-        return self.expect(stamp_ns) if self._track_all else self.trace(stamp_ns)
+        trace = self.expect(stamp_ns) if self._track_all else self.trace(stamp_ns)
+        if trace is not None:
+            self._last_arrival_ns = time.monotonic_ns()
+        return trace
 
     def traces(self) -> list[FrameTrace]:
         """Every frame sent so far, in sending order."""
@@ -207,6 +271,11 @@ class NodeClient:
             for stamp in stamps:
                 self._frames.pop(stamp, None)
 
+    @property
+    def last_arrival_ns(self) -> int:
+        """When the latest mask or report of a traced frame arrived (monotonic ns; 0: none yet)."""
+        return self._last_arrival_ns
+
     def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Poll ``predicate`` (callbacks keep running on the spin thread) until true or timeout."""
         deadline = time.monotonic() + timeout_s
@@ -218,7 +287,7 @@ class NodeClient:
 
     def _on_mask_msg(self, msg: Image, info: MessageInfo) -> None:
         monotonic_ns, system_ns = time.monotonic_ns(), time.time_ns()  # first: it is here now
-        trace = self._traced(stamp_to_ns(msg.header.stamp))
+        trace = self._traced(header_stamp_ns(msg))
         if trace is None or trace.answered:
             return
         trace.mask_monotonic_ns, trace.mask_system_ns = monotonic_ns, system_ns
@@ -236,32 +305,80 @@ class NodeClient:
         if trace is not None:
             trace.exit_info = info
 
-    # --- parameters ----------------------------------------------------------------------
+    # --- services and parameters ---------------------------------------------------------
 
-    def set_parameters(self, values: Mapping[str, Any], timeout_s: float = 10.0) -> str:
-        """Set parameters of the node all at once; '' on success, else the node's reason.
+    def call(
+        self,
+        srv_type: Any,
+        service: str,
+        request: Any,
+        timeout_s: float = 10.0,
+        *,
+        repeat: bool = False,
+    ) -> Any:
+        """Call ``service`` of the node (a name under :attr:`node_path`) and return the response.
 
-        The request is sent again when no answer comes: DDS matches a new
-        client's reply reader some time after the service reports itself
-        ready, and a reply sent before that is lost. Setting the same values
-        twice changes nothing.
+        With ``repeat`` a request that gets no answer is sent again: DDS
+        matches a new client's reply reader some time after the service
+        reports itself ready, and a reply sent before that is lost. Only a
+        request whose repetition changes nothing may be repeated. Clients
+        are kept per service, so only a first call can fall into that window.
         """
+        name = f"{self.node_path}/{service}"
+        client = self._services.get(name)
+        if client is None:
+            client = self._services[name] = self.node.create_client(srv_type, name)
         deadline = time.monotonic() + timeout_s
-        if not self.wait_until(self._parameters.service_is_ready, timeout_s):
-            raise RosError(f"/{self.node_name}/set_parameters_atomically is not available")
-        request = SetParametersAtomically.Request(
-            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
-        )
-        while time.monotonic() < deadline:
-            future = self._parameters.call_async(request)
-            if self.wait_until(future.done, min(2.0, max(deadline - time.monotonic(), 0.0))):
+        if not self.wait_until(client.service_is_ready, timeout_s):
+            raise RosError(f"{name} is not available; is the node running in this ROS_DOMAIN_ID?")
+        while True:
+            future = client.call_async(request)
+            left_s = max(deadline - time.monotonic(), 0.0)
+            if self.wait_until(future.done, min(left_s, RETRY_PERIOD_S) if repeat else left_s):
                 response = future.result()
                 if response is None:
-                    raise RosError(f"/{self.node_name} failed to answer a parameter change")
-                result = response.result
-                return "" if result.successful else str(result.reason)
-            self._parameters.remove_pending_request(future)
-        raise RosError(f"/{self.node_name} did not answer a parameter change in {timeout_s:g} s")
+                    raise RosError(f"{name} failed to answer")
+                return response
+            client.remove_pending_request(future)
+            if time.monotonic() >= deadline:
+                raise RosError(f"{name} did not answer in {timeout_s:g} s")
+
+    def set_parameters(
+        self, values: Mapping[str, Any] | Sequence[Parameter[Any]], timeout_s: float = 10.0
+    ) -> str:
+        """Set parameters of the node all at once; '' on success, else the node's reason.
+
+        ``values`` are parameters, or values whose type rclpy infers. The
+        request is sent again when no answer comes; setting the same values
+        twice changes nothing.
+        """
+        parameters = (
+            [Parameter(name, value=value) for name, value in values.items()]
+            if isinstance(values, Mapping)
+            else list(values)
+        )
+        request = SetParametersAtomically.Request(
+            parameters=[parameter.to_parameter_msg() for parameter in parameters]
+        )
+        response = self.call(
+            SetParametersAtomically, "set_parameters_atomically", request, timeout_s, repeat=True
+        )
+        return "" if response.result.successful else str(response.result.reason)
+
+    def set_configuration(self, config: SegmentationConfig, timeout_s: float = 10.0) -> str:
+        """Give the node the run-time parameters of ``config`` ('' on success, else why not).
+
+        Read-only parameters (model, device, input size: a restart) are left
+        as the node was started; each value is sent with its declared type,
+        so an empty list is still the array the node declared.
+        """
+        values = config.to_parameters()
+        parameters = [
+            Parameter(spec.name, Parameter.Type(parameter_type(spec)), values[spec.name])
+            for spec in config.parameter_specs()
+            if not spec.read_only
+        ]
+        return self.set_parameters(parameters, timeout_s)
 
 
 class FrameStream:
@@ -282,6 +399,23 @@ class FrameStream:
         self.period_ns = round(NS_PER_S / rate_hz)
         self.published = 0
         self._next_ns: int | None = None
+
+    def until_answered(self, node: ManagedProcess, timeout_s: float) -> float:
+        """Stream until ``node`` answers a frame (model loaded, topics matched); seconds taken.
+
+        A :class:`RosError` with the node's output when it exits or the
+        timeout passes first.
+        """
+        start_ns = time.monotonic_ns()
+        sent: list[FrameTrace] = []
+        while not any(trace.answered for trace in sent):
+            node.check_running("start-up")
+            if time.monotonic_ns() - start_ns > timeout_s * NS_PER_S:
+                raise RosError(
+                    f"no mask within {timeout_s:.0f} s; {node.name} output:\n{node.tail()}"
+                )
+            sent.append(self.tick())
+        return (time.monotonic_ns() - start_ns) / NS_PER_S
 
     def tick(self) -> FrameTrace:
         """Wait for the next tick of the grid, then publish the next frame of the pool."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import threading
 import time
@@ -37,42 +36,40 @@ import psutil
 from sensor_msgs.msg import Image
 
 from mess_ros.common.metrics import confusion_matrix
+from mess_ros.common.stamps import header_stamp_ns
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.errors import MessError
 from mess_ros.package_files import command_line_file, package_data_file
 from mess_ros.ros import qos
-from mess_ros.ros.client import FrameTrace, NodeClient, stamp_to_ns
+from mess_ros.ros.client import FrameTrace, NodeClient
 from mess_ros.ros.conversions import image_to_array
 from mess_ros.ros.demo_report import (
+    PHASES,
     DemoSummary,
     FrameRecord,
     format_summary,
     summarize_phase,
     write_report,
 )
-from mess_ros.ros.errors import RosError
+from mess_ros.ros.errors import DemoError, RosError
 from mess_ros.ros.processes import (
-    PROFILE_VARIABLE,
     ManagedProcess,
     ProcessSet,
     default_domain_id,
+    parameter_override,
     python_module_argv,
     ros_environment,
     sigterm_as_interrupt,
+    start_node,
 )
 from mess_ros.runtime.contention import CpuShareMonitor
 
-NODE_NAME: Final = "segmentation_node"
 LOAD_PERIOD_S: Final = 0.2
 START_TIMEOUT_S: Final = 300.0
 DRAIN_S: Final = 1.0
 AUTO_DEADLINE_FACTOR: Final = 1.3
 BUSY_LOOP: Final = "while True:\n    pass\n"
-
-
-class DemoError(RosError):
-    """The demo could not run to the end (a process died, nothing arrived...)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +181,7 @@ class DemoRecorder:
     # --- callbacks (the client's spin thread) --------------------------------------------
 
     def _on_gt(self, msg: Image) -> None:
-        stamp = stamp_to_ns(msg.header.stamp)
+        stamp = header_stamp_ns(msg)
         self.client.expect(stamp)
         with self._lock:
             if self.t0_ns is None:
@@ -231,9 +228,7 @@ def _wait_for_first_mask(recorder: DemoRecorder, node: ManagedProcess, timeout_s
     while time.monotonic() < deadline:
         if recorder.client.wait_until(lambda: recorder.masks_received > 0, 1.0):
             return
-        if not node.alive():
-            msg = f"segmentation_node exited with status {node.popen.returncode}:\n{node.tail()}"
-            raise DemoError(msg)
+        node.check_running("start-up")
     raise DemoError(f"no mask within {timeout_s:.0f} s; node output:\n{node.tail()}")
 
 
@@ -245,19 +240,16 @@ def _auto_deadline_ms(records: Sequence[FrameRecord]) -> float:
     return round(AUTO_DEADLINE_FACTOR * float(np.percentile(times, 90)), 1)
 
 
-def node_argv(options: DemoOptions) -> list[str]:
-    params_file = options.params_file or str(package_data_file("config/default.yaml"))
-    ros_args = ["--ros-args", "--params-file", params_file]
+def node_overrides(options: DemoOptions) -> list[str]:
+    """The ``--set`` parameters as typed, then what the demo's own options decide."""
     overrides = list(options.overrides)
     if options.model:
-        overrides.append(f"engine.model_path:={command_line_file(options.model)}")
+        overrides.append(parameter_override("engine.model_path", command_line_file(options.model)))
     if options.policy:
-        overrides.append(f"policy.name:={options.policy}")
+        overrides.append(parameter_override("policy.name", options.policy))
     if options.deadline_ms > 0:
-        overrides.append(f"deadline.deadline_ms:={options.deadline_ms!r}")
-    for item in overrides:
-        ros_args += ["-p", item]
-    return python_module_argv("mess_ros.ros.node", *ros_args)
+        overrides.append(parameter_override("deadline.deadline_ms", options.deadline_ms))
+    return overrides
 
 
 def camera_argv(options: DemoOptions) -> list[str]:
@@ -287,9 +279,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRu
     """Run the whole demo; every process it starts is stopped before this returns."""
     env = ros_environment(options.domain_id)
     env.setdefault("OMP_NUM_THREADS", str(psutil.cpu_count() or 1))
-    # The recorder in this process joins the same local-only, large-data setup.
-    for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", PROFILE_VARIABLE):
-        os.environ[name] = env[name]
+    params_file = Path(options.params_file or package_data_file("config/default.yaml"))
     logs = options.out_dir / "logs"
     recorder: DemoRecorder | None = None
     load_started_s: float | None = None
@@ -300,7 +290,14 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRu
             log(
                 f"starting segmentation_node and synthetic_camera on ROS domain {options.domain_id}"
             )
-            node = processes.start(NODE_NAME, node_argv(options), env, logs / "node.log")
+            node = start_node(
+                params_file,
+                options.domain_id,
+                logs / "node.log",
+                overrides=node_overrides(options),
+                extra_env={"OMP_NUM_THREADS": env["OMP_NUM_THREADS"]},
+                processes=processes,
+            )
             recorder = DemoRecorder(options.domain_id, SYNTHETIC_LABELS.num_classes, node.pid)
             processes.start("synthetic_camera", camera_argv(options), env, logs / "camera.log")
             log("waiting for the node to load and profile the model ...")
@@ -333,8 +330,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRu
                     load_started_s = recorder.now_s()
                     log(f"background load: {hogs} busy processes from t = {load_started_s:.1f} s")
                 time.sleep(0.1)
-                if not node.alive():
-                    raise DemoError(f"segmentation_node died:\n{node.tail()}")
+                node.check_running("the demo")
             recorder.phase = "done"
             time.sleep(DRAIN_S)
         finally:
@@ -359,7 +355,7 @@ def _summary(
     hogs: int,
     exit_codes: dict[str, int],
 ) -> DemoSummary:
-    measured = [r for r in records if r.phase in ("idle", "loaded")]
+    measured = [r for r in records if r.phase in PHASES]
     phases = [
         summarize_phase(
             name,
@@ -367,7 +363,7 @@ def _summary(
             recorder.confusion[name],
             recorder.scored[name],
         )
-        for name in ("idle", "loaded")
+        for name in PHASES
         if any(r.phase == name for r in measured)
     ]
     overall = summarize_phase(
@@ -379,8 +375,8 @@ def _summary(
     return DemoSummary(
         duration_s=options.duration_s,
         rate_hz=options.rate_hz,
-        frames_published=sum(r.phase in ("idle", "loaded") for r in records),
-        masks_received=sum(r.phase in ("idle", "loaded") and not r.dropped for r in records),
+        frames_published=sum(r.phase in PHASES for r in records),
+        masks_received=sum(r.phase in PHASES and not r.dropped for r in records),
         warmup_masks=sum(r.phase == "warmup" and not r.dropped for r in records),
         deadline_ms=deadline_ms,
         deadline_source=source,

@@ -65,3 +65,7 @@ class CompressedImageError(ImageConversionError):
 
 class NodeStartupError(RosError):
     """The node cannot start: configuration or model problem found before spinning."""
+
+
+class DemoError(RosError):
+    """The demo could not run to the end (a process died, nothing arrived...)."""

@@ -13,7 +13,7 @@ import torch
 
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.data.sample import Sample
-from mess_ros.eval.bags import BagWriteOptions, write_bag
+from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
 from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelSpec, save_checkpoint
 from mess_ros.runtime.config import SegmentationConfig
 from tests.eval.builders import RATE_HZ, synthetic_samples

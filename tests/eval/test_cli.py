@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -10,8 +12,11 @@ import numpy as np
 import pytest
 
 from mess_ros.data.sample import Sample
-from mess_ros.eval.bags import load_frames, write_bag
-from mess_ros.eval.cli import EXIT_BAD_INPUT, EXIT_OK, bag_main, evaluate_main
+from mess_ros.eval.bag_cli import main as bag_main
+from mess_ros.eval.bag_reader import load_frames
+from mess_ros.eval.bag_writer import write_bag
+from mess_ros.eval.cli import evaluate_main
+from mess_ros.eval.cli_common import EXIT_BAD_INPUT, EXIT_OK
 from mess_ros.runtime.config import SegmentationConfig
 
 SMALL = ["--height", "48", "--width", "64", "--quiet"]
@@ -189,3 +194,17 @@ def test_foreign_ground_truth_is_warned_about_and_strict_fails(
     err = capsys.readouterr().err
     assert "mess_evaluate: error: --strict: 3 frames have ground-truth class ids outside" in err
     assert (tmp_path / "strict" / "report.md").is_file()
+
+
+def test_offline_evaluation_imports_nothing_of_ros() -> None:
+    """The evaluation tools load where ROS is not installed: the live replay only for --live."""
+    code = (
+        "import sys\n"
+        "import mess_ros.eval.bag_cli, mess_ros.eval.cli, mess_ros.eval.offline\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rosgraph_msgs'))\n"
+        "assert not loaded and 'mess_ros.ros.live_replay' not in sys.modules, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr

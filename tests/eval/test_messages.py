@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from mess_ros.common.stamps import header_stamp_ns
 from mess_ros.data.image_codec import SUPPORTED_ENCODINGS
 from mess_ros.eval.errors import BagError, FrameError
 from mess_ros.eval.messages import (
@@ -22,7 +23,6 @@ from mess_ros.eval.messages import (
     pinhole_camera_info,
     restamp,
     serialize,
-    stamp_to_ns,
 )
 
 RNG = np.random.default_rng(7)
@@ -48,7 +48,7 @@ def test_raw_encodings_round_trip_through_cdr(
     decoded = deserialize(serialize(msg), IMAGE_TYPE, "image")
     assert decoded.encoding == encoding
     assert decoded.is_bigendian == int(big_endian and encoding == "mono16")
-    assert stamp_to_ns(decoded) == 1_234_567_890_123
+    assert header_stamp_ns(decoded) == 1_234_567_890_123
     np.testing.assert_array_equal(decode_image(decoded), expected_rgb(encoding))
 
 
@@ -160,14 +160,14 @@ def test_camera_info_is_a_pinhole_model_of_the_image() -> None:
     assert (decoded.height, decoded.width) == (48, 64)
     assert decoded.k[0] == decoded.k[4] == 32.0
     assert decoded.k[2] == pytest.approx(31.5)
-    assert stamp_to_ns(decoded) == 11
+    assert header_stamp_ns(decoded) == 11
 
 
 def test_restamping_rewrites_only_the_header_stamp() -> None:
     raw = serialize(encode_image(RGB, "rgb8", 1_000_000_000_123))
     patched = restamp(raw, 42_000_000_007)
     decoded = deserialize(patched, IMAGE_TYPE, "image")
-    assert stamp_to_ns(decoded) == 42_000_000_007
+    assert header_stamp_ns(decoded) == 42_000_000_007
     np.testing.assert_array_equal(decode_image(decoded), RGB)
     assert len(patched) == len(raw)
 

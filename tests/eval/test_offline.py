@@ -9,7 +9,8 @@ import pytest
 
 from mess_ros.common.metrics import confusion_matrix, mean_iou
 from mess_ros.data.sample import Sample
-from mess_ros.eval.bags import BagWriteOptions, load_frames, write_bag
+from mess_ros.eval.bag_reader import load_frames
+from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
 from mess_ros.eval.errors import EvalError
 from mess_ros.eval.messages import IMAGE_TYPE, LOAD_TYPE
 from mess_ros.eval.offline import OfflineEvaluator, OfflineOptions, build_engines, evaluate_offline

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from mess_ros.data.sample import Sample
 from mess_ros.eval import report as report_module
-from mess_ros.eval.bags import write_bag
+from mess_ros.eval.bag_writer import write_bag
 from mess_ros.eval.errors import EvalError
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.report import (

@@ -3,8 +3,10 @@
 Every ROS participant stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=
 LOCALHOST) and every node fixture gets its own ROS_DOMAIN_ID in 1..101 (the ids
 whose ports stay below the ephemeral range), so test runs and other developers'
-processes never see each other. Processes
-are started in their own session and always stopped by PID in a ``finally``.
+processes never see each other. Nodes are started by the package's launcher
+(:func:`mess_ros.ros.processes.start_node`) in their own session and always
+stopped by PID in a ``finally``; the test client is the package's
+:class:`~mess_ros.ros.client.NodeClient` with what only the tests look at.
 """
 
 from __future__ import annotations
@@ -12,39 +14,41 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters, SetParametersAtomically
-from rclpy.client import Client
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Float32
 
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelSpec, save_checkpoint
 from mess_ros.ros import qos
+from mess_ros.ros.client import NodeClient
 from mess_ros.ros.diagnostics import key_values
-from mess_ros.ros.processes import ManagedProcess, default_domain_id, ros_environment
+from mess_ros.ros.processes import (
+    NODE_MODULE,
+    ManagedProcess,
+    default_domain_id,
+    python_module_argv,
+    ros_environment,
+)
+from mess_ros.ros.processes import start_node as launch_node
 from mess_ros.runtime.config import SegmentationConfig
 
 REPO = Path(__file__).resolve().parents[2]
-FASTDDS_PROFILE = REPO / "config" / "fastdds_large_data.xml"
-NODE_NAME = "segmentation_node"
 START_TIMEOUT_S = 90.0
+NODE_PROGRAM = tuple(python_module_argv(NODE_MODULE))
+# The tests' nodes run on one thread; they stop more slowly than the demo's on a busy machine.
+TEST_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 STOP_TIMEOUT_S = 20.0
 
 T = TypeVar("T")
@@ -62,18 +66,7 @@ def next_domain_id() -> int:
 
 def ros_env(domain_id: int) -> dict[str, str]:
     """Environment of a ROS process of the tests: the package's, on one thread."""
-    env = ros_environment(domain_id, profile=FASTDDS_PROFILE)
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _local_dds() -> Iterator[None]:
-    """The client in this process discovers only local participants through the same profile."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        patch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
-        yield
+    return ros_environment(domain_id, base={**os.environ, **TEST_ENV})
 
 
 @pytest.fixture(scope="session")
@@ -113,53 +106,51 @@ def write_params(path: Path, checkpoint: Path, **overrides: Any) -> Path:
     return path
 
 
-class RosProcess(ManagedProcess):
-    """A ROS executable of the tests on its own domain; stops wait longer than the demo's."""
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        domain_id: int,
-        log_path: Path,
-        *,
-        cwd: Path | None = None,
-        extra_env: Mapping[str, str] | None = None,
-    ) -> None:
-        env = {**ros_env(domain_id), **(extra_env or {})}
-        super().__init__(Path(argv[0]).name, argv, env, log_path, cwd)
-
-    def stop(self, sig: int = signal.SIGINT, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        return super().stop(sig, timeout_s)
-
-
-NODE_PROGRAM = (sys.executable, "-m", "mess_ros.ros.node")
-
-
 def start_node(
     params_file: Path,
     domain_id: int,
     log_path: Path,
     extra: Sequence[str] = (),
     program: Sequence[str] = NODE_PROGRAM,
-) -> RosProcess:
-    """``program`` (the node by default; a wrapper or a variant for some tests) with the params."""
-    argv = [*program, *extra, "--ros-args", "--params-file", str(params_file)]
-    return RosProcess(argv, domain_id, log_path)
+    **launch: Any,
+) -> ManagedProcess:
+    """``program`` (the node by default; a wrapper or a variant for some tests) with the params.
+
+    ``extra`` are the program's own arguments (``--lifecycle``); ``launch``
+    passes on to :func:`mess_ros.ros.processes.start_node` (``cwd``, ``extra_env``).
+    """
+    extra_env = {**TEST_ENV, **launch.pop("extra_env", {})}
+    process = launch_node(
+        params_file,
+        domain_id,
+        log_path,
+        program=program,
+        program_args=extra,
+        extra_env=extra_env,
+        **launch,
+    )
+    process.stop_timeout_s = STOP_TIMEOUT_S
+    return process
 
 
 class RosClient:
-    """A test node in this process: publishes inputs, records outputs, calls services."""
+    """A test node in this process: publishes inputs, records outputs, calls services.
+
+    A :class:`~mess_ros.ros.client.NodeClient` (its context, spin thread,
+    publishers and service calls) plus what only the tests look at: every
+    raw message of every output topic, compressed images and camera info.
+    """
 
     def __init__(self, domain_id: int, *, reliable_images: bool = False) -> None:
-        self.context = Context()
-        rclpy.init(
-            context=self.context,
-            domain_id=domain_id,
-            signal_handler_options=SignalHandlerOptions.NO,
+        self.client = NodeClient(
+            domain_id,
+            name="mess_test_client",
+            image_reliability="reliable" if reliable_images else "best_effort",
+            image_depth=10,
         )
-        self.node = rclpy.create_node("mess_test_client", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        self.node = self.client.node
+        self.image_pub = self.client.image_pub
+        self.load_pub = self.client.load_pub
         self.masks: list[Image] = []
         self.colors: list[Image] = []
         self.infos: list[CameraInfo] = []
@@ -173,28 +164,17 @@ class RosClient:
         node.create_subscription(DiagnosticArray, "exit_info", self.exits.append, out)
         node.create_subscription(DiagnosticArray, "/diagnostics", self.health.append, out)
         image_qos = qos.image_qos("reliable" if reliable_images else "best_effort", 10)
-        self.image_pub = node.create_publisher(Image, "image", image_qos)
         self.compressed_pub = node.create_publisher(CompressedImage, "image/compressed", image_qos)
-        self.load_pub = node.create_publisher(Float32, "system_load", qos.output_qos())
         self.info_pub = node.create_publisher(CameraInfo, "camera_info", qos.output_qos())
-        self._stamp_s = 1_000
-        self._clients: dict[str, Client[Any, Any]] = {}
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self.client.close()
 
     def spin_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
+        return self.client.wait_until(predicate, timeout_s)
 
     def spin_for(self, seconds: float) -> None:
-        self.spin_until(lambda: False, seconds)
+        time.sleep(seconds)
 
     def next_stamp(self, msg: Any) -> tuple[int, int]:
         """Give ``msg`` a fresh, unique stamp on the current clock; returns it."""
@@ -222,10 +202,10 @@ class RosClient:
         raise AssertionError(f"no answer within {timeout_s} s")
 
     def mask_for(self, stamp: tuple[int, int]) -> Image | None:
-        return next((m for m in self.masks if stamp_of(m) == stamp), None)
+        return next((m for m in list(self.masks) if stamp_of(m) == stamp), None)
 
     def exit_for(self, stamp: tuple[int, int]) -> DiagnosticArray | None:
-        return next((e for e in self.exits if stamp_of(e) == stamp), None)
+        return next((e for e in list(self.exits) if stamp_of(e) == stamp), None)
 
     def segment(self, image: Image, timeout_s: float = 30.0) -> tuple[Image, dict[str, str]]:
         """Publish ``image`` with a fresh stamp; its mask and exit-info values."""
@@ -242,80 +222,35 @@ class RosClient:
         assert self.health, "no /diagnostics received"
         return key_values(self.health[-1].status[0])
 
-    def _call(
-        self,
-        srv_type: Any,
-        service: str,
-        request: Any,
-        timeout_s: float = 10.0,
-        *,
-        idempotent: bool = False,
-    ) -> Any:
-        """Call a service of the node; queries (``idempotent``) are sent again until answered.
-
-        Clients are kept per service: DDS matches a new client's response
-        reader some time after the server reports itself available, and a
-        reply sent before that is lost. Only the first call of a client can
-        fall into that window, and only a query may safely be repeated.
-        """
-        client = self._clients.get(service)
-        if client is None:
-            client = self.node.create_client(srv_type, service)
-            self._clients[service] = client
-        assert self.spin_until(client.service_is_ready, timeout_s), f"{service} not available"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            future = client.call_async(request)
-            wait_s = max(0.0, deadline - time.monotonic())
-            if self.spin_until(future.done, min(wait_s, 2.0) if idempotent else wait_s):
-                return future.result()
-            client.remove_pending_request(future)
-            assert time.monotonic() < deadline, f"{service} did not answer"
-
     def set_parameters(
         self, parameters: Sequence[Parameter[Any]], *, atomically: bool = True
     ) -> list[SetParametersResult]:
         messages = [p.to_parameter_msg() for p in parameters]
         if atomically:
             request = SetParametersAtomically.Request(parameters=messages)
-            response = self._call(
-                SetParametersAtomically, f"/{NODE_NAME}/set_parameters_atomically", request
+            response = self.client.call(
+                SetParametersAtomically, "set_parameters_atomically", request
             )
             return [response.result]
-        response = self._call(
-            SetParameters,
-            f"/{NODE_NAME}/set_parameters",
-            SetParameters.Request(parameters=messages),
-        )
-        return list(response.results)
+        request = SetParameters.Request(parameters=messages)
+        return list(self.client.call(SetParameters, "set_parameters", request).results)
 
     def get_parameter(self, name: str) -> Any:
-        response = self._call(
-            GetParameters,
-            f"/{NODE_NAME}/get_parameters",
-            GetParameters.Request(names=[name]),
-            idempotent=True,
-        )
+        request = GetParameters.Request(names=[name])
+        response = self.client.call(GetParameters, "get_parameters", request, repeat=True)
         return Parameter.from_parameter_msg(_parameter_msg(name, response.values[0])).value
 
     def lifecycle_state(self) -> str:
-        response = self._call(
-            GetState, f"/{NODE_NAME}/get_state", GetState.Request(), idempotent=True
-        )
+        response = self.client.call(GetState, "get_state", GetState.Request(), repeat=True)
         return str(response.current_state.label)
 
     def change_state(self, transition_id: int) -> bool:
         request = ChangeState.Request(transition=Transition(id=transition_id))
-        response = self._call(ChangeState, f"/{NODE_NAME}/change_state", request, 60.0)
-        return bool(response.success)
+        return bool(self.client.call(ChangeState, "change_state", request, 60.0).success)
 
     def list_parameters(self) -> list[str]:
-        response = self._call(
-            ListParameters,
-            f"/{NODE_NAME}/list_parameters",
-            ListParameters.Request(),
-            idempotent=True,
-        )
+        request = ListParameters.Request()
+        response = self.client.call(ListParameters, "list_parameters", request, repeat=True)
         return list(response.result.names)
 
 
@@ -332,12 +267,12 @@ def stamp_of(msg: Any) -> tuple[int, int]:
 class NodeUnderTest:
     """A running segmentation node and a client on its domain."""
 
-    def __init__(self, process: RosProcess, client: RosClient) -> None:
+    def __init__(self, process: ManagedProcess, client: RosClient) -> None:
         self.process = process
         self.client = client
 
 
-def wait_until_serving(process: RosProcess, client: RosClient, image: Image) -> None:
+def wait_until_serving(process: ManagedProcess, client: RosClient, image: Image) -> None:
     """Block until the node answers a frame (model loaded, profiled, subscriptions matched)."""
     try:
         client.segment(image, timeout_s=START_TIMEOUT_S)

@@ -21,8 +21,9 @@ import pytest
 
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.deploy.cli import configure_main
+from mess_ros.ros.processes import ManagedProcess
 from tests.deploy.conftest import write_run
-from tests.ros.conftest import REPO, RosProcess, next_domain_id
+from tests.ros.conftest import REPO, next_domain_id, start_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -48,7 +49,7 @@ def installed_env(prefix: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(site / "site-packages"), "AMENT_PREFIX_PATH": str(prefix)}
 
 
-def wait_for(process: RosProcess, text: str, timeout_s: float) -> bool:
+def wait_for(process: ManagedProcess, text: str, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if text in process.output():
@@ -112,9 +113,8 @@ def test_installed_robots_run_from_another_directory(tmp_path: Path) -> None:
     assert all(path.is_relative_to(share) and path.is_file() for path in resolved), resolved
 
     # The node, started from elsewhere on the installed robot file.
-    argv = [sys.executable, "-m", "mess_ros.ros.node", "--ros-args", "--params-file"]
-    argv += [str(share / "config" / "robots" / "tinybot.yaml")]
-    node = RosProcess(argv, next_domain_id(), tmp_path / "node.log", cwd=elsewhere, extra_env=env)
+    robot = share / "config" / "robots" / "tinybot.yaml"
+    node = start_node(robot, next_domain_id(), tmp_path / "node.log", cwd=elsewhere, extra_env=env)
     try:
         assert wait_for(node, "ready:", READY_TIMEOUT_S), node.output()
         assert node.stop(signal.SIGINT) == 0, node.output()

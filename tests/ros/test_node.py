@@ -28,13 +28,13 @@ from mess_ros.ros.conversions import (
     rgb_to_encoding,
 )
 from mess_ros.ros.diagnostics import EXIT_INFO_KEYS, STAGE_KEY_PREFIX
+from mess_ros.ros.processes import ManagedProcess
 from mess_ros.runtime.config import SegmentationConfig
 from tests.ros.conftest import (
     REPO,
     TINY_EXITS,
     NodeUnderTest,
     RosClient,
-    RosProcess,
     next_domain_id,
     run_node,
     stamp_of,
@@ -51,7 +51,7 @@ STOP_WAIT_S = 60.0
 RANDOM_BYTES = bytes(range(128, 256)) * 4
 
 
-def one_fatal_line(process: RosProcess) -> str:
+def one_fatal_line(process: ManagedProcess) -> str:
     """The node's only FATAL line, once it exited with status 1 and no traceback."""
     status = process.popen.wait(STOP_WAIT_S)
     output = process.output()

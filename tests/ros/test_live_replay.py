@@ -8,7 +8,6 @@ outcome (the tool's own ``finally``, checked here through the process table).
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,20 +18,27 @@ import pytest
 pytest.importorskip("rclpy")
 
 from mess_ros.data.labels import SYNTHETIC_LABELS
+from mess_ros.data.sample import Sample
+from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
 from mess_ros.eval.cli import evaluate_main
 from mess_ros.eval.errors import EvalError, LiveError
-from mess_ros.eval.live import LiveOptions, NodeProcess, evaluate_live
+from mess_ros.eval.messages import COMPRESSED_IMAGE_TYPE
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.results import matched_miou
 from mess_ros.eval.runs import build_runs
+from mess_ros.ros.live_replay import LiveOptions, evaluate_live
+from mess_ros.ros.processes import start_node
 from mess_ros.runtime.config import SegmentationConfig
-from tests.eval.builders import EARLY_EXIT, NUM_FRAMES
-from tests.ros.conftest import next_domain_id
+from tests.eval.builders import EARLY_EXIT, NUM_FRAMES, RATE_HZ
+from tests.eval.conftest import base_config, checkpoint_path, samples, small_bag
+from tests.ros.conftest import NODE_PROGRAM, next_domain_id
+
+# The offline evaluation's fixtures: the same model, configuration and bag on both sides.
+__all__ = ["base_config", "checkpoint_path", "samples", "small_bag"]
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[2]
-NODE = (sys.executable, "-m", "mess_ros.ros.node")
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +54,7 @@ def _ros_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def options(tmp_path: Path, **kw: object) -> LiveOptions:
     values: dict[str, object] = {
-        "node_command": NODE,
+        "node_command": NODE_PROGRAM,
         "domain_id": next_domain_id(),
         "progress": False,
         "startup_timeout_s": 90.0,
@@ -84,6 +90,25 @@ def test_offline_and_live_give_the_same_miou_for_the_same_frames(
     assert (tmp_path / "logs" / "params_final.yaml").is_file()
 
 
+def test_compressed_frames_to_a_renamed_node_in_a_namespace(
+    tmp_path: Path, samples: list[Sample], small_bag: Path, base_config: SegmentationConfig
+) -> None:
+    """PNG frames go to ``image/compressed`` of a node remapped into another name and namespace."""
+    bag = tmp_path / "png.mcap"
+    write_bag(bag, samples, BagWriteOptions(rate_hz=RATE_HZ, image_format="png"))
+    specs = build_runs(base_config)
+    offline = evaluate_offline(small_bag, specs, OfflineOptions(progress=False))
+    live_options = options(tmp_path, namespace="/robot_1/", node_name="segmenter")
+    live = evaluate_live(bag, specs, SYNTHETIC_LABELS, live_options)
+    assert live.topics["camera_type"] == COMPRESSED_IMAGE_TYPE
+    (run,) = live.runs
+    assert run.summary().processed == NUM_FRAMES
+    mine, theirs, count = matched_miou(offline.runs[0], run)
+    assert count == NUM_FRAMES and theirs == pytest.approx(mine, abs=1e-12)
+    log = (tmp_path / "logs" / "node_final.log").read_text()
+    assert "[robot_1.segmenter]" in log and "/robot_1/image/compressed" in log
+
+
 def test_clock_mode_keeps_recorded_stamps_on_simulated_time(
     tmp_path: Path, small_bag: Path, base_config: SegmentationConfig
 ) -> None:
@@ -110,7 +135,7 @@ def test_running_node_gets_each_configuration_through_its_parameters(
     live_options = options(tmp_path, start_node=False)
     assert live_options.domain_id is not None
     (tmp_path / "logs").mkdir()
-    node = NodeProcess(NODE, params, live_options, live_options.domain_id, tmp_path / "node.log")
+    node = start_node(params, live_options.domain_id, tmp_path / "node.log")
     try:
         specs = build_runs(base_config, ["confidence", "final"])
         live = evaluate_live(small_bag, specs, SYNTHETIC_LABELS, live_options)
