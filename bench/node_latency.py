@@ -83,6 +83,7 @@ from _common import (
 )
 from tqdm import tqdm
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.processes import (
@@ -95,7 +96,6 @@ from mess_ros.ros.processes import (
     sigterm_as_interrupt,
 )
 from mess_ros.ros.synthetic_camera import render_pool
-from mess_ros.runtime.config import SegmentationConfig
 
 NAME: Final = "node_latency"
 MAX_OVERHEAD_P50_MS: Final = 5.0

@@ -46,12 +46,12 @@ from typing import Any
 import torch
 from _common import DEFAULT_MODEL, REPORT_DIR, BenchError, run_and_save
 
+from mess_ros.config import POLICY_NAMES, ParamValue, SegmentationConfig
 from mess_ros.data.datasets import SPLIT_SEEDS, SyntheticDataset
 from mess_ros.eval.bags import BagFrame, BagWriteOptions, load_frames, write_bag
 from mess_ros.eval.offline import OfflineEvaluator, OfflineOptions, build_engines
 from mess_ros.eval.runs import RunSpec, build_runs
 from mess_ros.model import load_checkpoint
-from mess_ros.runtime.config import POLICY_NAMES, ParamValue, SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
 
 DEFAULT_OUT = REPORT_DIR / "offline_eval_overhead.json"

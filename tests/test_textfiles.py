@@ -8,11 +8,10 @@ import pytest
 
 from mess_ros.common.errors import LatencyTableError
 from mess_ros.common.latency_table import LatencyTable
+from mess_ros.config import ConfigError, SegmentationConfig
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.data.errors import DatasetError
 from mess_ros.errors import MessError
-from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.errors import ConfigError
 from mess_ros.textfiles import read_text
 from mess_ros.train.config import load_config
 from mess_ros.train.errors import TrainError

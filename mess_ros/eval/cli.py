@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
 from mess_ros.data.errors import DataError
@@ -36,7 +37,6 @@ from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.report import ground_truth_notes, markdown_summary, write_report
 from mess_ros.eval.results import Evaluation
 from mess_ros.eval.runs import RunSpec, build_runs
-from mess_ros.runtime.config import SegmentationConfig
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1

@@ -58,6 +58,7 @@ from std_msgs.msg import Float32
 from tqdm import tqdm
 
 from mess_ros.common.metrics import ConfusionMatrix
+from mess_ros.config import ParameterSpec, SegmentationConfig
 from mess_ros.data.labels import LabelSet
 from mess_ros.eval.bags import BagFrame, BagReader
 from mess_ros.eval.errors import EvalError, FrameError, LiveError
@@ -72,7 +73,6 @@ from mess_ros.eval.results import (
 )
 from mess_ros.eval.runs import RunSpec
 from mess_ros.ros.processes import default_domain_id
-from mess_ros.runtime.config import ParameterSpec, SegmentationConfig
 
 NS_PER_S: Final = 1_000_000_000
 NS_PER_MS: Final = 1_000_000

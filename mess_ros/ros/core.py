@@ -59,6 +59,7 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, Header
 
+from mess_ros.config import ConfigError, ParameterSpec, SegmentationConfig
 from mess_ros.data.image_codec import U8Array
 from mess_ros.errors import MessError
 from mess_ros.ros import qos
@@ -98,9 +99,7 @@ from mess_ros.ros.stats import (
     NodeStatistics,
 )
 from mess_ros.ros.throttle import WarningThrottle
-from mess_ros.runtime.config import ParameterSpec, SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
-from mess_ros.runtime.errors import ConfigError
 from mess_ros.runtime.scheduling import apply_scheduling, describe
 
 BAD_INPUT_CAUSES: Final = frozenset(

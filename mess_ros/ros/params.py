@@ -1,8 +1,8 @@
-"""ROS parameter declaration from :class:`~mess_ros.runtime.config.SegmentationConfig`.
+"""ROS parameter declaration from :class:`~mess_ros.config.SegmentationConfig`.
 
 The configuration dataclasses are the single source of truth: names,
 defaults, descriptions, ranges and read-only flags all come from
-:func:`~mess_ros.runtime.config.parameter_specs`, so ``ros2 param describe``
+:meth:`~mess_ros.config.SegmentationConfig.parameter_specs`, so ``ros2 param describe``
 shows the same text the parameter files and the deploy tool use.
 
 Three ROS quirks are handled here rather than in the node:
@@ -47,18 +47,16 @@ from rclpy.exceptions import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from mess_ros.ros.errors import NodeStartupError
-from mess_ros.runtime.config import (
+from mess_ros.config import (
     ARTEFACT_PARAMETERS,
+    ConfigError,
     ParameterSpec,
     ParamValue,
     SegmentationConfig,
-    anchor_artefacts,
-    flatten_parameters,
-    parameter_file_blocks,
+    parameter_file,
     unknown_parameter_problem,
 )
-from mess_ros.runtime.errors import ConfigError
+from mess_ros.ros.errors import NodeStartupError
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
@@ -285,7 +283,7 @@ def check_parameter_files(files: Sequence[Path]) -> None:
     """NodeStartupError for the first file rcl could not parse, saying what it should hold."""
     for path in files:
         try:
-            parameter_file_blocks(path)
+            parameter_file.blocks(path)
         except ConfigError as err:
             raise NodeStartupError(str(err)) from err
 
@@ -302,12 +300,12 @@ def parameter_sources(files: Sequence[Path], node_fqn: str) -> dict[str, Path]:
     sources: dict[str, Path] = {}
     for path in files:
         try:
-            blocks = parameter_file_blocks(path)
+            blocks = parameter_file.blocks(path)
         except ConfigError as err:
             raise NodeStartupError(str(err)) from err
         for pattern, block in blocks.items():
             if node_matches(pattern, node_fqn):
-                sources.update(dict.fromkeys(flatten_parameters(block), path))
+                sources.update(dict.fromkeys(parameter_file.flatten(block), path))
     return sources
 
 
@@ -317,5 +315,5 @@ def anchor_to_sources(
     """Relative artefact paths resolved beside the parameter file that set them."""
     for name in ARTEFACT_PARAMETERS:
         if name in sources:
-            config = anchor_artefacts(config, sources[name].parent, [name])
+            config = parameter_file.anchor_artefacts(config, sources[name].parent, [name])
     return config

@@ -39,14 +39,14 @@ from mess_ros.common.latency_table import (
     output_key,
     segment_key,
 )
+from mess_ros.config import ConfigError, EngineConfig, SegmentationConfig
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import Checkpoint, load_checkpoint, model_fingerprint
 from mess_ros.model.checkpoint import PRUNED_FROM_KEY
 from mess_ros.package_files import share_directories
-from mess_ros.runtime.config import EngineConfig, SegmentationConfig
 from mess_ros.runtime.contention import CpuShareMonitor, ThreadChange, ThreadGovernor
-from mess_ros.runtime.errors import ConfigError, EngineError, PolicyError
+from mess_ros.runtime.errors import EngineError, PolicyError
 from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
 from mess_ros.runtime.exit_model import ExitPredictor
 from mess_ros.runtime.latency import FrameLatency, OnlineLatencyModel

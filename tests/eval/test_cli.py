@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.sample import Sample
 from mess_ros.eval.bags import load_frames, write_bag
 from mess_ros.eval.cli import EXIT_BAD_INPUT, EXIT_OK, bag_main, evaluate_main
-from mess_ros.runtime.config import SegmentationConfig
 
 SMALL = ["--height", "48", "--width", "64", "--quiet"]
 

@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.eval.cli import evaluate_main
 from mess_ros.eval.errors import EvalError, LiveError
@@ -25,7 +26,6 @@ from mess_ros.eval.live import LiveOptions, NodeProcess, evaluate_live
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.results import matched_miou
 from mess_ros.eval.runs import build_runs
-from mess_ros.runtime.config import SegmentationConfig
 from tests.eval.builders import EARLY_EXIT, NUM_FRAMES
 from tests.ros.conftest import next_domain_id
 

@@ -13,6 +13,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.ros.core import SegmentationCore
 from mess_ros.ros.errors import NodeStartupError
 from mess_ros.ros.params import (
@@ -22,7 +23,6 @@ from mess_ros.ros.params import (
     parameter_files,
     parameter_sources,
 )
-from mess_ros.runtime.config import SegmentationConfig
 from tests.ros.conftest import next_domain_id
 
 SPECS = SegmentationConfig.parameter_specs()

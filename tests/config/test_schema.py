@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mess_ros.runtime.config import (
-    POLICY_NAMES,
-    SegmentationConfig,
-    parameter_names,
-    parameter_specs,
-)
-from mess_ros.runtime.errors import ConfigError
+from mess_ros.config import POLICY_NAMES, ConfigError, SegmentationConfig, parameter_names
 
 
 def custom_config() -> SegmentationConfig:
@@ -140,7 +134,7 @@ def test_cross_field_rules() -> None:
 
 
 def test_parameter_specs_describe_every_parameter() -> None:
-    specs = {s.name: s for s in parameter_specs()}
+    specs = {s.name: s for s in SegmentationConfig.parameter_specs()}
     assert list(specs) == parameter_names()
     assert all(s.description for s in specs.values())
     assert specs["engine.device"].read_only and specs["engine.model_path"].read_only
