@@ -75,9 +75,9 @@ class Checks:
     def boolean(self, value: object, what: str) -> bool:
         return self.kind(bool, value, what)
 
-    def string(self, value: object, what: str, *, empty: bool = True) -> str:
-        """``value`` if it is a string (and not empty, unless ``empty``)."""
-        if not empty and (not isinstance(value, str) or not value):
+    def string(self, value: object, what: str, *, non_empty: bool = False) -> str:
+        """``value`` if it is a string (with ``non_empty``, one of at least one character)."""
+        if non_empty and (not isinstance(value, str) or not value):
             raise self.error(f"{what} must be a non-empty string, got {value!r}")
         return self.kind(str, value, what)
 
