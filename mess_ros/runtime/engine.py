@@ -7,10 +7,11 @@ head runs at most once, and only the exit finally taken is upsampled to the
 frame size. Every stage is timed; the times feed the online latency model
 that the deadline-aware policies consult for the next decision.
 
-The running configuration lives in an immutable plan object that
-:meth:`SegmentationEngine.reconfigure` replaces in one assignment, so a
-change made from another thread (a ROS parameter callback) applies between
-frames and never half-way through one.
+The running configuration lives in an immutable plan object. A change is
+checked and built into a new plan first (:meth:`SegmentationEngine.prepare`,
+which changes nothing), then swapped in with one assignment
+(:meth:`SegmentationEngine.commit`), so a change made from another thread (a
+ROS parameter callback) applies between frames and never half-way through one.
 """
 
 from __future__ import annotations
@@ -161,8 +162,11 @@ class SegmentationResult:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything a frame needs from the configuration, immutable once built."""
+class EnginePlan:
+    """A configuration checked against the loaded model, with everything a frame needs from it.
+
+    Immutable once built; :meth:`SegmentationEngine.prepare` builds one.
+    """
 
     config: SegmentationConfig
     exits: tuple[str, ...]
@@ -177,7 +181,7 @@ class SegmentationEngine:
     """Loads a checkpoint and segments frames progressively under an exit policy.
 
     ``infer`` is meant to be called from one inference thread; ``report_load``
-    and ``reconfigure`` may be called from any thread at any time.
+    and ``prepare``, ``commit`` and ``reconfigure`` may be called from any thread at any time.
     """
 
     def __init__(
@@ -226,7 +230,6 @@ class SegmentationEngine:
             self.model, self.device, choice.precision, engine.channels_last
         )
         self._plan = self._build_plan(copy.deepcopy(config))
-        self._reconfigure_lock = threading.Lock()
         self._infer_lock = threading.Lock()
 
         if latency_table is None and engine.latency_table:
@@ -261,26 +264,33 @@ class SegmentationEngine:
     def active_exits(self) -> tuple[str, ...]:
         return self._plan.exits
 
-    def reconfigure(self, config: SegmentationConfig) -> None:
-        """Validate ``config`` as a whole and make it the running one from the next frame.
+    def prepare(self, config: SegmentationConfig) -> EnginePlan:
+        """Check ``config`` as a whole against the loaded model and build its plan.
 
-        Raises :class:`ConfigError` (and changes nothing) when the configuration
-        is invalid, names exits the model lacks, or changes parameters that need
-        a restart.
+        Changes nothing: the plan runs once given to :meth:`commit`. Raises
+        :class:`ConfigError` when the configuration is invalid, names exits
+        the model lacks, or changes parameters that need a restart.
         """
         config = copy.deepcopy(config)
         config.validate()
-        with self._reconfigure_lock:
-            read_only = self._plan.config.read_only_changes(config)
-            if read_only:
-                raise ConfigError(
-                    "these parameters are read-only while running (restart to change them): "
-                    + ", ".join(read_only)
-                )
-            plan = self._build_plan(config)
-            self._plan = plan  # one reference swap: a running frame keeps its own plan
+        # Read-only parameters never change while running, so any plan's config can tell.
+        read_only = self._plan.config.read_only_changes(config)
+        if read_only:
+            raise ConfigError(
+                "these parameters are read-only while running (restart to change them): "
+                + ", ".join(read_only)
+            )
+        return self._build_plan(config)
 
-    def _build_plan(self, config: SegmentationConfig) -> _Plan:
+    def commit(self, plan: EnginePlan) -> None:
+        """Run ``plan`` from the next frame on; a frame already running keeps its own plan."""
+        self._plan = plan
+
+    def reconfigure(self, config: SegmentationConfig) -> None:
+        """:meth:`prepare` and :meth:`commit` in one step; nothing changes when it raises."""
+        self.commit(self.prepare(config))
+
+    def _build_plan(self, config: SegmentationConfig) -> EnginePlan:
         policy_config = config.policy
         model_exits = self.model.exit_ids
         problems = []
@@ -338,7 +348,7 @@ class SegmentationEngine:
             class_thresholds = torch.tensor(
                 policy_config.class_thresholds, dtype=torch.float32, device=self.device
             )
-        return _Plan(
+        return EnginePlan(
             config=config,
             exits=exits,
             exit_segments=tuple(segments),
@@ -612,7 +622,7 @@ class _FrameRun:
     def __init__(
         self,
         executor: ModelExecutor,
-        plan: _Plan,
+        plan: EnginePlan,
         frame: FrameLatency,
         deadline_ns: int | None,
         clock: Clock,
