@@ -62,6 +62,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, Header
 
 from mess_ros.config import ConfigError, ParameterSpec, ParamValue, SegmentationConfig
+from mess_ros.data.errors import DECODE_ERRORS, ImageFormatError
 from mess_ros.data.image_codec import U8Array
 from mess_ros.errors import MessError
 from mess_ros.ros import qos
@@ -73,16 +74,7 @@ from mess_ros.ros.conversions import (
     scale_camera_info,
 )
 from mess_ros.ros.diagnostics import exit_info_message, health_message
-from mess_ros.ros.errors import (
-    CompressedImageError,
-    EmptyImageError,
-    ImageConversionError,
-    ImageDataLengthError,
-    ImageStepError,
-    ImageTooLargeError,
-    NodeStartupError,
-    UnsupportedEncodingError,
-)
+from mess_ros.ros.errors import NodeStartupError
 from mess_ros.ros.frame_slot import LatestSlot
 from mess_ros.ros.params import (
     anchor_to_sources,
@@ -104,17 +96,7 @@ from mess_ros.ros.throttle import WarningThrottle
 from mess_ros.runtime.engine import EnginePlan, SegmentationEngine, SegmentationResult
 from mess_ros.runtime.scheduling import apply_scheduling, describe
 
-BAD_INPUT_CAUSES: Final = frozenset(
-    cls.cause
-    for cls in (
-        UnsupportedEncodingError,
-        EmptyImageError,
-        ImageTooLargeError,
-        ImageStepError,
-        ImageDataLengthError,
-        CompressedImageError,
-    )
-)
+BAD_INPUT_CAUSES: Final = frozenset(cls.cause for cls in DECODE_ERRORS)
 LOAD_REJECTED: Final = "bad_load"
 STAMP_UNUSABLE: Final = "stamp_unusable"
 
@@ -330,12 +312,12 @@ class SegmentationCore:
             return
         try:
             image = convert(msg, self._config.node.max_image_pixels)
-        except ImageConversionError as err:
+        except ImageFormatError as err:
             self._drop_bad_input(err)
             return
         self._offer(msg.header, image, received_ns)
 
-    def _drop_bad_input(self, err: ImageConversionError) -> None:
+    def _drop_bad_input(self, err: ImageFormatError) -> None:
         self._stats.frame_dropped(err.cause)
         self._warn(err.cause, f"dropped a malformed image ({err.cause}): {err}")
 
