@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from mess_ros.config import parameter_file
 from mess_ros.config.checks import Checks
-from mess_ros.config.errors import ConfigError
-from mess_ros.config.fields import ParameterSpec, ParamValue
+from mess_ros.config.errors import ConfigError, invalid_configuration
+from mess_ros.config.fields import ParameterSpec, ParamValue, parameter_problem
 from mess_ros.config.schema import (
     ARTEFACT_PARAMETERS,
     DEVICE_PATTERN,
@@ -52,7 +52,9 @@ __all__ = [
     "ParameterSpec",
     "PolicyConfig",
     "SegmentationConfig",
+    "invalid_configuration",
     "parameter_file",
     "parameter_names",
+    "parameter_problem",
     "unknown_parameter_problem",
 ]

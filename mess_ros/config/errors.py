@@ -23,3 +23,8 @@ class ConfigError(MessError):
     def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.problems: tuple[str, ...] = tuple(problems) or (message,)
+
+
+def invalid_configuration(problems: Sequence[str]) -> ConfigError:
+    """The error for a configuration with these problems (one sentence each)."""
+    return ConfigError("invalid configuration: " + "; ".join(problems), problems)

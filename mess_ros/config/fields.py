@@ -145,11 +145,11 @@ class ParameterSpec:
         """``(typed value, "")`` or ``(None, problem sentence)`` for a raw value."""
         converted = self.coerce(value)
         if converted is None or not self.fits(converted):
-            return None, problem(self.name, value, f"expected {self.constraints}")
+            return None, parameter_problem(self.name, value, f"expected {self.constraints}")
         return converted, ""
 
 
-def problem(name: str, value: object, why: str) -> str:
+def parameter_problem(name: str, value: object, why: str) -> str:
     """The sentence every configuration problem is reported with."""
     return f"{name} = {value!r} is not allowed: {why}"
 

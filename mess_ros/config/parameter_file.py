@@ -27,7 +27,7 @@ from mess_ros.config.schema import (
     WILDCARD_NODE,
     SegmentationConfig,
 )
-from mess_ros.textfiles import read_text
+from mess_ros.textfiles import read_text, write_text_atomically
 
 ROS_PARAMETERS_KEY: Final = "ros__parameters"
 EXPECTED: Final = "a ROS 2 parameter YAML file ('/**: ros__parameters: ...')"
@@ -52,10 +52,7 @@ def write(
     content = text(config, node_name, header_comment, describe=describe)
     target = Path(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(content, encoding="utf-8")
-        tmp.replace(target)
+        write_text_atomically(target, content)
     except OSError as err:
         raise ConfigError(f"cannot write parameter file {target}: {err}") from err
 

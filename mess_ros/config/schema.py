@@ -25,8 +25,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from mess_ros.common.exits import FINAL_EXIT, is_exit_id
-from mess_ros.config.errors import ConfigError
-from mess_ros.config.fields import ParameterSpec, ParamValue, parameter, problem, resolve_specs
+from mess_ros.config.errors import ConfigError, invalid_configuration
+from mess_ros.config.fields import (
+    ParameterSpec,
+    ParamValue,
+    parameter,
+    parameter_problem,
+    resolve_specs,
+)
 
 POLICY_NAMES: Final = ("final", "fixed", "confidence", "deadline", "hybrid")
 """Exit policies the engine knows (``mess_ros.runtime.policies.POLICIES`` registers these)."""
@@ -386,11 +392,11 @@ class SegmentationConfig:
             spec = _SPECS_BY_NAME[name]
             value = spec.coerce(raw)
             if value is None:
-                problems.append(problem(name, raw, f"expected {spec.constraints}"))
+                problems.append(parameter_problem(name, raw, f"expected {spec.constraints}"))
                 continue
             setattr(getattr(config, spec.section), spec.attr, value)
         if problems:
-            raise ConfigError("invalid configuration: " + "; ".join(problems), problems)
+            raise invalid_configuration(problems)
         config.validate()
         return config
 
@@ -413,7 +419,7 @@ class SegmentationConfig:
         size_hw = (self.engine.input_height, self.engine.input_width)
         if size_hw != (0, 0) and min(size_hw) < MIN_INPUT_SIDE:
             problems.append(
-                problem(
+                parameter_problem(
                     "engine.input_height/input_width",
                     list(size_hw),
                     f"both 0 (the checkpoint's training size) or both >= {MIN_INPUT_SIDE} pixels",
@@ -423,7 +429,7 @@ class SegmentationConfig:
         low, high = NICENESS_RANGE if node.scheduling_policy == "other" else REALTIME_RANGE
         if not low <= node.scheduling_priority <= high:
             problems.append(
-                problem(
+                parameter_problem(
                     "node.scheduling_priority",
                     node.scheduling_priority,
                     f"expected {low}..{high} with node.scheduling_policy "
@@ -433,7 +439,7 @@ class SegmentationConfig:
         bad_ids = [e for e in policy.active_exits if not is_exit_id(e)]
         if bad_ids:
             problems.append(
-                problem(
+                parameter_problem(
                     "policy.active_exits",
                     policy.active_exits,
                     f"{', '.join(map(repr, bad_ids))} are not exit ids "
@@ -443,7 +449,7 @@ class SegmentationConfig:
         duplicates = sorted({e for e in policy.active_exits if policy.active_exits.count(e) > 1})
         if duplicates:
             problems.append(
-                problem(
+                parameter_problem(
                     "policy.active_exits",
                     policy.active_exits,
                     f"each exit may appear once, repeated: {', '.join(duplicates)}",
@@ -453,7 +459,7 @@ class SegmentationConfig:
         n_thresholds = len(policy.image_thresholds)
         if n_thresholds == 0:
             problems.append(
-                problem(
+                parameter_problem(
                     "policy.image_thresholds",
                     policy.image_thresholds,
                     "expected one shared value or one per active intermediate exit",
@@ -461,7 +467,7 @@ class SegmentationConfig:
             )
         elif policy.active_exits and n_thresholds not in (1, len(intermediate)):
             problems.append(
-                problem(
+                parameter_problem(
                     "policy.image_thresholds",
                     policy.image_thresholds,
                     f"expected 1 value or {len(intermediate)} (one per active intermediate exit "
@@ -470,7 +476,7 @@ class SegmentationConfig:
             )
         if policy.exit_model and policy.class_thresholds:
             problems.append(
-                problem(
+                parameter_problem(
                     "policy.class_thresholds",
                     policy.class_thresholds,
                     "empty while policy.exit_model is set (the learnt decision replaces the "
@@ -480,7 +486,7 @@ class SegmentationConfig:
         # Checked whatever the policy: a bad fixed_exit must not wait for the switch to fixed.
         if not is_exit_id(policy.fixed_exit):
             problems.append(
-                problem(
+                parameter_problem(
                     "policy.fixed_exit",
                     policy.fixed_exit,
                     "an exit id ('final' or '<point>:<head>', e.g. 'layer2_1:fcn_c64_k2_d1')",
@@ -493,7 +499,7 @@ class SegmentationConfig:
             and policy.fixed_exit not in policy.active_exits
         ):
             problems.append(
-                problem(
+                parameter_problem(
                     "policy.fixed_exit",
                     policy.fixed_exit,
                     f"expected one of the active exits: {', '.join([*intermediate, 'final'])}",
@@ -505,7 +511,7 @@ class SegmentationConfig:
         """Raise :class:`ConfigError` listing every problem, or return when valid."""
         problems = self.problems()
         if problems:
-            raise ConfigError("invalid configuration: " + "; ".join(problems), problems)
+            raise invalid_configuration(problems)
 
     # --- introspection -------------------------------------------------------------------
 

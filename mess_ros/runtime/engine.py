@@ -40,7 +40,13 @@ from mess_ros.common.latency_table import (
     output_key,
     segment_key,
 )
-from mess_ros.config import ConfigError, EngineConfig, SegmentationConfig
+from mess_ros.config import (
+    ConfigError,
+    EngineConfig,
+    SegmentationConfig,
+    invalid_configuration,
+    parameter_problem,
+)
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import Checkpoint, load_checkpoint, model_fingerprint
@@ -297,36 +303,32 @@ class SegmentationEngine:
         requested = policy_config.active_exits or model_exits
         unknown = [e for e in requested if e not in model_exits]
         if unknown:
+            why = f"unknown exit(s) {', '.join(unknown)}; the model has: {', '.join(model_exits)}"
             problems.append(
-                f"policy.active_exits = {policy_config.active_exits!r} is not allowed: unknown "
-                f"exit(s) {', '.join(unknown)}; the model has: {', '.join(model_exits)}"
+                parameter_problem("policy.active_exits", policy_config.active_exits, why)
             )
         exits = tuple(e for e in model_exits if e in requested or e == FINAL_EXIT)
         intermediate = len(exits) - 1
         thresholds = policy_config.image_thresholds
         if len(thresholds) not in (1, intermediate):
-            problems.append(
-                f"policy.image_thresholds = {thresholds!r} is not allowed: expected 1 value or "
-                f"{intermediate} (one per active intermediate exit)"
-            )
+            why = f"expected 1 value or {intermediate} (one per active intermediate exit)"
+            problems.append(parameter_problem("policy.image_thresholds", thresholds, why))
         num_classes = self.model.spec.num_classes
         if policy_config.class_thresholds and len(policy_config.class_thresholds) != num_classes:
-            problems.append(
-                f"policy.class_thresholds = {policy_config.class_thresholds!r} is not allowed: "
+            why = (
                 f"expected {num_classes} values (one per class: "
                 f"{', '.join(self.labels.class_names)}) or none"
             )
+            problems.append(
+                parameter_problem("policy.class_thresholds", policy_config.class_thresholds, why)
+            )
         if policy_config.fixed_exit not in model_exits:
             # Whatever the policy: switching to fixed later must not be what reveals it.
-            problems.append(
-                f"policy.fixed_exit = {policy_config.fixed_exit!r} is not allowed: the model has "
-                f"no such exit; expected one of: {', '.join(model_exits)}"
-            )
+            why = f"the model has no such exit; expected one of: {', '.join(model_exits)}"
+            problems.append(parameter_problem("policy.fixed_exit", policy_config.fixed_exit, why))
         elif policy_config.name == "fixed" and policy_config.fixed_exit not in exits:
-            problems.append(
-                f"policy.fixed_exit = {policy_config.fixed_exit!r} is not allowed: expected one "
-                f"of the active exits: {', '.join(exits)}"
-            )
+            why = f"expected one of the active exits: {', '.join(exits)}"
+            problems.append(parameter_problem("policy.fixed_exit", policy_config.fixed_exit, why))
         exit_model = None
         if policy_config.exit_model and not problems:
             try:
@@ -334,7 +336,7 @@ class SegmentationEngine:
             except EngineError as err:
                 problems.append(f"policy.exit_model = {policy_config.exit_model!r}: {err}")
         if problems:
-            raise ConfigError("invalid configuration: " + "; ".join(problems), problems)
+            raise invalid_configuration(problems)
         blocks = self._executor.blocks
         segments = []
         done = 0

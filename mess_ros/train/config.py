@@ -62,7 +62,7 @@ from mess_ros.data.datasets import DatasetSpec
 from mess_ros.errors import MessError
 from mess_ros.model.backbones import BackboneSpec
 from mess_ros.model.heads import HeadSpec, default_head_pool
-from mess_ros.textfiles import read_text
+from mess_ros.textfiles import read_text, write_text_atomically
 from mess_ros.train.device import AMP_MODES
 from mess_ros.train.errors import TrainError
 
@@ -268,7 +268,7 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
     def to_yaml(self, path: Path) -> None:
-        Path(path).write_text(self.yaml_text(), encoding="utf-8")
+        write_text_atomically(path, self.yaml_text())
 
 
 def load_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
