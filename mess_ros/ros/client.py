@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.client import Client
@@ -38,22 +37,13 @@ from std_msgs.msg import Float32
 
 from mess_ros.package_files import package_data_file
 from mess_ros.ros import qos
+from mess_ros.ros.conversions import NS_PER_S, ns_to_stamp, stamp_to_ns
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.errors import RosError
 from mess_ros.ros.processes import PROFILE_NAME, PROFILE_VARIABLE
 
-NS_PER_S: Final = 1_000_000_000
 DEFAULT_NODE_NAME: Final = "segmentation_node"
 SPIN_PERIOD_S: Final = 0.01
-
-
-def stamp_to_ns(stamp: Time) -> int:
-    """A ``builtin_interfaces/Time`` as integer nanoseconds."""
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
-
-
-def ns_to_stamp(stamp_ns: int) -> Time:
-    return Time(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
 
 
 @dataclass

@@ -18,14 +18,18 @@ import array
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Final
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from mess_ros.data import image_codec
 from mess_ros.data.errors import ImageTooLargeError
 from mess_ros.data.image_codec import DEFAULT_MAX_IMAGE_PIXELS, U8Array
+
+NS_PER_S: Final = 1_000_000_000
 
 
 @contextmanager
@@ -112,6 +116,16 @@ def rgb_to_compressed(
     out.format = payload.format
     out.data = _to_byte_array(payload.data)
     return out
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    """A ``builtin_interfaces/Time`` as integer nanoseconds."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def ns_to_stamp(stamp_ns: int) -> Time:
+    """Integer nanoseconds as a ``builtin_interfaces/Time``."""
+    return Time(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
 
 
 def scale_camera_info(info: CameraInfo, height: int, width: int) -> CameraInfo:

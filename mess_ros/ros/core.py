@@ -72,6 +72,7 @@ from mess_ros.ros.conversions import (
     mask_to_image,
     rgb_to_image,
     scale_camera_info,
+    stamp_to_ns,
 )
 from mess_ros.ros.diagnostics import exit_info_message, health_message
 from mess_ros.ros.errors import NodeStartupError
@@ -322,7 +323,7 @@ class SegmentationCore:
         self._warn(err.cause, f"dropped a malformed image ({err.cause}): {err}")
 
     def _offer(self, header: Header, image: U8Array, received_ns: int) -> None:
-        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        stamp_ns = stamp_to_ns(header.stamp)
         now_ns = self._node.get_clock().now().nanoseconds
         origin_ns, why_not_stamp = budget_origin_ns(stamp_ns, now_ns, received_ns)
         if why_not_stamp is not None and self._config.deadline.deadline_ms > 0:

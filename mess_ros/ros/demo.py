@@ -42,8 +42,8 @@ from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.errors import MessError
 from mess_ros.package_files import command_line_file, package_data_file
 from mess_ros.ros import qos
-from mess_ros.ros.client import FrameTrace, NodeClient, stamp_to_ns
-from mess_ros.ros.conversions import image_to_array
+from mess_ros.ros.client import FrameTrace, NodeClient
+from mess_ros.ros.conversions import image_to_array, stamp_to_ns
 from mess_ros.ros.demo_report import (
     DemoSummary,
     FrameRecord,

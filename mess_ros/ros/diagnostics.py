@@ -50,6 +50,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from mess_ros.ros.conversions import stamp_to_ns
 from mess_ros.ros.stats import StatisticsSnapshot
 
 if TYPE_CHECKING:  # the engine pulls in torch; readers of exit_info must not need it
@@ -210,9 +211,8 @@ class ExitInfo:
             raise ValueError("exit_info message without a status")
         status = msg.status[0]
         values = key_values(status)
-        stamp = msg.header.stamp
         return cls(
-            stamp_ns=int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+            stamp_ns=stamp_to_ns(msg.header.stamp),
             exit_id=values.get("exit_id", ""),
             exit_index=_int(values.get("exit_index"), -1),
             num_exits=_int(values.get("num_exits"), 0),
