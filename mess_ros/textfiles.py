@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from mess_ros.errors import MessError
 
@@ -39,19 +42,31 @@ def read_text(path: str | Path, what: str, expected: str, error: type[MessError]
         raise error(msg) from err
 
 
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed over it.
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file that replaces ``path`` when the block ends.
 
-    Parent folders are created. Raises ``OSError``; the temporary file is removed then.
+    Parent folders are created. On any error, in the block or in writing,
+    the temporary file is removed and ``path`` is left as it was (raises
+    ``OSError`` for the file system's own failures).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp_name).chmod(0o644)  # mkstemp makes 0600; these files are meant to be shared
-        Path(tmp_name).replace(target)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.chmod(0o644)  # mkstemp makes 0600; these files are meant to be shared
+        tmp.replace(target)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` in one step (see :func:`atomic_write`)."""
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any
 
 import torch
 
-from mess_ros.textfiles import write_text_atomically
+from mess_ros.textfiles import atomic_write, write_text_atomically
 from mess_ros.train.config import TrainConfig, load_config
 from mess_ros.train.errors import TrainError
 
@@ -127,15 +125,8 @@ class RunDir:
             "cuda_rng": state.cuda_rng,
             "elapsed_s": state.elapsed_s,
         }
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".train_state.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp_name)
-            Path(tmp_name).chmod(0o644)
-            Path(tmp_name).replace(self.state_path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.state_path) as handle:
+            torch.save(payload, handle)
 
     def load_state(self, config: TrainConfig) -> TrainState | None:
         """The last saved state, checked against ``config``; None when no step was saved yet."""
