@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mess_ros.common.latency_table import PREPROCESS_KEY, LatencyTable
 from mess_ros.common.metrics import confusion_matrix, mean_iou
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
 from mess_ros.data.synthetic import DIFFICULTY_LEVELS
 from mess_ros.deploy.decisions import (
@@ -44,7 +45,6 @@ from mess_ros.deploy.search import SearchResult, SearchSpace, Target, search, se
 from mess_ros.errors import MessError
 from mess_ros.model import Checkpoint, load_checkpoint
 from mess_ros.package_files import command_line_file
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult, resolve_model_path
 from mess_ros.runtime.executor import device_name, resolve_device
 from mess_ros.runtime.profiling import profile_model

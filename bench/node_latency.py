@@ -87,6 +87,7 @@ from bench._common import (
     write_json,
 )
 from mess_ros.common.stamps import NS_PER_S
+from mess_ros.config import SegmentationConfig
 from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.processes import (
@@ -99,7 +100,6 @@ from mess_ros.ros.processes import (
     start_node,
 )
 from mess_ros.ros.synthetic_camera import render_pool
-from mess_ros.runtime.config import SegmentationConfig
 
 NAME: Final = "node_latency"
 MAX_OVERHEAD_P50_MS: Final = 5.0

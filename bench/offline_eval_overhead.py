@@ -51,13 +51,13 @@ if (
 import torch
 
 from bench._common import DEFAULT_MODEL, REPORT_DIR, BenchError, parse_hw, run_and_save
+from mess_ros.config import POLICY_NAMES, ParamValue, SegmentationConfig
 from mess_ros.data.datasets import SPLIT_SEEDS, SyntheticDataset
 from mess_ros.eval.bag_reader import BagFrame, load_frames
 from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
 from mess_ros.eval.offline import OfflineEvaluator, OfflineOptions, build_engines
 from mess_ros.eval.runs import RunSpec, build_runs
 from mess_ros.model import load_checkpoint
-from mess_ros.runtime.config import POLICY_NAMES, ParamValue, SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
 
 DEFAULT_OUT = REPORT_DIR / "offline_eval_overhead.json"

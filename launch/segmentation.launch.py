@@ -35,8 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.errors import ConfigError
+from mess_ros.config import ConfigError, SegmentationConfig
 
 PACKAGE: Final = "mess_ros"
 EXECUTABLE: Final = "segmentation_node"

@@ -8,7 +8,7 @@ prefix or beside the installed package.
 
 A relative path typed on a command line means the current directory, as in
 any tool; a relative path inside a parameter file does not (see
-:func:`mess_ros.runtime.config.anchor_artefacts`), so a stray file in the
+:func:`mess_ros.config.parameter_file.anchor_artefacts`), so a stray file in the
 directory a node is started from can never replace the configured one.
 """
 

@@ -8,12 +8,11 @@ import pytest
 
 from mess_ros.common.errors import LatencyTableError
 from mess_ros.common.latency_table import LatencyTable
+from mess_ros.config import ConfigError, SegmentationConfig
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.data.errors import DatasetError
 from mess_ros.errors import MessError
-from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.errors import ConfigError
-from mess_ros.textfiles import read_text
+from mess_ros.textfiles import atomic_write, read_text, write_text_atomically
 from mess_ros.train.config import load_config
 from mess_ros.train.errors import TrainError
 
@@ -49,3 +48,17 @@ def test_every_reader_of_user_files_reports_binary_content(tmp_path: Path) -> No
     (root / "labels.json").write_bytes(NOT_UTF8)
     with pytest.raises(DatasetError, match=r"labels\.json is not UTF-8"):
         build_dataset(DatasetSpec(kind="folder", path=str(root)))
+
+
+def test_atomic_write_replaces_whole_files_or_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "robots" / "rover.yaml"
+    write_text_atomically(path, "first\n")
+    assert path.read_text() == "first\n"
+    assert (path.stat().st_mode & 0o777) == 0o644
+    with pytest.raises(RuntimeError, match="interrupted"), atomic_write(path) as handle:
+        handle.write(b"half a fi")
+        raise RuntimeError("interrupted")
+    assert path.read_text() == "first\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["rover.yaml"]
+    write_text_atomically(path, "second ✓\n")
+    assert path.read_text(encoding="utf-8") == "second ✓\n"

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from mess_ros.common.errors import LatencyTableError
 from mess_ros.common.exits import FINAL_EXIT, exit_point
-from mess_ros.textfiles import read_text
+from mess_ros.textfiles import read_text, write_text_atomically
 
 TABLE_FORMAT: Final = "mess_ros.latency_table"
 TABLE_VERSION: Final = 1
@@ -250,10 +250,7 @@ class LatencyTable:
     def save(self, path: str | Path) -> None:
         target = Path(path)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-            tmp.replace(target)
+            write_text_atomically(target, json.dumps(self.to_dict(), indent=2) + "\n")
         except OSError as err:
             raise LatencyTableError(f"cannot write latency table {target}: {err}") from err
 

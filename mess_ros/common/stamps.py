@@ -12,10 +12,14 @@ from typing import Any, Final
 NS_PER_S: Final = 1_000_000_000
 
 
+def time_ns(stamp: Any) -> int:
+    """A ``builtin_interfaces/Time`` (``sec``, ``nanosec``) as integer nanoseconds."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
 def header_stamp_ns(msg: Any) -> int:
     """``msg.header.stamp`` as integer nanoseconds."""
-    stamp = msg.header.stamp
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+    return time_ns(msg.header.stamp)
 
 
 def split_ns(stamp_ns: int) -> tuple[int, int]:

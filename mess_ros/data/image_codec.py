@@ -11,7 +11,7 @@ copies into its own message class, so this module imports neither rclpy nor
 rosbags.
 
 Every check a malformed message can fail is made before any pixel is touched
-and raises :class:`~mess_ros.data.errors.ImageFormatError`: its ``cause`` tag
+and raises a subclass of :class:`~mess_ros.data.errors.ImageFormatError`: its ``cause`` tag
 is what the node counts drops under and what the bag reader counts skipped
 frames under, its message names the wrong field and what was expected.
 
@@ -30,7 +30,16 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from mess_ros.data.errors import ImageFormatError
+from mess_ros.data.errors import (
+    EmptyImageError,
+    ImageArrayError,
+    ImageDataLengthError,
+    ImageDecodeError,
+    ImageEncodeError,
+    ImageStepError,
+    ImageTooLargeError,
+    UnsupportedEncodingError,
+)
 
 U8Array = npt.NDArray[np.uint8]
 
@@ -137,20 +146,20 @@ def pixel_format(encoding: str, formats: Mapping[str, PixelFormat] = PIXEL_FORMA
         return formats[encoding]
     except KeyError as err:
         msg = f"unsupported encoding {encoding!r}; supported encodings: {', '.join(formats)}"
-        raise ImageFormatError(msg, "unsupported_encoding") from err
+        raise UnsupportedEncodingError(msg) from err
 
 
 def check_image_size(height: int, width: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
     """Reject empty and absurdly large frames before memory is allocated for them."""
     if height <= 0 or width <= 0:
         msg = f"image has zero size ({width}x{height}); width and height must be positive"
-        raise ImageFormatError(msg, "zero_size")
+        raise EmptyImageError(msg)
     if height * width > max_pixels:
         msg = (
             f"image of {width}x{height} = {height * width} pixels exceeds the limit of "
             f"{max_pixels} pixels"
         )
-        raise ImageFormatError(msg, "too_large")
+        raise ImageTooLargeError(msg)
 
 
 def image_to_array(
@@ -174,14 +183,14 @@ def image_to_array(
         text = (
             f"step {step} is smaller than one row of {width} {encoding} pixels ({row_bytes} bytes)"
         )
-        raise ImageFormatError(text, "bad_step")
+        raise ImageStepError(text)
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != step * height:
         text = (
             f"data length {data.size} does not match step * height = {step} * {height} = "
             f"{step * height} bytes ({width}x{height} {encoding})"
         )
-        raise ImageFormatError(text, "bad_data_length")
+        raise ImageDataLengthError(text)
     rows = data.reshape(height, step)[:, :row_bytes]
     if fmt.bytes_per_channel == 2:
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
@@ -232,30 +241,28 @@ def compressed_to_rgb(msg: CompressedLike, max_pixels: int = DEFAULT_MAX_IMAGE_P
     fmt = str(msg.format)
     if "compresseddepth" in fmt.lower():
         text = f"compressed image format {fmt!r} is a depth image; expected a colour JPEG or PNG"
-        raise ImageFormatError(text, "unsupported_encoding")
+        raise UnsupportedEncodingError(text)
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
-        raise ImageFormatError(
-            "compressed image has no data; expected a JPEG or PNG payload", "zero_size"
-        )
+        raise EmptyImageError("compressed image has no data; expected a JPEG or PNG payload")
     # A compressed payload larger than the raw limit cannot be a sane frame.
     if data.size > 3 * max_pixels:
         text = (
             f"compressed payload of {data.size} bytes exceeds three bytes per pixel of the "
             f"{max_pixels}-pixel limit"
         )
-        raise ImageFormatError(text, "too_large")
+        raise ImageTooLargeError(text)
     try:
         decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as err:
         text = f"cannot decode compressed image (format {fmt!r}): {err}"
-        raise ImageFormatError(text, "decode_failed") from err
+        raise ImageDecodeError(text) from err
     if decoded is None:
         text = (
             f"cannot decode compressed image of {data.size} bytes (format {fmt!r}); "
             "expected a JPEG or PNG payload"
         )
-        raise ImageFormatError(text, "decode_failed")
+        raise ImageDecodeError(text)
     check_image_size(int(decoded.shape[0]), int(decoded.shape[1]), max_pixels)
     return np.asarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
@@ -264,7 +271,7 @@ def check_rgb(rgb: np.ndarray) -> U8Array:
     """``rgb`` typed as an RGB image, or the error an encoder raises for any other array."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         text = f"array of shape {rgb.shape} and dtype {rgb.dtype}; expected HxWx3 uint8 RGB"
-        raise ImageFormatError(text, "bad_array")
+        raise ImageArrayError(text)
     return np.asarray(rgb, dtype=np.uint8)
 
 
@@ -307,15 +314,15 @@ def array_to_raw(
             f"array of shape {pixels.shape} does not fit encoding {encoding!r}; expected "
             f"{'HxW' if fmt.channels == 1 else f'HxWx{fmt.channels}'}"
         )
-        raise ImageFormatError(text, "bad_array")
+        raise ImageArrayError(text)
     if pixels.dtype != fmt.dtype:
         text = (
             f"array of dtype {pixels.dtype} does not fit encoding {encoding!r}; "
             f"expected {fmt.dtype}"
         )
-        raise ImageFormatError(text, "bad_array")
+        raise ImageArrayError(text)
     if row_padding < 0:
-        raise ImageFormatError(f"row_padding must be >= 0, got {row_padding}", "bad_step")
+        raise ImageStepError(f"row_padding must be >= 0, got {row_padding}")
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
     is_bigendian = big_endian and fmt.bytes_per_channel == 2
     if fmt.bytes_per_channel == 2:
@@ -348,12 +355,12 @@ def rgb_to_compressed(
     rgb = check_rgb(rgb)
     if fmt not in COMPRESSED_FORMATS:
         text = f"unknown compressed format {fmt!r}; expected one of {', '.join(COMPRESSED_FORMATS)}"
-        raise ImageFormatError(text, "unsupported_encoding")
+        raise UnsupportedEncodingError(text)
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if fmt == "jpeg" else []
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
     if not ok:
-        raise ImageFormatError(f"{fmt} encoding of a {rgb.shape} image failed", "encode_failed")
+        raise ImageEncodeError(f"{fmt} encoding of a {rgb.shape} image failed")
     return CompressedPayload(
         format=f"rgb8; {fmt} compressed bgr8", data=np.asarray(encoded, dtype=np.uint8).reshape(-1)
     )

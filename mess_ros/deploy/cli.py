@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mess_ros.common.latency_table import LatencyTable
+from mess_ros.config import SegmentationConfig
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.deploy.decisions import DEFAULT_HOLDOUT_SHARE, DEFAULT_TOLERANCE
 from mess_ros.deploy.errors import DeployError, UnreachableTargetError
@@ -64,7 +65,6 @@ from mess_ros.deploy.verify import (
 from mess_ros.errors import MessError
 from mess_ros.model import load_checkpoint
 from mess_ros.package_files import command_line_file
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import resolve_model_path
 
 EXIT_UNREACHABLE = 3

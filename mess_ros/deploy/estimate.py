@@ -47,9 +47,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyStat, LatencyTable
+from mess_ros.config import DEVICE_PATTERN, PRECISIONS
 from mess_ros.deploy.errors import DeployError
 from mess_ros.model import Checkpoint, MESSNet, model_complexity
-from mess_ros.runtime.config import DEVICE_PATTERN, PRECISIONS
 from mess_ros.runtime.executor import ModelExecutor
 
 ESTIMATOR: Final = "mess_ros roofline estimate v1"

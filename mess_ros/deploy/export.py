@@ -1,6 +1,6 @@
 """Turning a chosen configuration into what a robot runs: parameter file and pruned checkpoint.
 
-The parameter file is produced by :class:`mess_ros.runtime.config.SegmentationConfig`
+The parameter file is produced by :class:`mess_ros.config.SegmentationConfig`
 (the same dataclasses the node declares its parameters from), so its names
 cannot drift from the node's. The comment header is for the person who opens
 the file on the robot months later: where the configuration came from and
@@ -22,12 +22,12 @@ from typing import Any
 
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyTable
+from mess_ros.config import SegmentationConfig
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.pareto import PlotPoint, front_csv, front_markdown, plot_front
 from mess_ros.deploy.problem import ExitConfiguration, ScoredConfiguration
 from mess_ros.deploy.search import SearchResult, Target
 from mess_ros.model import Checkpoint, prune_checkpoint
-from mess_ros.runtime.config import SegmentationConfig
 
 
 def apply_configuration(

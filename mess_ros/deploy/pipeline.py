@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.deploy.decisions import (
     DEFAULT_HOLDOUT_SHARE,
     DEFAULT_TOLERANCE,
@@ -52,7 +53,6 @@ from mess_ros.deploy.verify import (
     verify_configuration,
 )
 from mess_ros.model import load_checkpoint
-from mess_ros.runtime.config import SegmentationConfig
 
 
 @dataclass(frozen=True)

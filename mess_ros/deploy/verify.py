@@ -35,12 +35,12 @@ from tqdm import tqdm
 
 from mess_ros.common.latency_table import PREPROCESS_KEY, LatencyTable
 from mess_ros.common.metrics import confusion_matrix, mean_iou
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.datasets import DatasetSpec, SegmentationDataset, build_dataset
 from mess_ros.deploy.errors import VerificationError
 from mess_ros.deploy.problem import P95_QUANTILE, ScoredConfiguration, SearchProblem, exit_decisions
 from mess_ros.errors import MessError
 from mess_ros.model import Checkpoint
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
 
 LATENCY_TOLERANCE = 0.25

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.labels import LabelSet, get_label_set
 from mess_ros.errors import MessError
@@ -29,7 +30,6 @@ from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.report import ground_truth_notes, markdown_summary, write_report
 from mess_ros.eval.results import Evaluation
 from mess_ros.eval.runs import RunSpec, build_runs
-from mess_ros.runtime.config import SegmentationConfig
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:

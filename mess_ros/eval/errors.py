@@ -23,8 +23,9 @@ class FrameError(BagError):
 
     Raised by the per-message decoders; the reader turns it into a skipped,
     counted frame so one bad message never ends an evaluation. ``reason`` is
-    the short category the report counts frames under ("wrong size", ...),
-    the message the detail for one frame.
+    the short category the report counts frames under (for an image the
+    codec refused, its cause tag, as the node's ``dropped.<cause>``: "bad_step",
+    "decode_failed" ...), the message the detail for one frame.
     """
 
     def __init__(self, message: str, reason: str) -> None:

@@ -46,20 +46,6 @@ IMAGE_TYPES: Final = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 # What the writer can produce: every raw encoding plus the two compressed payloads.
 IMAGE_FORMATS: Final = (*SUPPORTED_ENCODINGS, *COMPRESSED_FORMATS)
 
-# The report's category for each failed decoding check (step and length both mean "wrong size").
-_DECODE_REASONS: Final[Mapping[ImageFormatCause, str]] = {
-    "unsupported_encoding": "unsupported encoding",
-    "zero_size": "empty image",
-    "too_large": "image too large",
-    "bad_step": "wrong size",
-    "bad_data_length": "wrong size",
-    "decode_failed": "undecodable image",
-}
-# A compressed frame without payload is a failed recording, not an image of zero pixels.
-_COMPRESSED_REASONS: Final[Mapping[ImageFormatCause, str]] = {
-    **_DECODE_REASONS,
-    "zero_size": "undecodable image",
-}
 # Encoding problems of one sample skip that sample; any other cause is a bad writer option
 # (encoding name, padding) and stops the writer with a BagError.
 _ENCODE_REASONS: Final[Mapping[ImageFormatCause, str]] = {
@@ -91,12 +77,15 @@ def deserialize(raw: bytes, msgtype: str, what: str) -> Any:
 
 
 @contextmanager
-def _decode_errors(reasons: Mapping[ImageFormatCause, str]) -> Iterator[None]:
-    """Codec errors of a recorded frame as :class:`FrameError` under the report's reason."""
+def _decode_errors() -> Iterator[None]:
+    """Codec errors of a recorded frame as :class:`FrameError` counted under the codec's cause.
+
+    The node counts the same frame under the same tag (``dropped.<cause>``).
+    """
     try:
         yield
     except ImageFormatError as err:
-        raise FrameError(str(err), reasons.get(err.cause, "wrong size")) from err
+        raise FrameError(str(err), err.cause) from err
 
 
 @contextmanager
@@ -113,19 +102,19 @@ def _encode_errors() -> Iterator[None]:
 
 def decode_image(msg: ImageLike) -> U8Array:
     """A raw ``sensor_msgs/Image`` as HxWx3 RGB uint8, converted exactly as the node does."""
-    with _decode_errors(_DECODE_REASONS):
+    with _decode_errors():
         return image_codec.image_to_rgb(msg)
 
 
 def decode_compressed(msg: CompressedLike) -> U8Array:
     """A JPEG or PNG ``sensor_msgs/CompressedImage`` as HxWx3 RGB uint8, as the node decodes it."""
-    with _decode_errors(_COMPRESSED_REASONS):
+    with _decode_errors():
         return image_codec.compressed_to_rgb(msg)
 
 
 def decode_mask(msg: ImageLike) -> U8Array:
     """A ``mono8`` class-id mask as HxW uint8 (a copy: the message buffer is not kept alive)."""
-    with _decode_errors(_DECODE_REASONS):
+    with _decode_errors():
         return np.array(image_codec.image_to_mask(msg), dtype=np.uint8)
 
 

@@ -13,9 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mess_ros.config import POLICY_NAMES, ConfigError, ParamValue, SegmentationConfig
 from mess_ros.eval.errors import EvalError
-from mess_ros.runtime.config import POLICY_NAMES, ParamValue, SegmentationConfig
-from mess_ros.runtime.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
-from mess_ros.model._validate import check_keys, require_int, require_mapping, require_str
-from mess_ros.model.errors import ModelError
+from mess_ros.model.errors import ModelError, checks
 from mess_ros.normalization import IMAGENET_MEAN, IMAGENET_STD
 from mess_ros.registry import Registry
 
@@ -56,9 +55,9 @@ class BackboneSpec:
     input_std: Triple = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        BACKBONES.get(require_str(self.name, "backbone name"))
-        require_int(self.base_width, "backbone base_width", minimum=1)
-        require_int(self.output_stride, "backbone output_stride")
+        BACKBONES.get(checks.string(self.name, "backbone name", non_empty=True))
+        checks.integer(self.base_width, "backbone base_width", minimum=1)
+        checks.integer(self.output_stride, "backbone output_stride")
         if self.output_stride not in OUTPUT_STRIDES:
             allowed = ", ".join(str(s) for s in OUTPUT_STRIDES)
             raise ModelError(
@@ -88,9 +87,9 @@ class BackboneSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BackboneSpec:
-        data = require_mapping(data, "backbone spec")
+        data = checks.mapping(data, "backbone spec")
         optional = {"base_width", "output_stride", "input_mean", "input_std"}
-        check_keys(data, "backbone spec", {"name"}, optional)
+        checks.keys(data, "backbone spec", {"name"}, optional)
         return cls(**dict(data))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from torch import Tensor
 
 from mess_ros.model.errors import CheckpointError, ModelError
 from mess_ros.model.messnet import MESSNet, ModelSpec
+from mess_ros.textfiles import atomic_write
 
 CHECKPOINT_FORMAT = "mess_ros.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -149,24 +149,10 @@ def save_checkpoint(
         "state_dict": state,
     }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint {path}: {err}") from err
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path) as handle:
             torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.chmod(0o644)  # mkstemp creates 0600; a model file is meant to be shared
-        tmp.replace(path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {path}: {err}") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _stored(tensor: Tensor, storage: torch.dtype) -> Tensor:

@@ -8,6 +8,9 @@ programming errors.
 
 from __future__ import annotations
 
+from typing import Final
+
+from mess_ros.config.checks import Checks
 from mess_ros.errors import MessError
 
 
@@ -21,3 +24,7 @@ class CheckpointError(ModelError):
 
 class WeightImportError(ModelError):
     """A weights file of other code that cannot become MESSNet weights; names file and tensors."""
+
+
+checks: Final = Checks(ModelError)
+"""The value checks of model specs (from YAML configs, JSON and checkpoints), raising ModelError."""

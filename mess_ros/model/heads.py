@@ -17,8 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mess_ros.model._validate import check_keys, require_int, require_mapping, require_str
-from mess_ros.model.errors import ModelError
+from mess_ros.model.errors import ModelError, checks
 from mess_ros.registry import Registry
 
 _PARAM_LETTERS = {"channels": "c", "depth": "k", "dilation": "d"}
@@ -59,11 +58,11 @@ class HeadSpec:
     dilation: int = 1
 
     def __post_init__(self) -> None:
-        head_cls = EXIT_HEADS.get(require_str(self.arch, "head arch"))
+        head_cls = EXIT_HEADS.get(checks.string(self.arch, "head arch", non_empty=True))
         for param, default in _PARAM_DEFAULTS.items():
-            value = require_int(getattr(self, param), f"{self.arch} head {param}")
+            value = checks.integer(getattr(self, param), f"{self.arch} head {param}")
             if param in head_cls.params:
-                require_int(value, f"{self.arch} head {param}", minimum=1)
+                checks.integer(value, f"{self.arch} head {param}", minimum=1)
             elif value != default:
                 raise ModelError(
                     f"{self.arch} head has no {param} parameter; leave it at {default}, got {value}"
@@ -104,8 +103,8 @@ class HeadSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HeadSpec:
-        data = require_mapping(data, "head spec")
-        check_keys(data, "head spec", {"arch"}, {"channels", "depth", "dilation"})
+        data = checks.mapping(data, "head spec")
+        checks.keys(data, "head spec", {"arch"}, {"channels", "depth", "dilation"})
         return cls(**dict(data))
 
 
@@ -320,7 +319,7 @@ def default_head_pool(channels: int) -> list[HeadSpec]:
     From cheapest to richest: a 1x1 classifier, one FCN block, two dilated
     FCN blocks (wider receptive field), and the light ASPP (global context).
     """
-    channels = require_int(channels, "head pool channels", minimum=1)
+    channels = checks.integer(channels, "head pool channels", minimum=1)
     return [
         HeadSpec("linear"),
         HeadSpec("fcn", channels=channels, depth=1, dilation=1),

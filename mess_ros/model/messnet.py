@@ -19,9 +19,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from mess_ros.common.exits import FINAL_EXIT
-from mess_ros.model._validate import check_keys, require_int, require_mapping, require_str
 from mess_ros.model.backbones import BackboneSpec, PointInfo, build_backbone
-from mess_ros.model.errors import ModelError
+from mess_ros.model.errors import ModelError, checks
 from mess_ros.model.heads import ExitHead, HeadSpec, build_head
 
 _POINT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -35,7 +34,7 @@ class ExitSpec:
     head: HeadSpec
 
     def __post_init__(self) -> None:
-        point = require_str(self.point, "exit point")
+        point = checks.string(self.point, "exit point", non_empty=True)
         if not _POINT_NAME.fullmatch(point) or point == FINAL_EXIT:
             raise ModelError(f"bad exit point {point!r}: expected a block name such as 'layer2_1'")
         if not isinstance(self.head, HeadSpec):
@@ -65,8 +64,8 @@ class ExitSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExitSpec:
-        data = require_mapping(data, "exit spec")
-        check_keys(data, "exit spec", {"point", "head"})
+        data = checks.mapping(data, "exit spec")
+        checks.keys(data, "exit spec", {"point", "head"})
         return cls(data["point"], HeadSpec.from_dict(data["head"]))
 
 
@@ -84,7 +83,7 @@ class ModelSpec:
             raise ModelError(f"model backbone must be a BackboneSpec, got {self.backbone!r}")
         if not isinstance(self.final_head, HeadSpec):
             raise ModelError(f"model final_head must be a HeadSpec, got {self.final_head!r}")
-        require_int(self.num_classes, "model num_classes", minimum=2)
+        checks.integer(self.num_classes, "model num_classes", minimum=2)
         # A list passed by a caller would make the frozen spec unhashable.
         object.__setattr__(self, "exits", tuple(self.exits))
         seen: set[str] = set()
@@ -111,8 +110,8 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Inverse of :meth:`to_dict`; heads and exits may also be given by name."""
-        data = require_mapping(data, "model spec")
-        check_keys(data, "model spec", {"backbone", "num_classes", "final_head"}, {"exits"})
+        data = checks.mapping(data, "model spec")
+        checks.keys(data, "model spec", {"backbone", "num_classes", "final_head"}, {"exits"})
         exits = data.get("exits", [])
         if not isinstance(exits, list | tuple):
             raise ModelError(f"model spec exits must be a list, got {type(exits).__name__}")

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.client import Client
@@ -36,22 +35,18 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32
 
-from mess_ros.common.stamps import NS_PER_S, header_stamp_ns, split_ns
+from mess_ros.common.stamps import NS_PER_S, header_stamp_ns
+from mess_ros.config import SegmentationConfig
 from mess_ros.ros import qos
+from mess_ros.ros.conversions import ns_to_stamp
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.errors import RosError
 from mess_ros.ros.params import parameter_type
 from mess_ros.ros.processes import NODE_NAME, ManagedProcess, join_ros_environment
-from mess_ros.runtime.config import SegmentationConfig
 
 SPIN_PERIOD_S: Final = 0.01
 # A service call unanswered this long is sent again (when repeating it is harmless).
 RETRY_PERIOD_S: Final = 2.0
-
-
-def ns_to_stamp(stamp_ns: int) -> Time:
-    sec, nanosec = split_ns(stamp_ns)
-    return Time(sec=sec, nanosec=nanosec)
 
 
 @dataclass

@@ -5,11 +5,11 @@ converts messages itself with :mod:`mess_ros.data.image_codec`, the codec the
 bag tools use too (the node and the offline evaluation then see identical
 pixels). This module only adds what is particular to rclpy: building message
 objects, storing pixels as the ``array.array`` rclpy takes without a
-per-element check, rescaling ``CameraInfo``, and turning the codec's
-:class:`~mess_ros.data.errors.ImageFormatError` into the
-:class:`~mess_ros.ros.errors.ImageConversionError` subclass of its cause, which
-the node turns into a throttled warning and a per-cause drop counter, never
-into a crash.
+per-element check, and rescaling ``CameraInfo``. The codec's
+:class:`~mess_ros.data.errors.ImageFormatError` subclasses pass through
+unchanged (a size error names the node parameter to change); the node turns
+them into a throttled warning and a drop counter named by their ``cause``,
+never into a crash.
 """
 
 from __future__ import annotations
@@ -18,47 +18,25 @@ import array
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from mess_ros.common.stamps import split_ns
 from mess_ros.data import image_codec
-from mess_ros.data.errors import ImageFormatCause, ImageFormatError
+from mess_ros.data.errors import ImageTooLargeError
 from mess_ros.data.image_codec import DEFAULT_MAX_IMAGE_PIXELS, U8Array
-from mess_ros.ros.errors import (
-    CompressedImageError,
-    EmptyImageError,
-    ImageConversionError,
-    ImageDataLengthError,
-    ImageStepError,
-    ImageTooLargeError,
-    UnsupportedEncodingError,
-)
-
-# The node's error class for each codec cause; its ``cause`` names the drop counter.
-_ERRORS_BY_CAUSE: Final[dict[ImageFormatCause, type[ImageConversionError]]] = {
-    "unsupported_encoding": UnsupportedEncodingError,
-    "zero_size": EmptyImageError,
-    "too_large": ImageTooLargeError,
-    "bad_step": ImageStepError,
-    "bad_data_length": ImageDataLengthError,
-    "decode_failed": CompressedImageError,
-    "encode_failed": CompressedImageError,
-}
 
 
 @contextmanager
-def _node_errors() -> Iterator[None]:
-    """Re-raise codec errors as the node's classes; a size error names the parameter to change."""
+def _pixel_limit_named() -> Iterator[None]:
+    """A frame over the pixel limit names the node parameter that sets it."""
     try:
         yield
-    except ImageFormatError as err:
-        text = str(err)
-        if err.cause == "too_large":
-            text += " (parameter node.max_image_pixels)"
-        raise _ERRORS_BY_CAUSE.get(err.cause, ImageConversionError)(text) from err
+    except ImageTooLargeError as err:
+        raise ImageTooLargeError(f"{err} (parameter node.max_image_pixels)") from err
 
 
 def image_to_array(msg: Image, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -66,26 +44,25 @@ def image_to_array(msg: Image, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np
 
     The result may share memory with ``msg.data``; callers that modify pixels must copy.
     """
-    with _node_errors():
+    with _pixel_limit_named():
         return image_codec.image_to_array(msg, max_pixels)
 
 
 def image_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> U8Array:
     """``msg`` as the HxWx3 uint8 RGB array the engine expects."""
-    with _node_errors():
+    with _pixel_limit_named():
         return image_codec.image_to_rgb(msg, max_pixels)
 
 
 def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> U8Array:
     """A JPEG or PNG ``CompressedImage`` as HxWx3 uint8 RGB."""
-    with _node_errors():
+    with _pixel_limit_named():
         return image_codec.compressed_to_rgb(msg, max_pixels)
 
 
 def rgb_to_encoding(rgb: U8Array, encoding: str) -> np.ndarray:
     """An RGB array in the channel layout of ``encoding`` (inverse of :func:`image_to_rgb`)."""
-    with _node_errors():
-        return image_codec.rgb_to_encoding(rgb, encoding)
+    return image_codec.rgb_to_encoding(rgb, encoding)
 
 
 def array_to_image(
@@ -101,10 +78,9 @@ def array_to_image(
     ``row_padding`` extra bytes per row and ``is_bigendian`` exist so tests and
     benchmarks can produce every layout a real driver may send.
     """
-    with _node_errors():
-        raw = image_codec.array_to_raw(
-            pixels, encoding, row_padding=row_padding, big_endian=is_bigendian
-        )
+    raw = image_codec.array_to_raw(
+        pixels, encoding, row_padding=row_padding, big_endian=is_bigendian
+    )
     out = Image()
     if header is not None:
         out.header = header
@@ -131,14 +107,19 @@ def rgb_to_compressed(
     rgb: U8Array, header: Header | None = None, quality: int = 90
 ) -> CompressedImage:
     """JPEG-compress an RGB array (used by the synthetic camera and the tests)."""
-    with _node_errors():
-        payload = image_codec.rgb_to_compressed(rgb, "jpeg", quality)
+    payload = image_codec.rgb_to_compressed(rgb, "jpeg", quality)
     out = CompressedImage()
     if header is not None:
         out.header = header
     out.format = payload.format
     out.data = _to_byte_array(payload.data)
     return out
+
+
+def ns_to_stamp(stamp_ns: int) -> Time:
+    """Integer nanoseconds as a ``builtin_interfaces/Time``."""
+    sec, nanosec = split_ns(stamp_ns)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def scale_camera_info(info: CameraInfo, height: int, width: int) -> CameraInfo:

@@ -32,10 +32,12 @@ Threads and why:
   it, and a deadline counts as met only when the mask has been published.
   ``node.scheduling_policy`` / ``node.scheduling_priority`` are applied to
   the node's threads when this thread starts.
-* parameter changes are validated as a whole, handed to
-  ``engine.reconfigure`` (which swaps atomically between frames) and only
-  then published as the node's configuration; a rejected change leaves
-  everything as it was and returns the reason to the caller.
+* parameter changes are validated as a whole in the on-set callback (the
+  configuration and the engine's plan for it are built, nothing is changed)
+  and applied in the post-set callback, once rclpy has committed the new
+  values: the engine swaps plans between frames and the node's configuration
+  is replaced. A rejected change leaves everything as it was and returns the
+  reason to the caller.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, Header
 
+from mess_ros.common.stamps import time_ns
+from mess_ros.config import ConfigError, ParameterSpec, ParamValue, SegmentationConfig
+from mess_ros.data.errors import DECODE_ERRORS, ImageFormatError
 from mess_ros.data.image_codec import U8Array
 from mess_ros.errors import MessError
 from mess_ros.ros import qos
@@ -70,16 +75,7 @@ from mess_ros.ros.conversions import (
     scale_camera_info,
 )
 from mess_ros.ros.diagnostics import exit_info_message, health_message
-from mess_ros.ros.errors import (
-    CompressedImageError,
-    EmptyImageError,
-    ImageConversionError,
-    ImageDataLengthError,
-    ImageStepError,
-    ImageTooLargeError,
-    NodeStartupError,
-    UnsupportedEncodingError,
-)
+from mess_ros.ros.errors import NodeStartupError
 from mess_ros.ros.frame_slot import LatestSlot
 from mess_ros.ros.params import (
     anchor_to_sources,
@@ -98,22 +94,10 @@ from mess_ros.ros.stats import (
     NodeStatistics,
 )
 from mess_ros.ros.throttle import WarningThrottle
-from mess_ros.runtime.config import ParameterSpec, SegmentationConfig
-from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
-from mess_ros.runtime.errors import ConfigError
+from mess_ros.runtime.engine import EnginePlan, SegmentationEngine, SegmentationResult
 from mess_ros.runtime.scheduling import apply_scheduling, describe
 
-BAD_INPUT_CAUSES: Final = frozenset(
-    cls.cause
-    for cls in (
-        UnsupportedEncodingError,
-        EmptyImageError,
-        ImageTooLargeError,
-        ImageStepError,
-        ImageDataLengthError,
-        CompressedImageError,
-    )
-)
+BAD_INPUT_CAUSES: Final = frozenset(cls.cause for cls in DECODE_ERRORS)
 LOAD_REJECTED: Final = "bad_load"
 STAMP_UNUSABLE: Final = "stamp_unusable"
 
@@ -127,6 +111,17 @@ MAX_STAMP_SKEW_NS: Final = 1_000_000_000
 
 WORKER_POLL_S: Final = 0.5
 WORKER_JOIN_S: Final = 10.0
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """A validated parameter change between rclpy's on-set and post-set callbacks."""
+
+    updates: dict[str, ParamValue]
+    base: SegmentationConfig  # the running configuration it was validated against
+    config: SegmentationConfig
+    engine: SegmentationEngine | None  # the engine the plan was built for
+    plan: EnginePlan | None
 
 
 @dataclass(frozen=True)
@@ -194,7 +189,9 @@ class SegmentationCore:
         self._status_name = f"{node.get_fully_qualified_name()}: segmentation"
         self._exit_status_name = f"{node.get_fully_qualified_name()}: exit"
         node.add_pre_set_parameters_callback(lambda ps: as_declared_types(ps, self._specs))
-        node.add_on_set_parameters_callback(self._on_set_parameters)
+        self._pending: dict[int, PendingChange] = {}
+        node.add_on_set_parameters_callback(self._validate_parameters)
+        node.add_post_set_parameters_callback(self._apply_parameters)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -316,17 +313,17 @@ class SegmentationCore:
             return
         try:
             image = convert(msg, self._config.node.max_image_pixels)
-        except ImageConversionError as err:
+        except ImageFormatError as err:
             self._drop_bad_input(err)
             return
         self._offer(msg.header, image, received_ns)
 
-    def _drop_bad_input(self, err: ImageConversionError) -> None:
+    def _drop_bad_input(self, err: ImageFormatError) -> None:
         self._stats.frame_dropped(err.cause)
         self._warn(err.cause, f"dropped a malformed image ({err.cause}): {err}")
 
     def _offer(self, header: Header, image: U8Array, received_ns: int) -> None:
-        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        stamp_ns = time_ns(header.stamp)
         now_ns = self._node.get_clock().now().nanoseconds
         origin_ns, why_not_stamp = budget_origin_ns(stamp_ns, now_ns, received_ns)
         if why_not_stamp is not None and self._config.deadline.deadline_ms > 0:
@@ -359,7 +356,10 @@ class SegmentationCore:
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
-    def _on_set_parameters(self, parameters: Sequence[Parameter[Any]]) -> SetParametersResult:
+    def _validate_parameters(self, parameters: Sequence[Parameter[Any]]) -> SetParametersResult:
+        """On-set callback: accept or refuse the change as a whole; applies nothing."""
+        # A list whose commit failed in rclpy never reached post-set: its id may be reused.
+        self._pending.pop(id(parameters), None)
         undeclared = undeclared_problem(parameters, self._node, self._specs)
         if undeclared is not None:
             self._log.warning(f"rejected parameter change: {undeclared}")
@@ -369,15 +369,38 @@ class SegmentationCore:
             return SetParametersResult(successful=True)
         with self._reconfigure_lock:
             try:
-                config = SegmentationConfig.from_parameters(updates, base=self._config)
-                if self._engine is not None:
-                    self._engine.reconfigure(config)
+                change = self._prepare(updates)
             except ConfigError as err:
                 self._log.warning(f"rejected parameter change {updates}: {err}")
                 return SetParametersResult(successful=False, reason=str(err))
-            self._config = config
-        self._log.info(f"parameters changed: {updates}")
+            # rclpy hands the same list to the post-set callback once the values are committed.
+            self._pending[id(parameters)] = change
         return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: Sequence[Parameter[Any]]) -> None:
+        """Post-set callback: the change is committed in rclpy, make it the running one."""
+        with self._reconfigure_lock:
+            change = self._pending.pop(id(parameters), None)
+            if change is None:
+                return
+            if change.base is not self._config or change.engine is not self._engine:
+                # Another change, or a new engine, came in between: validate on top of it.
+                try:
+                    change = self._prepare(change.updates)
+                except ConfigError as err:
+                    self._log.error(f"parameters {change.updates} are set but not applied: {err}")
+                    return
+            if change.engine is not None and change.plan is not None:
+                change.engine.commit(change.plan)
+            self._config = change.config
+        self._log.info(f"parameters changed: {change.updates}")
+
+    def _prepare(self, updates: dict[str, ParamValue]) -> PendingChange:
+        """The change validated against the running configuration and engine (lock held)."""
+        base, engine = self._config, self._engine
+        config = SegmentationConfig.from_parameters(updates, base=base)
+        plan = engine.prepare(config) if engine is not None else None
+        return PendingChange(updates, base, config, engine, plan)
 
     def _publish_health(self) -> None:
         publisher = self._health_pub

@@ -1,66 +1,17 @@
 """Errors of the ROS glue.
 
-Every malformed-input class carries a short ``cause`` tag. The node drops the
-frame, logs the message (throttled) and counts drops per cause in
-``/diagnostics``, so the tag is the stable name an operator sees there while
-the message explains the particular frame.
+A malformed image is not one of these: it is the codec's
+:class:`mess_ros.data.errors.ImageFormatError`, whose ``cause`` tag the node
+counts drops under in ``/diagnostics``, as the bag reader counts skipped frames.
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 from mess_ros.errors import MessError
 
 
 class RosError(MessError):
     """Base class of the errors raised by :mod:`mess_ros.ros`."""
-
-
-class ImageConversionError(RosError):
-    """An image message cannot be turned into an array (or an array into a message)."""
-
-    cause: ClassVar[str] = "bad_image"
-
-
-class UnsupportedEncodingError(ImageConversionError):
-    """The ``encoding`` field names a pixel format the node does not convert."""
-
-    cause: ClassVar[str] = "unsupported_encoding"
-
-
-class EmptyImageError(ImageConversionError):
-    """Width or height is zero: there is nothing to segment."""
-
-    cause: ClassVar[str] = "zero_size"
-
-
-class ImageTooLargeError(ImageConversionError):
-    """The image is bigger than the configured pixel limit.
-
-    The limit protects the node from a corrupted header that claims a huge
-    size and would otherwise make it allocate gigabytes.
-    """
-
-    cause: ClassVar[str] = "too_large"
-
-
-class ImageStepError(ImageConversionError):
-    """``step`` (bytes per row) is smaller than one row of pixels needs."""
-
-    cause: ClassVar[str] = "bad_step"
-
-
-class ImageDataLengthError(ImageConversionError):
-    """``len(data)`` differs from ``step * height``."""
-
-    cause: ClassVar[str] = "bad_data_length"
-
-
-class CompressedImageError(ImageConversionError):
-    """A ``CompressedImage`` payload could not be decoded."""
-
-    cause: ClassVar[str] = "decode_failed"
 
 
 class NodeStartupError(RosError):

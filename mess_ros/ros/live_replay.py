@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from mess_ros.common.metrics import ConfusionMatrix
 from mess_ros.common.stamps import NS_PER_S
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.labels import LabelSet
 from mess_ros.eval.bag_reader import BagFrame, BagReader
 from mess_ros.eval.errors import EvalError, FrameError, LiveError
@@ -66,7 +67,6 @@ from mess_ros.ros.processes import (
     parameter_override,
     start_node,
 )
-from mess_ros.runtime.config import SegmentationConfig
 
 NS_PER_MS: Final = 1_000_000
 # /clock messages sent before each priming frame under simulated time (20 ms apart).

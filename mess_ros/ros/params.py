@@ -1,8 +1,8 @@
-"""ROS parameter declaration from :class:`~mess_ros.runtime.config.SegmentationConfig`.
+"""ROS parameter declaration from :class:`~mess_ros.config.SegmentationConfig`.
 
 The configuration dataclasses are the single source of truth: names,
 defaults, descriptions, ranges and read-only flags all come from
-:func:`~mess_ros.runtime.config.parameter_specs`, so ``ros2 param describe``
+:meth:`~mess_ros.config.SegmentationConfig.parameter_specs`, so ``ros2 param describe``
 shows the same text the parameter files and the deploy tool use.
 
 Three ROS quirks are handled here rather than in the node:
@@ -37,7 +37,6 @@ from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
-    ParameterType,
 )
 from rclpy.exceptions import (
     InvalidParameterTypeException,
@@ -47,49 +46,39 @@ from rclpy.exceptions import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from mess_ros.ros.errors import NodeStartupError
-from mess_ros.runtime.config import (
+from mess_ros.config import (
     ARTEFACT_PARAMETERS,
+    ConfigError,
     ParameterSpec,
     ParamValue,
     SegmentationConfig,
-    anchor_artefacts,
-    flatten_parameters,
-    parameter_file_blocks,
+    parameter_file,
     unknown_parameter_problem,
 )
-from mess_ros.runtime.errors import ConfigError
+from mess_ros.ros.errors import NodeStartupError
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
-_TYPES: Final[dict[str, int]] = {
-    "bool": ParameterType.PARAMETER_BOOL,
-    "integer": ParameterType.PARAMETER_INTEGER,
-    "double": ParameterType.PARAMETER_DOUBLE,
-    "string": ParameterType.PARAMETER_STRING,
-    "bool_array": ParameterType.PARAMETER_BOOL_ARRAY,
-    "integer_array": ParameterType.PARAMETER_INTEGER_ARRAY,
-    "double_array": ParameterType.PARAMETER_DOUBLE_ARRAY,
-    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
-}
-_DOUBLE_FROM_INTEGER: Final[dict[str, tuple[Parameter.Type, Parameter.Type]]] = {
-    "double": (Parameter.Type.INTEGER, Parameter.Type.DOUBLE),
-    "double_array": (Parameter.Type.INTEGER_ARRAY, Parameter.Type.DOUBLE_ARRAY),
-}
-ROS_ARGS: Final = "--ros-args"
-PARAMS_FILE_FLAG: Final = "--params-file"
-_RCLPY_TYPES: Final[dict[str, Parameter.Type]] = {
+PARAMETER_TYPES: Final[dict[str, Parameter.Type]] = {
+    "bool": Parameter.Type.BOOL,
+    "integer": Parameter.Type.INTEGER,
+    "double": Parameter.Type.DOUBLE,
+    "string": Parameter.Type.STRING,
     "bool_array": Parameter.Type.BOOL_ARRAY,
     "integer_array": Parameter.Type.INTEGER_ARRAY,
     "double_array": Parameter.Type.DOUBLE_ARRAY,
     "string_array": Parameter.Type.STRING_ARRAY,
 }
+"""rclpy's type of each :attr:`ParameterSpec.type_name` (its values are ``ParameterType``'s)."""
+_DOUBLE_FROM_INTEGER: Final[dict[str, str]] = {"double": "integer", "double_array": "integer_array"}
+ROS_ARGS: Final = "--ros-args"
+PARAMS_FILE_FLAG: Final = "--params-file"
 
 
 def parameter_type(spec: ParameterSpec) -> int:
     """The ``rcl_interfaces/ParameterType`` constant of ``spec``."""
-    return _TYPES[spec.type_name]
+    return int(PARAMETER_TYPES[spec.type_name])
 
 
 def parameter_descriptor(spec: ParameterSpec) -> ParameterDescriptor:
@@ -138,7 +127,7 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
     _coerce_overrides(node, specs)
     for spec in specs:
         # Arrays are declared by type: an empty default would otherwise be typed BYTE_ARRAY.
-        default: Any = _RCLPY_TYPES[spec.type_name] if spec.is_array else spec.default
+        default: Any = PARAMETER_TYPES[spec.type_name] if spec.is_array else spec.default
         try:
             node.declare_parameter(spec.name, default, parameter_descriptor(spec))
         except InvalidParameterTypeException as err:
@@ -154,7 +143,7 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
     unset: list[Parameter[Any]] = []
     for spec in specs:
         if spec.is_array and not _is_set(node, spec.name):
-            unset.append(Parameter(spec.name, _RCLPY_TYPES[spec.type_name], list(spec.default)))  # type: ignore[arg-type]
+            unset.append(Parameter(spec.name, PARAMETER_TYPES[spec.type_name], list(spec.default)))  # type: ignore[arg-type]
     for result, parameter in zip(node.set_parameters(unset), unset, strict=True):
         if not result.successful:
             msg = f"cannot set the default of parameter {parameter.name}: {result.reason}"
@@ -206,12 +195,11 @@ def _as_declared_type(parameter: Parameter[Any], specs: Mapping[str, ParameterSp
     spec = specs.get(parameter.name)
     if spec is None or spec.type_name not in _DOUBLE_FROM_INTEGER:
         return parameter
-    given, declared = _DOUBLE_FROM_INTEGER[spec.type_name]
-    if parameter.type_ != given:
+    if parameter.type_ != PARAMETER_TYPES[_DOUBLE_FROM_INTEGER[spec.type_name]]:
         return parameter
     value = parameter.value
     converted = [float(v) for v in value] if spec.is_array else float(value)
-    return Parameter(parameter.name, declared, converted)
+    return Parameter(parameter.name, PARAMETER_TYPES[spec.type_name], converted)
 
 
 def _coerce_overrides(node: Node, specs: Sequence[ParameterSpec]) -> None:
@@ -285,7 +273,7 @@ def check_parameter_files(files: Sequence[Path]) -> None:
     """NodeStartupError for the first file rcl could not parse, saying what it should hold."""
     for path in files:
         try:
-            parameter_file_blocks(path)
+            parameter_file.blocks(path)
         except ConfigError as err:
             raise NodeStartupError(str(err)) from err
 
@@ -302,12 +290,12 @@ def parameter_sources(files: Sequence[Path], node_fqn: str) -> dict[str, Path]:
     sources: dict[str, Path] = {}
     for path in files:
         try:
-            blocks = parameter_file_blocks(path)
+            blocks = parameter_file.blocks(path)
         except ConfigError as err:
             raise NodeStartupError(str(err)) from err
         for pattern, block in blocks.items():
             if node_matches(pattern, node_fqn):
-                sources.update(dict.fromkeys(flatten_parameters(block), path))
+                sources.update(dict.fromkeys(parameter_file.flatten(block), path))
     return sources
 
 
@@ -317,5 +305,5 @@ def anchor_to_sources(
     """Relative artefact paths resolved beside the parameter file that set them."""
     for name in ARTEFACT_PARAMETERS:
         if name in sources:
-            config = anchor_artefacts(config, sources[name].parent, [name])
+            config = parameter_file.anchor_artefacts(config, sources[name].parent, [name])
     return config

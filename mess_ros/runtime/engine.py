@@ -7,10 +7,11 @@ head runs at most once, and only the exit finally taken is upsampled to the
 frame size. Every stage is timed; the times feed the online latency model
 that the deadline-aware policies consult for the next decision.
 
-The running configuration lives in an immutable plan object that
-:meth:`SegmentationEngine.reconfigure` replaces in one assignment, so a
-change made from another thread (a ROS parameter callback) applies between
-frames and never half-way through one.
+The running configuration lives in an immutable plan object. A change is
+checked and built into a new plan first (:meth:`SegmentationEngine.prepare`,
+which changes nothing), then swapped in with one assignment
+(:meth:`SegmentationEngine.commit`), so a change made from another thread (a
+ROS parameter callback) applies between frames and never half-way through one.
 """
 
 from __future__ import annotations
@@ -39,14 +40,20 @@ from mess_ros.common.latency_table import (
     output_key,
     segment_key,
 )
+from mess_ros.config import (
+    ConfigError,
+    EngineConfig,
+    SegmentationConfig,
+    invalid_configuration,
+    parameter_problem,
+)
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import Checkpoint, load_checkpoint, model_fingerprint
 from mess_ros.model.checkpoint import PRUNED_FROM_KEY
 from mess_ros.package_files import share_directories
-from mess_ros.runtime.config import EngineConfig, SegmentationConfig
 from mess_ros.runtime.contention import CpuShareMonitor, ThreadChange, ThreadGovernor
-from mess_ros.runtime.errors import ConfigError, EngineError, PolicyError
+from mess_ros.runtime.errors import EngineError, PolicyError
 from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
 from mess_ros.runtime.exit_model import ExitPredictor
 from mess_ros.runtime.latency import FrameLatency, OnlineLatencyModel
@@ -156,8 +163,11 @@ class SegmentationResult:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything a frame needs from the configuration, immutable once built."""
+class EnginePlan:
+    """A configuration checked against the loaded model, with everything a frame needs from it.
+
+    Immutable once built; :meth:`SegmentationEngine.prepare` builds one.
+    """
 
     config: SegmentationConfig
     exits: tuple[str, ...]
@@ -172,7 +182,7 @@ class SegmentationEngine:
     """Loads a checkpoint and segments frames progressively under an exit policy.
 
     ``infer`` is meant to be called from one inference thread; ``report_load``
-    and ``reconfigure`` may be called from any thread at any time.
+    and ``prepare``, ``commit`` and ``reconfigure`` may be called from any thread at any time.
     """
 
     def __init__(
@@ -221,7 +231,6 @@ class SegmentationEngine:
             self.model, self.device, choice.precision, engine.channels_last
         )
         self._plan = self._build_plan(copy.deepcopy(config))
-        self._reconfigure_lock = threading.Lock()
         self._infer_lock = threading.Lock()
 
         if latency_table is None and engine.latency_table:
@@ -256,62 +265,65 @@ class SegmentationEngine:
     def active_exits(self) -> tuple[str, ...]:
         return self._plan.exits
 
-    def reconfigure(self, config: SegmentationConfig) -> None:
-        """Validate ``config`` as a whole and make it the running one from the next frame.
+    def prepare(self, config: SegmentationConfig) -> EnginePlan:
+        """Check ``config`` as a whole against the loaded model and build its plan.
 
-        Raises :class:`ConfigError` (and changes nothing) when the configuration
-        is invalid, names exits the model lacks, or changes parameters that need
-        a restart.
+        Changes nothing: the plan runs once given to :meth:`commit`. Raises
+        :class:`ConfigError` when the configuration is invalid, names exits
+        the model lacks, or changes parameters that need a restart.
         """
         config = copy.deepcopy(config)
         config.validate()
-        with self._reconfigure_lock:
-            read_only = self._plan.config.read_only_changes(config)
-            if read_only:
-                raise ConfigError(
-                    "these parameters are read-only while running (restart to change them): "
-                    + ", ".join(read_only)
-                )
-            plan = self._build_plan(config)
-            self._plan = plan  # one reference swap: a running frame keeps its own plan
+        # Read-only parameters never change while running, so any plan's config can tell.
+        read_only = self._plan.config.read_only_changes(config)
+        if read_only:
+            raise ConfigError(
+                "these parameters are read-only while running (restart to change them): "
+                + ", ".join(read_only)
+            )
+        return self._build_plan(config)
 
-    def _build_plan(self, config: SegmentationConfig) -> _Plan:
+    def commit(self, plan: EnginePlan) -> None:
+        """Run ``plan`` from the next frame on; a frame already running keeps its own plan."""
+        self._plan = plan
+
+    def reconfigure(self, config: SegmentationConfig) -> None:
+        """:meth:`prepare` and :meth:`commit` in one step; nothing changes when it raises."""
+        self.commit(self.prepare(config))
+
+    def _build_plan(self, config: SegmentationConfig) -> EnginePlan:
         policy_config = config.policy
         model_exits = self.model.exit_ids
         problems = []
         requested = policy_config.active_exits or model_exits
         unknown = [e for e in requested if e not in model_exits]
         if unknown:
+            why = f"unknown exit(s) {', '.join(unknown)}; the model has: {', '.join(model_exits)}"
             problems.append(
-                f"policy.active_exits = {policy_config.active_exits!r} is not allowed: unknown "
-                f"exit(s) {', '.join(unknown)}; the model has: {', '.join(model_exits)}"
+                parameter_problem("policy.active_exits", policy_config.active_exits, why)
             )
         exits = tuple(e for e in model_exits if e in requested or e == FINAL_EXIT)
         intermediate = len(exits) - 1
         thresholds = policy_config.image_thresholds
         if len(thresholds) not in (1, intermediate):
-            problems.append(
-                f"policy.image_thresholds = {thresholds!r} is not allowed: expected 1 value or "
-                f"{intermediate} (one per active intermediate exit)"
-            )
+            why = f"expected 1 value or {intermediate} (one per active intermediate exit)"
+            problems.append(parameter_problem("policy.image_thresholds", thresholds, why))
         num_classes = self.model.spec.num_classes
         if policy_config.class_thresholds and len(policy_config.class_thresholds) != num_classes:
-            problems.append(
-                f"policy.class_thresholds = {policy_config.class_thresholds!r} is not allowed: "
+            why = (
                 f"expected {num_classes} values (one per class: "
                 f"{', '.join(self.labels.class_names)}) or none"
             )
+            problems.append(
+                parameter_problem("policy.class_thresholds", policy_config.class_thresholds, why)
+            )
         if policy_config.fixed_exit not in model_exits:
             # Whatever the policy: switching to fixed later must not be what reveals it.
-            problems.append(
-                f"policy.fixed_exit = {policy_config.fixed_exit!r} is not allowed: the model has "
-                f"no such exit; expected one of: {', '.join(model_exits)}"
-            )
+            why = f"the model has no such exit; expected one of: {', '.join(model_exits)}"
+            problems.append(parameter_problem("policy.fixed_exit", policy_config.fixed_exit, why))
         elif policy_config.name == "fixed" and policy_config.fixed_exit not in exits:
-            problems.append(
-                f"policy.fixed_exit = {policy_config.fixed_exit!r} is not allowed: expected one "
-                f"of the active exits: {', '.join(exits)}"
-            )
+            why = f"expected one of the active exits: {', '.join(exits)}"
+            problems.append(parameter_problem("policy.fixed_exit", policy_config.fixed_exit, why))
         exit_model = None
         if policy_config.exit_model and not problems:
             try:
@@ -319,7 +331,7 @@ class SegmentationEngine:
             except EngineError as err:
                 problems.append(f"policy.exit_model = {policy_config.exit_model!r}: {err}")
         if problems:
-            raise ConfigError("invalid configuration: " + "; ".join(problems), problems)
+            raise invalid_configuration(problems)
         blocks = self._executor.blocks
         segments = []
         done = 0
@@ -333,7 +345,7 @@ class SegmentationEngine:
             class_thresholds = torch.tensor(
                 policy_config.class_thresholds, dtype=torch.float32, device=self.device
             )
-        return _Plan(
+        return EnginePlan(
             config=config,
             exits=exits,
             exit_segments=tuple(segments),
@@ -607,7 +619,7 @@ class _FrameRun:
     def __init__(
         self,
         executor: ModelExecutor,
-        plan: _Plan,
+        plan: EnginePlan,
         frame: FrameLatency,
         deadline_ns: int | None,
         clock: Clock,

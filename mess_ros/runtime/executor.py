@@ -24,8 +24,8 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
+from mess_ros.config import DEVICE_PATTERN, PRECISIONS
 from mess_ros.model import MESSNet, class_confidence_histogram, confident_share, logits_to_mask
-from mess_ros.runtime.config import DEVICE_PATTERN, PRECISIONS
 from mess_ros.runtime.errors import EngineError
 
 LOGGER = logging.getLogger("mess_ros.runtime")

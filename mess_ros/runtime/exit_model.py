@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mess_ros.runtime.errors import PolicyError
+from mess_ros.textfiles import write_text_atomically
 
 EXIT_MODEL_FORMAT: Final = "mess_ros.exit_model"
 EXIT_MODEL_VERSION: Final = 1
@@ -188,11 +189,7 @@ class ExitPredictor:
             "fit": dict(self.fit),
             "exits": {exit_id: s.to_dict() for exit_id, s in self.scorers.items()},
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomically(path, json.dumps(data, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> ExitPredictor:

@@ -25,7 +25,7 @@ from mess_ros.common.latency_table import (
     segment_key,
     stage_kind,
 )
-from mess_ros.runtime.config import DeadlineConfig
+from mess_ros.config import DeadlineConfig
 from mess_ros.runtime.errors import LoadValueError
 
 # --- online model --------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from typing import ClassVar
 
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import head_key, output_key, segment_key
+from mess_ros.config import PolicyConfig
 from mess_ros.registry import Registry
-from mess_ros.runtime.config import PolicyConfig
 from mess_ros.runtime.errors import PolicyError
 
 

@@ -34,9 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-SCHEDULING_POLICIES: Final = ("other", "fifo", "rr")
-NICENESS_RANGE: Final = (-20, 19)
-REALTIME_RANGE: Final = (1, 99)
+from mess_ros.config import SCHEDULING_POLICIES
 
 _HOW_TO_ALLOW: Final = (
     "grant the capability (setcap cap_sys_nice+ep on the Python interpreter, or "

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +48,7 @@ from mess_ros.model.outputs import (
     confidence_histogram,
     logits_to_mask,
 )
+from mess_ros.textfiles import atomic_write
 from mess_ros.train.errors import CalibrationError
 
 CACHE_FORMAT = "mess_ros.calibration"
@@ -233,17 +232,9 @@ class CalibrationCache:
             arrays["class_hist"] = self.class_hist
         else:
             meta["version"] = 1  # what it holds is the version-1 content
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                arrays["meta"] = np.array(json.dumps(meta))
-                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
-            Path(tmp_name).chmod(0o644)  # mkstemp makes 0600; the cache is meant to be shared
-            Path(tmp_name).replace(path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        arrays["meta"] = np.array(json.dumps(meta))
+        with atomic_write(path) as handle:
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> CalibrationCache:

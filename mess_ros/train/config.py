@@ -53,15 +53,16 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mess_ros.config.checks import Checks
 from mess_ros.data.datasets import DatasetSpec
 from mess_ros.errors import MessError
 from mess_ros.model.backbones import BackboneSpec
 from mess_ros.model.heads import HeadSpec, default_head_pool
-from mess_ros.textfiles import read_text
+from mess_ros.textfiles import read_text, write_text_atomically
 from mess_ros.train.device import AMP_MODES
 from mess_ros.train.errors import TrainError
 
@@ -267,7 +268,7 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
     def to_yaml(self, path: Path) -> None:
-        Path(path).write_text(self.yaml_text(), encoding="utf-8")
+        write_text_atomically(path, self.yaml_text())
 
 
 def load_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
@@ -364,101 +365,41 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
 
 # --- strict conversion of plain values to field types --------------------------------------
 
-
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TrainError(f"{where} must be an integer, got {value!r}")
-    return value
+_checks = Checks(TrainError)
+_Parser = Callable[[Any, str], Any]
 
 
-def _float(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TrainError(f"{where} must be a number, got {value!r}")
-    return float(value)
+def _nested(spec_type: type[DatasetSpec] | type[BackboneSpec]) -> _Parser:
+    """The parser of a field holding a spec that has its own ``from_dict`` and checks."""
 
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise TrainError(f"{where} must be true or false, got {value!r}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise TrainError(f"{where} must be a string, got {value!r}")
-    return value
-
-
-def _pair(item: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
-    def parse(value: Any, where: str) -> tuple[Any, Any]:
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise TrainError(f"{where} must be a list of two values, got {value!r}")
-        return (item(value[0], where), item(value[1], where))
+    def parse(value: Any, where: str) -> DatasetSpec | BackboneSpec:
+        if isinstance(value, spec_type):
+            return value
+        data = _checks.mapping(value, where)
+        try:
+            return spec_type.from_dict(dict(data))
+        except (MessError, TypeError, ValueError, KeyError) as err:
+            raise TrainError(f"{where}: {err}") from err
 
     return parse
 
 
-def _str_list(value: Any, where: str) -> list[str]:
-    if not isinstance(value, (list, tuple)):
-        raise TrainError(f"{where} must be a list of strings, got {value!r}")
-    return [_str(item, where) for item in value]
+def _scalar(kind: type[Any]) -> _Parser:
+    return lambda value, where: _checks.kind(kind, value, where)
 
 
-def _dataset(value: Any, where: str) -> DatasetSpec:
-    if isinstance(value, DatasetSpec):
-        return value
-    if not isinstance(value, Mapping):
-        raise TrainError(f"{where} must be a mapping of dataset settings, got {value!r}")
-    try:
-        return DatasetSpec.from_dict(dict(value))
-    except (MessError, TypeError, ValueError, KeyError) as err:
-        raise TrainError(f"{where}: {err}") from err
+def _parser(hint: Any) -> _Parser:
+    """How a field of this type is read from plain data (its annotation says it all)."""
+    if hint in (DatasetSpec, BackboneSpec):
+        return _nested(hint)
+    if get_origin(hint) is tuple:
+        item = _scalar(get_args(hint)[0])
+        return lambda value, where: _checks.pair(value, where, item)
+    if get_origin(hint) is list:
+        return _checks.strings
+    return _scalar(hint)
 
 
-def _backbone(value: Any, where: str) -> BackboneSpec:
-    if isinstance(value, BackboneSpec):
-        return value
-    if not isinstance(value, Mapping):
-        raise TrainError(f"{where} must be a mapping of backbone settings, got {value!r}")
-    try:
-        return BackboneSpec.from_dict(dict(value))
-    except (MessError, TypeError, ValueError, KeyError) as err:
-        raise TrainError(f"{where}: {err}") from err
-
-
-_PARSERS: dict[str, Callable[[Any, str], Any]] = {
-    "dataset": _dataset,
-    "val_dataset": _dataset,
-    "input_hw": _pair(_int),
-    "backbone": _backbone,
-    "num_classes": _int,
-    "final_head": _str,
-    "stage1_head": _str,
-    "head_pool": _str_list,
-    "mode": _str,
-    "backbone_weights": _str,
-    "source_network": _str,
-    "stage1_steps": _int,
-    "stage2_steps": _int,
-    "batch_size": _int,
-    "lr": _float,
-    "stage2_lr": _float,
-    "weight_decay": _float,
-    "warmup_steps": _int,
-    "grad_clip": _float,
-    "exit_loss_weights": _pair(_float),
-    "distill_weight": _float,
-    "distill_temperature": _float,
-    "loss_stride": _int,
-    "augment": _bool,
-    "scale_range": _pair(_float),
-    "hflip": _bool,
-    "color_jitter": _float,
-    "eval_every": _int,
-    "val_images": _int,
-    "checkpoint_every": _int,
-    "seed": _int,
-    "device": _str,
-    "amp": _str,
-    "workers": _int,
+_PARSERS: Final[dict[str, _Parser]] = {
+    name: _parser(hint) for name, hint in get_type_hints(TrainConfig).items()
 }

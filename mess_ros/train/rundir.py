@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import torch
 
+from mess_ros.textfiles import atomic_write, write_text_atomically
 from mess_ros.train.config import TrainConfig, load_config
 from mess_ros.train.errors import TrainError
 
@@ -101,10 +100,12 @@ class RunDir:
 
     def write_config(self, config: TrainConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.config_path, config.yaml_text())
+        write_text_atomically(self.config_path, config.yaml_text())
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
-        _atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+        write_text_atomically(
+            self.metrics_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n"
+        )
 
     # --- resumable state ------------------------------------------------------------------
 
@@ -124,15 +125,8 @@ class RunDir:
             "cuda_rng": state.cuda_rng,
             "elapsed_s": state.elapsed_s,
         }
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".train_state.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp_name)
-            Path(tmp_name).chmod(0o644)
-            Path(tmp_name).replace(self.state_path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.state_path) as handle:
+            torch.save(payload, handle)
 
     def load_state(self, config: TrainConfig) -> TrainState | None:
         """The last saved state, checked against ``config``; None when no step was saved yet."""
@@ -229,16 +223,3 @@ def _format_cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp_name).chmod(0o644)  # mkstemp makes 0600; run files are meant to be shared
-        Path(tmp_name).replace(path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -13,6 +13,7 @@ import torch
 
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyTable
+from mess_ros.config import SegmentationConfig
 from mess_ros.deploy.cli import (
     EXIT_UNREACHABLE,
     EXIT_VERIFICATION_FAILED,
@@ -24,7 +25,6 @@ from mess_ros.deploy.export import configuration_from_parameters
 from mess_ros.deploy.inputs import load_inputs
 from mess_ros.deploy.profile import parse_hw
 from mess_ros.model import load_checkpoint, save_checkpoint
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
 from tests.deploy.conftest import TinyRun
 

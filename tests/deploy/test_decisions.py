@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mess_ros.config import ConfigError, SegmentationConfig
 from mess_ros.deploy.cli import configure_main
 from mess_ros.deploy.decisions import (
     class_threshold_grid,
@@ -24,9 +25,7 @@ from mess_ros.deploy.inputs import load_inputs
 from mess_ros.deploy.problem import ExitConfiguration, SearchProblem, evaluate, exit_decisions
 from mess_ros.deploy.search import SearchSpace, search
 from mess_ros.deploy.verify import calibration_dataset, verify_configuration
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
-from mess_ros.runtime.errors import ConfigError
 from mess_ros.runtime.exit_model import ExitPredictor, exit_features
 from tests.deploy.conftest import TinyRun
 from tests.deploy.constructed import constructed_problem

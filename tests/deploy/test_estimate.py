@@ -12,6 +12,7 @@ import pytest
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyTable
 from mess_ros.common.metrics import mean_iou
+from mess_ros.config import SegmentationConfig
 from mess_ros.deploy.cli import configure_main, profile_main
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.estimate import (
@@ -22,7 +23,6 @@ from mess_ros.deploy.estimate import (
     stage_ms,
 )
 from mess_ros.model import model_complexity
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
 from tests.deploy.conftest import INPUT_HW, TinyRun
 

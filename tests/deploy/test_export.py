@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mess_ros.common.latency_table import LatencyStat, LatencyTable
+from mess_ros.config import SegmentationConfig
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.export import (
     Provenance,
@@ -18,7 +19,6 @@ from mess_ros.deploy.export import (
 )
 from mess_ros.deploy.problem import ExitConfiguration, ScoredConfiguration
 from mess_ros.deploy.search import Target
-from mess_ros.runtime.config import SegmentationConfig, parameter_specs
 
 PER_EXIT = ExitConfiguration(("layer1_0:linear", "layer3_0:fcn_c8_k1_d1"), 0.85, (0.3, 0.9))
 SHARED = ExitConfiguration(("layer2_0:linear",), 0.7, (0.55,))
@@ -77,7 +77,7 @@ def test_parameter_file_round_trip(config: ExitConfiguration, tmp_path: Path) ->
     data = yaml.safe_load(text)
     assert list(data) == ["/**"]
     written = flat_keys(data["/**"]["ros__parameters"])
-    declared = {spec.name for spec in parameter_specs()}
+    declared = {spec.name for spec in SegmentationConfig.parameter_specs()}
     empty_lists = {n for n, v in params.to_parameters().items() if v == []}
     assert written == declared - empty_lists
 

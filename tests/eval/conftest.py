@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.data.sample import Sample
 from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
 from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelSpec, save_checkpoint
-from mess_ros.runtime.config import SegmentationConfig
 from tests.eval.builders import RATE_HZ, synthetic_samples
 
 

@@ -81,7 +81,7 @@ def test_bad_frames_are_skipped_and_counted(tmp_path: Path, samples: list[Sample
     assert [f.index for f in frames] == [0, 3, 4]
     assert frames[1].gt is None
     assert stats.skipped_total == 2
-    assert stats.skipped["corrupt image"] + stats.skipped["wrong size"] == 2
+    assert stats.skipped["corrupt image"] + stats.skipped["bad_data_length"] == 2
     assert stats.bad_gt == {"ground truth size mismatch": 1}
     assert stats.without_gt == 3
     assert any(d.startswith("frame 3: ground truth on /gt:") for d in stats.details)

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.sample import Sample
 from mess_ros.eval.bag_cli import main as bag_main
 from mess_ros.eval.bag_reader import load_frames
 from mess_ros.eval.bag_writer import write_bag
 from mess_ros.eval.cli import evaluate_main
 from mess_ros.eval.cli_common import EXIT_BAD_INPUT, EXIT_OK
-from mess_ros.runtime.config import SegmentationConfig
 
 SMALL = ["--height", "48", "--width", "64", "--quiet"]
 

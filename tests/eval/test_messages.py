@@ -75,7 +75,7 @@ def test_unsupported_encoding_is_a_frame_error_listing_the_supported_ones() -> N
     msg.encoding = "yuv422"
     with pytest.raises(FrameError, match=r"yuv422.*rgb8") as info:
         decode_image(msg)
-    assert info.value.reason == "unsupported encoding"
+    assert info.value.reason == "unsupported_encoding"
 
 
 def test_mask_must_be_mono8() -> None:
@@ -86,10 +86,10 @@ def test_mask_must_be_mono8() -> None:
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"step": 5}, "wrong size"),
-        ({"height": 6}, "wrong size"),
-        ({"width": 0}, "empty image"),
-        ({"height": 5000, "width": 5000}, "image too large"),
+        ({"step": 5}, "bad_step"),
+        ({"height": 6}, "bad_data_length"),
+        ({"width": 0}, "zero_size"),
+        ({"height": 5000, "width": 5000}, "too_large"),
     ],
 )
 def test_unusable_images_are_frame_errors_under_their_report_reason(
@@ -106,9 +106,9 @@ def test_unusable_images_are_frame_errors_under_their_report_reason(
 @pytest.mark.parametrize(
     ("payload", "fmt", "reason"),
     [
-        (b"not an image at all", "png", "undecodable image"),
-        (b"", "png", "undecodable image"),
-        (b"x", "16UC1; compressedDepth", "unsupported encoding"),
+        (b"not an image at all", "png", "decode_failed"),
+        (b"", "png", "zero_size"),
+        (b"x", "16UC1; compressedDepth", "unsupported_encoding"),
     ],
 )
 def test_unusable_compressed_payloads_are_frame_errors(

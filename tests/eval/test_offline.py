@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mess_ros.common.metrics import confusion_matrix, mean_iou
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.sample import Sample
 from mess_ros.eval.bag_reader import load_frames
 from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
@@ -15,7 +16,6 @@ from mess_ros.eval.errors import EvalError
 from mess_ros.eval.messages import IMAGE_TYPE, LOAD_TYPE
 from mess_ros.eval.offline import OfflineEvaluator, OfflineOptions, build_engines, evaluate_offline
 from mess_ros.eval.runs import build_runs
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import SegmentationEngine
 from tests.eval.builders import (
     EARLY_EXIT,

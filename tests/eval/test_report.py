@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.sample import Sample
 from mess_ros.eval import report as report_module
 from mess_ros.eval.bag_writer import write_bag
@@ -23,7 +24,6 @@ from mess_ros.eval.report import (
 )
 from mess_ros.eval.results import Evaluation
 from mess_ros.eval.runs import build_runs
-from mess_ros.runtime.config import SegmentationConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

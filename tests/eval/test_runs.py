@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.eval.errors import EvalError
 from mess_ros.eval.runs import build_runs, parse_run, run_name
-from mess_ros.runtime.config import SegmentationConfig
 
 
 def test_policy_and_deadline_replace_only_those_parameters() -> None:

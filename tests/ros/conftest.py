@@ -29,6 +29,7 @@ from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters, Set
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelSpec, save_checkpoint
 from mess_ros.ros import qos
@@ -42,7 +43,6 @@ from mess_ros.ros.processes import (
     ros_environment,
 )
 from mess_ros.ros.processes import start_node as launch_node
-from mess_ros.runtime.config import SegmentationConfig
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0

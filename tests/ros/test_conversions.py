@@ -10,8 +10,20 @@ import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from mess_ros.data.errors import ImageFormatCause
+from mess_ros.data.errors import (
+    EmptyImageError,
+    ImageArrayError,
+    ImageDataLengthError,
+    ImageDecodeError,
+    ImageFormatCause,
+    ImageFormatError,
+    ImageStepError,
+    ImageTooLargeError,
+    UnsupportedEncodingError,
+)
 from mess_ros.data.image_codec import SUPPORTED_ENCODINGS
+from mess_ros.eval.errors import FrameError
+from mess_ros.eval.messages import decode_image
 from mess_ros.ros.conversions import (
     array_to_image,
     compressed_to_rgb,
@@ -23,15 +35,6 @@ from mess_ros.ros.conversions import (
     scale_camera_info,
 )
 from mess_ros.ros.core import BAD_INPUT_CAUSES
-from mess_ros.ros.errors import (
-    CompressedImageError,
-    EmptyImageError,
-    ImageConversionError,
-    ImageDataLengthError,
-    ImageStepError,
-    ImageTooLargeError,
-    UnsupportedEncodingError,
-)
 
 
 @pytest.fixture
@@ -66,7 +69,7 @@ def test_header_is_kept(rgb: np.ndarray) -> None:
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (12, 345)
 
 
-def malformed(rgb: np.ndarray) -> dict[type[ImageConversionError], Image]:
+def malformed(rgb: np.ndarray) -> dict[type[ImageFormatError], Image]:
     """One message per check the node counts drops under."""
     short = array_to_image(rgb, "rgb8")
     short.data = bytes(len(short.data) - 1)
@@ -90,6 +93,14 @@ def test_codec_errors_become_the_node_error_of_their_cause(rgb: np.ndarray) -> N
         assert info.value.cause == error.cause
 
 
+def test_the_bag_reader_counts_a_bad_image_under_the_node_s_tag(rgb: np.ndarray) -> None:
+    """/diagnostics' dropped.<cause> and a bag report's skipped reason name one fault alike."""
+    for error, msg in malformed(rgb).items():
+        with pytest.raises(FrameError) as info:
+            decode_image(msg)
+        assert info.value.reason == error.cause
+
+
 def test_drop_counter_names_are_codec_causes() -> None:
     """Each of the node's six bad-input counters is named after one codec check."""
     assert len(BAD_INPUT_CAUSES) == 6
@@ -104,9 +115,9 @@ def test_size_error_names_the_node_parameter(rgb: np.ndarray) -> None:
 
 
 def test_array_that_does_not_fit_the_encoding(rgb: np.ndarray) -> None:
-    with pytest.raises(ImageConversionError, match="HxWx4") as info:
+    with pytest.raises(ImageArrayError, match="HxWx4") as info:
         array_to_image(rgb, "rgba8")
-    assert info.value.cause == "bad_image"
+    assert info.value.cause == "bad_array"
 
 
 def test_compressed_round_trip() -> None:
@@ -126,7 +137,7 @@ def test_compressed_round_trip() -> None:
 def test_compressed_errors() -> None:
     msg = CompressedImage(format="jpeg")
     msg.data = b"definitely not a jpeg"
-    with pytest.raises(CompressedImageError, match="cannot decode"):
+    with pytest.raises(ImageDecodeError, match="cannot decode"):
         compressed_to_rgb(msg)
     msg.data = b""
     with pytest.raises(EmptyImageError):

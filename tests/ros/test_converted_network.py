@@ -17,12 +17,12 @@ import pytest
 import torch
 from rclpy.parameter import Parameter
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.data.transforms import normalize_image
 from mess_ros.deploy.cli import configure_main, profile_main
 from mess_ros.ros.conversions import array_to_image, image_to_array
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.train.cli import convert_main
 from mess_ros.train.config import preset
 from tests.ros.conftest import NodeUnderTest, run_node, write_params

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.ros.demo_report import (
     DemoSummary,
     FrameRecord,
@@ -18,7 +19,6 @@ from mess_ros.ros.demo_report import (
     summarize_phase,
     write_report,
 )
-from mess_ros.runtime.config import SegmentationConfig
 from tests.ros.conftest import next_domain_id, ros_env
 
 

@@ -90,7 +90,7 @@ def test_installed_robots_run_from_another_directory(tmp_path: Path) -> None:
     check = (
         "import pathlib, sys\n"
         "import mess_ros\n"
-        "from mess_ros.runtime.config import SegmentationConfig\n"
+        "from mess_ros.config import SegmentationConfig\n"
         "from mess_ros.runtime.engine import resolve_model_path, resolve_package_file\n"
         "assert pathlib.Path(mess_ros.__file__).is_relative_to(sys.argv[1]), mess_ros.__file__\n"
         "robots = pathlib.Path(sys.argv[1], 'share/mess_ros/config/robots')\n"

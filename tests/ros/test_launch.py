@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from mess_ros.runtime.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig
 
 LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "segmentation.launch.py"
 

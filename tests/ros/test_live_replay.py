@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.data.sample import Sample
 from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
@@ -28,7 +29,6 @@ from mess_ros.eval.results import matched_miou
 from mess_ros.eval.runs import build_runs
 from mess_ros.ros.live_replay import LiveOptions, evaluate_live
 from mess_ros.ros.processes import start_node
-from mess_ros.runtime.config import SegmentationConfig
 from tests.eval.builders import EARLY_EXIT, NUM_FRAMES, RATE_HZ
 from tests.eval.conftest import base_config, checkpoint_path, samples, small_bag
 from tests.ros.conftest import NODE_PROGRAM, next_domain_id

@@ -19,6 +19,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.data.image_codec import SUPPORTED_ENCODINGS
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.ros.conversions import (
@@ -29,7 +30,6 @@ from mess_ros.ros.conversions import (
 )
 from mess_ros.ros.diagnostics import EXIT_INFO_KEYS, STAGE_KEY_PREFIX
 from mess_ros.ros.processes import ManagedProcess
-from mess_ros.runtime.config import SegmentationConfig
 from tests.ros.conftest import (
     REPO,
     TINY_EXITS,

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import rclpy
 import yaml
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+from mess_ros.config import SegmentationConfig
 from mess_ros.ros.core import SegmentationCore
 from mess_ros.ros.errors import NodeStartupError
 from mess_ros.ros.params import (
@@ -22,7 +24,6 @@ from mess_ros.ros.params import (
     parameter_files,
     parameter_sources,
 )
-from mess_ros.runtime.config import SegmentationConfig
 from tests.ros.conftest import next_domain_id
 
 SPECS = SegmentationConfig.parameter_specs()
@@ -178,6 +179,25 @@ def test_parameter_sets_are_checked_for_names_and_take_integers(context: Context
         (result,) = node.set_parameters([Parameter("policy.fixed_exit", value="nope")])
         assert not result.successful
         assert "policy.fixed_exit" in result.reason
+    finally:
+        node.destroy_node()
+
+
+def test_changes_apply_only_once_committed(context: Context) -> None:
+    """Validated in on-set, applied in post-set: a change refused after ours is never applied."""
+    node, core = core_node(context)
+    try:
+        (result,) = node.set_parameters([Parameter("deadline.deadline_ms", value=40.0)])
+        assert result.successful, result.reason
+        assert core.config.deadline.deadline_ms == 40.0
+        running = core.config
+        node.add_on_set_parameters_callback(
+            lambda _: SetParametersResult(successful=False, reason="refused by a later check")
+        )
+        (result,) = node.set_parameters([Parameter("deadline.deadline_ms", value=60.0)])
+        assert not result.successful and result.reason == "refused by a later check"
+        assert core.config is running
+        assert node.get_parameter("deadline.deadline_ms").value == 40.0
     finally:
         node.destroy_node()
 

@@ -16,9 +16,9 @@ import torch
 
 from mess_ros.common.errors import LatencyTableError
 from mess_ros.common.latency_table import LatencyTable
+from mess_ros.config import ConfigError, SegmentationConfig
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import Checkpoint, logits_to_mask, prune_checkpoint
-from mess_ros.runtime.config import SegmentationConfig
 from mess_ros.runtime.engine import (
     DEFAULT_MODEL_FILE,
     SegmentationEngine,
@@ -26,7 +26,7 @@ from mess_ros.runtime.engine import (
     resolve_model_path,
     resolve_package_file,
 )
-from mess_ros.runtime.errors import ConfigError, EngineError, LoadValueError
+from mess_ros.runtime.errors import EngineError, LoadValueError
 from tests.runtime.conftest import ALL_EXITS, EXITS, INPUT_HW, constructed_table
 
 MS = 1_000_000

@@ -17,7 +17,7 @@ from mess_ros.common.latency_table import (
     output_key,
     segment_key,
 )
-from mess_ros.runtime.config import DeadlineConfig
+from mess_ros.config import DeadlineConfig
 from mess_ros.runtime.errors import LoadValueError
 from mess_ros.runtime.latency import OnlineLatencyModel
 from tests.runtime.conftest import ALL_EXITS, EXITS, constructed_table

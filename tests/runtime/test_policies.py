@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from mess_ros.runtime.config import POLICY_NAMES, PolicyConfig
+from mess_ros.config import POLICY_NAMES, PolicyConfig
 from mess_ros.runtime.errors import PolicyError
 from mess_ros.runtime.latency import OnlineLatencyModel
 from mess_ros.runtime.policies import (

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mess_ros.runtime.config import (
+from mess_ros.config import (
     POLICY_NAMES,
+    ConfigError,
     SegmentationConfig,
+    parameter_file,
     parameter_names,
-    parameter_specs,
 )
-from mess_ros.runtime.errors import ConfigError
 
 
 def custom_config() -> SegmentationConfig:
@@ -140,7 +140,7 @@ def test_cross_field_rules() -> None:
 
 
 def test_parameter_specs_describe_every_parameter() -> None:
-    specs = {s.name: s for s in parameter_specs()}
+    specs = {s.name: s for s in SegmentationConfig.parameter_specs()}
     assert list(specs) == parameter_names()
     assert all(s.description for s in specs.values())
     assert specs["engine.device"].read_only and specs["engine.model_path"].read_only
@@ -311,3 +311,21 @@ def test_artefacts_are_found_beside_the_parameter_file(
     assert config.engine.model_path == str((robots / "rover.pt").resolve())
     # Not beside the file: kept as a name for the packaged models.
     assert config.engine.latency_table == "cpu_rover.latency.json"
+
+
+def test_default_yaml_is_what_the_schema_writes() -> None:
+    """config/default.yaml is generated: its values with its header, every description current."""
+    path = Path(__file__).resolve().parents[2] / "config" / "default.yaml"
+    text = path.read_text(encoding="utf-8")
+    comment_lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment_lines.append(line[2:] if line.startswith("# ") else "")
+    params = parameter_file.select(parameter_file.blocks(path), None)
+    config = SegmentationConfig.from_parameters(params)
+    regenerated = config.to_yaml_text(header_comment="\n".join(comment_lines))
+    assert regenerated == text, (
+        "config/default.yaml differs from what the schema writes; regenerate it with "
+        "SegmentationConfig.from_parameters(...).to_yaml(path, header_comment=...)"
+    )
