@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -281,10 +280,13 @@ def configuration_for(
     threads: int,
     *,
     held: HeldOutSearch | None = None,
+    exit_model_path: str = "",
 ) -> Choice:
     """The front's configuration for ``target``, as engine settings without a deadline."""
     chosen = select(result, target)
-    config = apply_configuration(chosen.config, table, str(model.path))
+    config = apply_configuration(
+        chosen.config, table, str(model.path), exit_model_path=exit_model_path
+    )
     return Choice(result, chosen, target, _without_deadline(config, threads), held)
 
 
@@ -330,20 +332,16 @@ def choose_configuration(
         progress=progress,
     )
     floor = max(0.0, held.result.baseline.miou - miou_margin)
-    model_file: Path | None = None
-    choice = configuration_for(
-        model, held.result, table, Target(min_miou=floor), threads, held=held
-    )
-    if choice.chosen.config.decision == "learnt" and held.predictor is not None:
+    target = Target(min_miou=floor)
+    model_file = ""
+    if select(held.result, target).config.decision == "learnt" and held.predictor is not None:
         if exit_model_path is None:
             raise BenchError("a learnt-decision configuration needs a path for its exit model")
         held.predictor.save(exit_model_path)
-        model_file = exit_model_path
-        config = apply_configuration(
-            choice.chosen.config, table, str(model.path), exit_model_path=str(model_file)
-        )
-        choice = dataclasses.replace(choice, config=_without_deadline(config, threads))
-    return choice
+        model_file = str(exit_model_path)
+    return configuration_for(
+        model, held.result, table, target, threads, held=held, exit_model_path=model_file
+    )
 
 
 def test_split(
@@ -421,44 +419,57 @@ def priced_stages_ms(result: SegmentationResult) -> float:
 
 @dataclass
 class EngineRun:
-    """What one engine (a network with a policy) did on the test split."""
+    """What one engine (a network with a policy) did on the test split, frame by frame.
+
+    Figures come for all frames or for a mask of them (e.g. one difficulty level).
+    """
 
     name: str
     num_classes: int
     latency_ms: list[float] = field(default_factory=list)
     stages_ms: list[float] = field(default_factory=list)
     exits: list[str] = field(default_factory=list)
-    confusion: npt.NDArray[np.int64] = field(init=False)
-    by_difficulty: dict[int, npt.NDArray[np.int64]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+    confusions: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    difficulty: list[int] = field(default_factory=list)
 
     def add(self, result: SegmentationResult, conf: npt.NDArray[np.int64], difficulty: int) -> None:
-        self.confusion += conf
-        level = self.by_difficulty.setdefault(difficulty, np.zeros_like(self.confusion))
-        level += conf
+        self.confusions.append(conf)
+        self.difficulty.append(difficulty)
         self.latency_ms.append(result.measured_ms)
         self.stages_ms.append(priced_stages_ms(result))
         self.exits.append(result.exit_id)
 
+    def _select(self, values: Sequence[Any], frames: npt.NDArray[np.bool_] | None) -> Any:
+        array = np.asarray(values)
+        return array if frames is None else array[frames]
+
+    def miou_of(self, frames: npt.NDArray[np.bool_] | None = None) -> float:
+        return mean_iou(np.sum(self._select(self.confusions, frames), axis=0))
+
+    def mean_ms_of(self, frames: npt.NDArray[np.bool_] | None = None) -> float:
+        return float(np.mean(self._select(self.latency_ms, frames)))
+
+    def stages_mean_ms_of(self, frames: npt.NDArray[np.bool_] | None = None) -> float:
+        return float(np.mean(self._select(self.stages_ms, frames)))
+
     @property
     def miou(self) -> float:
-        return mean_iou(self.confusion)
+        return self.miou_of()
 
     @property
     def mean_ms(self) -> float:
-        return float(np.mean(self.latency_ms))
+        return self.mean_ms_of()
 
     def to_dict(self, exit_order: list[str]) -> dict[str, Any]:
+        levels = np.asarray(self.difficulty)
         return {
             "miou": self.miou,
             "miou_by_difficulty": {
-                level_name(level): mean_iou(conf)
-                for level, conf in sorted(self.by_difficulty.items())
+                level_name(level): self.miou_of(levels == level)
+                for level in sorted(set(self.difficulty))
             },
             "latency": latency_summary(self.latency_ms),
-            "stages_mean_ms": float(np.mean(self.stages_ms)),
+            "stages_mean_ms": self.stages_mean_ms_of(),
             "exit_usage": usage(self.exits, exit_order),
         }
 

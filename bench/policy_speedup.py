@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,7 +50,6 @@ if (
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
 from bench._common import (
     BenchError,
@@ -65,10 +64,10 @@ from bench._common import (
     load_calibration,
     load_model,
     model_info,
-    priced_stages_ms,
     print_target,
     profile_table,
     run_main,
+    run_test_split,
     test_split,
     usage,
     with_policy,
@@ -76,7 +75,7 @@ from bench._common import (
 )
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyTable
-from mess_ros.common.metrics import confusion_matrix, mean_iou, per_image_miou
+from mess_ros.common.metrics import mean_iou, per_image_miou
 from mess_ros.deploy.export import scored_to_dict
 from mess_ros.deploy.problem import DECISIONS
 from mess_ros.runtime.engine import SegmentationEngine, SegmentationResult
@@ -91,39 +90,6 @@ ORACLE_TOLERANCES: Final = tuple(round(0.0005 * k, 4) for k in range(101))
 """Per-image mIoU tolerances the oracle is tried at (0 to 5 points)."""
 
 IntArray = npt.NDArray[np.int64]
-
-
-@dataclass
-class PolicyRun:
-    """What one policy did on the test split, frame by frame."""
-
-    name: str
-    num_classes: int
-    latency_ms: list[float] = field(default_factory=list)
-    stages_ms: list[float] = field(default_factory=list)
-    exits: list[str] = field(default_factory=list)
-    confusions: list[IntArray] = field(default_factory=list)
-    table_ms: list[float] = field(default_factory=list)
-    """Each frame's path priced with the latency table (load-free, as the oracle's)."""
-
-    def add(self, result: SegmentationResult, conf: IntArray, table_ms: float) -> None:
-        self.confusions.append(conf)
-        self.table_ms.append(table_ms)
-        self.latency_ms.append(result.measured_ms)
-        self.stages_ms.append(priced_stages_ms(result))
-        self.exits.append(result.exit_id)
-
-    def miou(self, frames: npt.NDArray[np.bool_]) -> float:
-        return mean_iou(np.sum(np.asarray(self.confusions)[frames], axis=0))
-
-    def mean_ms(self, frames: npt.NDArray[np.bool_]) -> float:
-        return float(np.mean(np.asarray(self.latency_ms)[frames]))
-
-    def table_mean_ms(self, frames: npt.NDArray[np.bool_]) -> float:
-        return float(np.mean(np.asarray(self.table_ms)[frames]))
-
-    def stages_mean_ms(self, frames: npt.NDArray[np.bool_]) -> float:
-        return float(np.mean(np.asarray(self.stages_ms)[frames]))
 
 
 @dataclass(frozen=True)
@@ -239,23 +205,20 @@ def main(args: argparse.Namespace) -> int:
     dataset = test_split(args.images, height, width, seed=args.test_seed)
     num_classes = model.checkpoint.model.spec.num_classes
     ignore = engines["final"].labels.ignore_index
-    runs = {name: PolicyRun(name, num_classes) for name in engines}
     difficulty = np.array([dataset[i].difficulty for i in range(len(dataset))])
+    # Each frame's path priced with the latency table (load-free), as the search and oracle do.
+    pricing = any_choice.held.fit_problem
+    active = {
+        name: [e for e in engine.active_exits if e != FINAL_EXIT]
+        for name, engine in engines.items()
+    }
+    priced: dict[str, list[float]] = {name: [] for name in engines}
 
-    for index in range(min(args.warmup, len(dataset))):
-        for engine in engines.values():
-            engine.infer(dataset[index].image)
-    order = list(engines)
-    pricing = any_choice.held.fit_problem  # the table's costs, as the search and oracle use
-    for index in tqdm(range(len(dataset)), desc="test split", unit="img", disable=not progress):
-        sample = dataset[index]
-        # Rotate which policy goes first, so none profits from the others' warm caches.
-        shift = index % len(order)
-        for name in order[shift:] + order[:shift]:
-            result = engines[name].infer(sample.image)
-            conf = confusion_matrix(sample.mask, result.mask, num_classes, ignore)
-            active = [e for e in engines[name].active_exits if e != FINAL_EXIT]
-            runs[name].add(result, conf, pricing.path_ms(active, result.exit_id))
+    def price(results: dict[str, SegmentationResult]) -> None:
+        for name, result in results.items():
+            priced[name].append(pricing.path_ms(active[name], result.exit_id))
+
+    runs = run_test_split(engines, dataset, warmup=args.warmup, progress=progress, on_frame=price)
 
     network = model.checkpoint.model
     exit_ids = list(network.exit_ids)
@@ -291,31 +254,34 @@ def main(args: argparse.Namespace) -> int:
         )
         rows: dict[str, Any] = {}
         for name, run in runs.items():
-            miou = run.miou(frames)
-            speedup = final.mean_ms(frames) / run.mean_ms(frames)
-            stages = final.stages_mean_ms(frames) / run.stages_mean_ms(frames)
-            priced = final.table_mean_ms(frames) / run.table_mean_ms(frames)
+            miou = run.miou_of(frames)
+            speedup = final.mean_ms_of(frames) / run.mean_ms_of(frames)
+            stages = final.stages_mean_ms_of(frames) / run.stages_mean_ms_of(frames)
+            table_ratio = float(
+                np.mean(np.asarray(priced["final"])[frames])
+                / np.mean(np.asarray(priced[name])[frames])
+            )
             tolerance, oracle_miou, oracle_speedup = oracle.matching(miou, frames)
-            delta = 100 * (miou - final.miou(frames))
+            delta = 100 * (miou - final.miou_of(frames))
             print(
-                f"{name:<12} {100 * miou:>7.2f} {delta:>+6.2f} {run.mean_ms(frames):>8.2f} "
-                f"{speedup:>7.2f}x {stages:>6.2f}x {priced:>6.2f}x {oracle_speedup:>8.2f}x "
+                f"{name:<12} {100 * miou:>7.2f} {delta:>+6.2f} {run.mean_ms_of(frames):>8.2f} "
+                f"{speedup:>7.2f}x {stages:>6.2f}x {table_ratio:>6.2f}x {oracle_speedup:>8.2f}x "
                 f"(tol {100 * tolerance:.2f})"
             )
             rows[name] = {
                 "miou": miou,
-                "miou_delta": miou - final.miou(frames),
+                "miou_delta": miou - final.miou_of(frames),
                 "latency": latency_summary(list(np.asarray(run.latency_ms)[frames])),
                 "speedup": speedup,
                 "stage_speedup": stages,
-                "table_speedup": priced,
+                "table_speedup": table_ratio,
                 "oracle": {
                     "tolerance": tolerance,
                     "miou": oracle_miou,
                     "speedup": oracle_speedup,
                 },
             }
-        target_miou = final.miou(frames) - MAX_MIOU_DROP
+        target_miou = final.miou_of(frames) - MAX_MIOU_DROP
         tolerance, oracle_miou, oracle_speedup = oracle.matching(target_miou, frames)
         print(
             f"oracle at final - {100 * MAX_MIOU_DROP:.1f} points: {oracle_speedup:.2f}x "
