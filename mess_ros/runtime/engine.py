@@ -22,22 +22,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch import Tensor
 
 from mess_ros.data.labels import LabelSet
 from mess_ros.data.transforms import normalize_image
 from mess_ros.model import FINAL_EXIT, Checkpoint, load_checkpoint, model_fingerprint
 from mess_ros.model.checkpoint import PRUNED_FROM_KEY
 from mess_ros.package_files import share_directories
+from mess_ros.runtime.backends import StageExecutor, create_executor
 from mess_ros.runtime.config import EngineConfig, SegmentationConfig
 from mess_ros.runtime.contention import CpuShareMonitor, ThreadChange, ThreadGovernor
 from mess_ros.runtime.errors import ConfigError, EngineError, LatencyTableError, PolicyError
-from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
+from mess_ros.runtime.executor import LOGGER, resolve_device
 from mess_ros.runtime.exit_model import ExitPredictor
 from mess_ros.runtime.latency import (
     PREPROCESS_KEY,
@@ -167,7 +167,7 @@ class _Plan:
     exits: tuple[str, ...]
     exit_segments: tuple[tuple[str, ...], ...]
     image_thresholds: tuple[float, ...]  # per active exit (unused for the final one)
-    class_thresholds: Tensor | None
+    class_thresholds: object | None  # in the executor's own array type
     policy: ExitPolicy
     exit_model: ExitPredictor | None = None  # the learnt decision (policy.exit_model)
 
@@ -196,7 +196,6 @@ class SegmentationEngine:
         self.device = choice.device
         self.warnings: list[str] = list(choice.warnings)
         self._threads = engine.num_threads or _DEFAULT_THREADS
-        torch.set_num_threads(self._threads)
         self._governor: ThreadGovernor | None = None
         self._others_share: Callable[[], float | None] | None = None
         if self.device.type == "cpu" and engine.adaptive_threads and self._threads > 1:
@@ -221,9 +220,19 @@ class SegmentationEngine:
             )
         self.input_hw = resolve_input_hw(engine, checkpoint)
         self._clock = clock_ns
-        self._executor = ModelExecutor(
-            self.model, self.device, choice.precision, engine.channels_last
+        self._executor: StageExecutor = create_executor(
+            engine.backend,
+            self.model,
+            self.device,
+            self.input_hw,
+            precision=choice.precision,
+            channels_last=engine.channels_last,
+            checkpoint_path=checkpoint.path,
+            threads=self._threads,
         )
+        self._executor.set_threads(self._threads)
+        self.backend = self._executor.backend
+        """The backend running the stages (``engine.backend`` with ``auto`` resolved)."""
         self._plan = self._build_plan(copy.deepcopy(config))
         self._reconfigure_lock = threading.Lock()
         self._infer_lock = threading.Lock()
@@ -334,9 +343,7 @@ class SegmentationEngine:
         per_exit = [*(thresholds * intermediate if len(thresholds) == 1 else thresholds), 0.0]
         class_thresholds = None
         if policy_config.class_thresholds:
-            class_thresholds = torch.tensor(
-                policy_config.class_thresholds, dtype=torch.float32, device=self.device
-            )
+            class_thresholds = self._executor.thresholds(policy_config.class_thresholds)
         return _Plan(
             config=config,
             exits=exits,
@@ -377,6 +384,13 @@ class SegmentationEngine:
                 f"latency table {source} was profiled with weights {table.model_fingerprint}, "
                 f"the model is {fingerprint}; timings carry over if the architecture is the same"
             )
+        if table.backend != self.backend:
+            notes.append(
+                f"latency table {source} was measured with backend {table.backend!r}, the engine "
+                f"runs {self.backend!r}: its stage times are off by the difference between them "
+                "until the online correction has learnt it; profile with mess_profile --backend "
+                f"{self.backend} for deadlines that hold from the first frame"
+            )
         if table.device.partition(":")[0] != self.device.type:
             notes.append(
                 f"latency table {source} was measured on {table.device}, the engine runs on "
@@ -404,13 +418,15 @@ class SegmentationEngine:
 
     # --- inference -----------------------------------------------------------------------
 
-    def preprocess(self, image: npt.NDArray[np.uint8]) -> Tensor:
-        """(1, 3, h, w) network input on the engine's device (resize + normalisation)."""
+    def preprocess(self, image: npt.NDArray[np.uint8]) -> Any:
+        """(1, 3, h, w) network input on the engine's device (resize + normalisation), in the
+        backend's array type (a torch tensor for torch and tensorrt, an OrtValue for onnxruntime).
+        """
         _check_image(image)
         return self._executor.to_device(normalize_image(image, self.input_hw))
 
     def forward_to_exit(
-        self, tensor: Tensor, exit_id: str, size_hw: tuple[int, int] | None = None
+        self, tensor: Any, exit_id: str, size_hw: tuple[int, int] | None = None
     ) -> npt.NDArray[np.uint8]:
         """Bare path to one exit: backbone to its point, its head, its mask at ``size_hw``.
 
@@ -424,11 +440,10 @@ class SegmentationEngine:
             )
         executor = self._executor
         with executor.context():
-            x = tensor.to(self.device).contiguous(memory_format=executor.memory_format)
+            x = executor.prepare(tensor)
             features = executor.segment(x, None, self.model.exit_point(exit_id))
             logits = executor.head(exit_id, features)
-            target = size_hw or (int(x.shape[-2]), int(x.shape[-1]))
-            return executor.output(logits, target)
+            return executor.output(logits, size_hw or executor.spatial_hw(x))
 
     def infer(
         self,
@@ -545,10 +560,9 @@ class SegmentationEngine:
         if governor is not None and others_share is not None:
             change = governor.update(others_share(), load, self._slowdown)
         if change is None:
-            if torch.get_num_threads() != self._threads:  # another engine in this process
-                torch.set_num_threads(self._threads)
+            self._executor.set_threads(self._threads)  # another engine may have changed torch's
             return
-        torch.set_num_threads(change.threads)
+        self._executor.set_threads(change.threads)
         self._threads = change.threads
         self._slowdown = None
         self.thread_changes += 1
@@ -570,14 +584,14 @@ class SegmentationEngine:
         times_ms: dict[int, float] = {}
         threads = self._threads
         for count in (threads, 1):
-            torch.set_num_threads(count)
+            self._executor.set_threads(count)
             best = math.inf
             for _ in range(3):
                 tick = time.perf_counter()
                 self.forward_to_exit(self.preprocess(image), FINAL_EXIT)
                 best = min(best, time.perf_counter() - tick)
             times_ms[count] = best * 1e3
-        torch.set_num_threads(threads)
+        self._executor.set_threads(threads)
         # Bounded to what one thread can physically be against ``threads`` of them: a busy
         # machine during the measurement must not leave an absurd prior behind.
         ratio = times_ms[1] / max(times_ms[threads], 1e-6)
@@ -610,7 +624,7 @@ class _FrameRun:
 
     def __init__(
         self,
-        executor: ModelExecutor,
+        executor: StageExecutor,
         plan: _Plan,
         frame: FrameLatency,
         deadline_ns: int | None,
