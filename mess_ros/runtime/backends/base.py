@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from types import ModuleType
@@ -42,6 +43,8 @@ RUNTIME_PACKAGES: Final = {
 
 def runtime_available(module: str) -> bool:
     """Whether ``module`` can be imported, without importing it (cheap, no side effects)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None  # None: import blocked on purpose
     return importlib.util.find_spec(module) is not None
 
 

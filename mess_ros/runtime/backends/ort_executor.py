@@ -138,6 +138,11 @@ class OnnxRuntimeExecutor:
         except Exception as err:  # onnxruntime raises its own unrelated types
             raise BackendError(f"ONNX Runtime cannot load {path}: {err}") from err
 
+    @property
+    def threads(self) -> int:
+        """Intra-op threads of the sessions the next stages run on."""
+        return self._threads
+
     def set_threads(self, count: int) -> None:
         count = max(1, count)
         if count != self._threads:
