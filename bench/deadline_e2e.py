@@ -41,20 +41,25 @@ import argparse
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import matplotlib
 import numpy as np
-from _common import REPORT_DIR, BenchError, environment, print_target, run_main, write_json
+from _common import (
+    REPORT_DIR,
+    BenchError,
+    HogProcess,
+    environment,
+    print_target,
+    run_main,
+    write_json,
+)
 from tqdm import tqdm
 
 from mess_ros.package_files import package_data_file
@@ -151,45 +156,14 @@ def node_argv(params_file: Path, overrides: dict[str, Any]) -> list[str]:
     return python_module_argv("mess_ros.ros.node", *ros_args)
 
 
-class Hog:
-    """``cpu_hog.py`` in a child process; its load reports read on a thread.
-
-    It runs in a session of its own, as an unrelated process would: with
-    autogroup scheduling a session shares its CPU weight, and the raised
-    priority of this measuring process must not carry over to the hog.
-    """
+class Hog(HogProcess):
+    """``cpu_hog.py`` in a child process, reporting the share of the cores it takes."""
 
     def __init__(self, kind: str, workers: int) -> None:
         argv = [sys.executable, str(HOG), "--kind", kind, "--period-ms", "100"]
         if workers:
             argv += ["--workers", str(workers)]
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, text=True, start_new_session=True
-        )
-        self.load = 1.0
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
-        self._reader.daemon = True
-        self._reader.start()
-
-    def _read(self, stream: IO[str] | None) -> None:
-        if stream is None:
-            return
-        for line in stream:
-            try:
-                report = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if report.get("state") == "running":
-                self.load = float(report["load"])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        super().__init__(argv)
 
 
 @contextmanager
