@@ -52,7 +52,7 @@ from mess_ros.model import FINAL_EXIT, MESSNet, load_checkpoint
 from mess_ros.runtime.backends import TENSORRT, TORCH, create_executor, runtime_available
 from mess_ros.runtime.backends.base import RUNTIME_PACKAGES
 from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.engine import SegmentationEngine
+from mess_ros.runtime.engine import SegmentationEngine, resolve_model_path
 from mess_ros.runtime.latency import LatencyTable
 from mess_ros.runtime.profiling import profile_model
 
@@ -176,7 +176,7 @@ def cuda_tests(section: Section) -> None:
 def work_checkpoint(work: Path) -> Path:
     """The robot's pruned checkpoint copied to ``work``, so exports and engines land there."""
     params = SegmentationConfig.from_yaml(ROBOT_PARAMS)
-    source = Path(params.engine.model_path)
+    source = resolve_model_path(params.engine.model_path)
     work.mkdir(parents=True, exist_ok=True)
     target = work / source.name
     if not target.is_file():

@@ -269,7 +269,13 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def _export_module(module: nn.Module, example: Tensor, path: Path) -> Tensor:
-    """Export ``module`` at ``example``'s shape (TorchScript tracing) and return its output."""
+    """Export ``module`` at ``example``'s shape (TorchScript tracing) and return its output.
+
+    The wrapper is put in eval mode first: the exporter restores the mode it
+    found, recursively, and a new module's is training, which would switch
+    the shared network's batch norms to batch statistics for the next stage.
+    """
+    module.eval()
     output: Tensor = module(example)
     try:
         torch.onnx.export(

@@ -171,8 +171,18 @@ class OnnxRuntimeExecutor:
         return time.perf_counter_ns() / 1e6
 
     def to_device(self, chw: npt.NDArray[np.float32]) -> Any:
-        array = np.ascontiguousarray(chw[np.newaxis], dtype=self._dtype)
-        return self._ort.OrtValue.ortvalue_from_numpy(array, *self._device)
+        return self._owned(np.ascontiguousarray(chw[np.newaxis], dtype=self._dtype), self._device)
+
+    def _owned(self, array: npt.NDArray[Any], device: tuple[str, int]) -> Any:
+        """An OrtValue holding its own copy of ``array``.
+
+        ``OrtValue.ortvalue_from_numpy`` on the CPU wraps the array's memory
+        without keeping the array alive: a value that outlives the array
+        would read freed memory.
+        """
+        value = self._ort.OrtValue.ortvalue_from_shape_and_type(array.shape, array.dtype, *device)
+        value.update_inplace(array)
+        return value
 
     def prepare(self, tensor: Any) -> Any:
         if isinstance(tensor, self._ort.OrtValue):
@@ -220,6 +230,6 @@ class OnnxRuntimeExecutor:
     def output(self, logits: Any, size_hw: tuple[int, int]) -> npt.NDArray[np.uint8]:
         # The size is a shape input: ONNX Runtime reads it on the host whatever the device.
         size = np.asarray([int(size_hw[0]), int(size_hw[1])], dtype=np.int64)
-        inputs = {OUTPUT_LOGITS: logits, OUTPUT_SIZE: self._ort.OrtValue.ortvalue_from_numpy(size)}
+        inputs = {OUTPUT_LOGITS: logits, OUTPUT_SIZE: self._owned(size, ("cpu", 0))}
         mask: npt.NDArray[np.uint8] = self._run("output", self.export.output, inputs).numpy()[0]
         return mask

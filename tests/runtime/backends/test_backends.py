@@ -36,7 +36,7 @@ from mess_ros.runtime.backends import (
 from mess_ros.runtime.backends.base import import_runtime
 from mess_ros.runtime.backends.ort_executor import OnnxRuntimeExecutor
 from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.engine import SegmentationEngine
+from mess_ros.runtime.engine import SegmentationEngine, resolve_package_file
 from mess_ros.runtime.errors import ConfigError
 from mess_ros.runtime.latency import LatencyTable
 from mess_ros.runtime.profiling import profile_model
@@ -81,7 +81,7 @@ def rover(tmp_path_factory: pytest.TempPathFactory) -> SegmentationConfig:
     folder = tmp_path_factory.mktemp("rover")
     params = SegmentationConfig.from_yaml(package_data_file("config/robots/cpu_rover.yaml"))
     for name in ("model_path", "latency_table"):
-        source = Path(getattr(params.engine, name))
+        source = resolve_package_file(getattr(params.engine, name), f"engine.{name}")
         shutil.copyfile(source, folder / source.name)
         setattr(params.engine, name, str(folder / source.name))
     params.engine.num_threads = 1

@@ -19,7 +19,7 @@ from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.package_files import package_data_file
 from mess_ros.runtime.backends import ONNXRUNTIME, TENSORRT, TORCH, runtime_available
 from mess_ros.runtime.config import SegmentationConfig
-from mess_ros.runtime.engine import SegmentationEngine
+from mess_ros.runtime.engine import SegmentationEngine, resolve_model_path
 
 pytestmark = [
     pytest.mark.cuda,
@@ -33,7 +33,7 @@ BOUNDS = {"fp32": (0.999, 0.99), "fp16": (0.995, 0.97)}
 def rover(tmp_path_factory: pytest.TempPathFactory) -> SegmentationConfig:
     folder = tmp_path_factory.mktemp("rover")
     params = SegmentationConfig.from_yaml(package_data_file("config/robots/cpu_rover.yaml"))
-    source = Path(params.engine.model_path)
+    source = resolve_model_path(params.engine.model_path)
     shutil.copyfile(source, folder / source.name)
     params.engine.model_path = str(folder / source.name)
     params.engine.latency_table = ""
