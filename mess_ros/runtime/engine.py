@@ -340,6 +340,11 @@ class SegmentationEngine:
             end = blocks.index(self.model.exit_point(exit_id)) + 1
             segments.append(tuple(blocks[done:end]))
             done = max(done, end)
+        bounds: list[tuple[str | None, str]] = []
+        for segment in segments:  # contiguous: each starts after the previous one's end
+            if segment:
+                bounds.append((bounds[-1][1] if bounds else None, segment[-1]))
+        self._executor.prepare_segments(bounds)
         per_exit = [*(thresholds * intermediate if len(thresholds) == 1 else thresholds), 0.0]
         class_thresholds = None
         if policy_config.class_thresholds:
@@ -656,6 +661,21 @@ class _FrameRun:
         self.frame.record(key, now - self._tick_ms)
         self._tick_ms = now
 
+    def _record_shared(self, keys: list[str]) -> None:
+        """Time of stages run in one call, shared in proportion to their predicted times.
+
+        The latency model keeps its per-block keys (the table's), so the
+        deployment search, other exit sets and the torch backend price the
+        same stages; within the call their relative times are the table's.
+        """
+        now = self.executor.clock_ms()
+        weights = [self.frame.expected_ms(k) for k in keys]
+        total = sum(weights)
+        elapsed = now - self._tick_ms
+        for key, weight in zip(keys, weights, strict=True):
+            self.frame.record(key, elapsed * (weight / total if total > 0 else 1 / len(keys)))
+        self._tick_ms = now
+
     def _context(self, position: int) -> ExitContext:
         remaining = None
         if self.deadline_ns is not None:
@@ -674,10 +694,16 @@ class _FrameRun:
             self._record(PREPROCESS_KEY)
             previous: str | None = None
             for position, exit_id in enumerate(plan.exits):
-                for point in plan.exit_segments[position]:
-                    features = executor.segment(features, previous, point)
-                    previous = point
-                    self._record(segment_key(point))
+                segment = plan.exit_segments[position]
+                if executor.fuses_segments and len(segment) > 1:
+                    features = executor.segment(features, previous, segment[-1])
+                    previous = segment[-1]
+                    self._record_shared([segment_key(point) for point in segment])
+                else:
+                    for point in segment:
+                        features = executor.segment(features, previous, point)
+                        previous = point
+                        self._record(segment_key(point))
                 decision = late or plan.policy.before_head(self._context(position))
                 if decision.action is Action.CONTINUE:
                     continue

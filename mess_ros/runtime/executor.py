@@ -120,6 +120,7 @@ class ModelExecutor:
     """
 
     backend = "torch"
+    fuses_segments = False  # eager blocks cost the same run one by one or in a range
 
     def __init__(
         self,
@@ -191,6 +192,9 @@ class ModelExecutor:
         else:
             tensor = host
         return tensor.contiguous(memory_format=self.memory_format)
+
+    def prepare_segments(self, bounds: Sequence[tuple[str | None, str]]) -> None:
+        """Nothing to prepare: ``forward_backbone`` runs any range of blocks."""
 
     def prepare(self, tensor: Tensor) -> Tensor:
         return tensor.to(self.device).contiguous(memory_format=self.memory_format)

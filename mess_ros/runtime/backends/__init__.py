@@ -10,6 +10,7 @@ when a backend that needs them is chosen.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -118,9 +119,11 @@ def create_executor(
         progress=progress,
     )
     if chosen == ONNXRUNTIME:
+        from mess_ros.runtime.backends.export import export_fused_segment
         from mess_ros.runtime.backends.ort_executor import OnnxRuntimeExecutor
 
-        return OnnxRuntimeExecutor(export, device.type, device.index or 0, threads)
+        fuse = functools.partial(export_fused_segment, model, export, device=trace_on)
+        return OnnxRuntimeExecutor(export, device.type, device.index or 0, threads, fuse)
     from mess_ros.runtime.backends.trt_executor import TensorRTExecutor
 
     return TensorRTExecutor(model, export, device, progress)

@@ -77,6 +77,10 @@ class StageExecutor(Protocol):
 
     backend: str
     precision: str
+    fuses_segments: bool
+    """Whether :meth:`segment` runs several blocks faster in one call than block by block
+    (the engine then runs the blocks between two active exits at once, see
+    :meth:`prepare_segments`)."""
 
     @property
     def device_label(self) -> str:
@@ -96,6 +100,9 @@ class StageExecutor(Protocol):
 
     def set_threads(self, count: int) -> None:
         """Run the next stages on ``count`` CPU threads (cheap when it is already so)."""
+
+    def prepare_segments(self, bounds: Sequence[tuple[str | None, str]]) -> None:
+        """Get ready to run each ``(after, up to)`` block range in one :meth:`segment` call."""
 
     def to_device(self, chw: npt.NDArray[np.float32]) -> Any:
         """The (1, 3, H, W) network input from a float32 CHW array."""

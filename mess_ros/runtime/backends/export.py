@@ -255,6 +255,35 @@ def _export_into(
     return manifest
 
 
+def export_fused_segment(
+    model: MESSNet,
+    export: StageExport,
+    start: str | None,
+    end: str,
+    device: torch.device | None = None,
+) -> Path:
+    """One file for the blocks after ``start`` up to ``end``, beside ``export``'s (cached).
+
+    The engine runs the blocks between two active exits back to back; one
+    session for them saves a call and a memory-layout conversion per block
+    (measured on the bundled model: 6.2 against 6.9 ms to the fourth exit
+    point). The per-block files stay: profiles and other exit sets use them.
+    """
+    path = export.directory / f"fused-{start or 'input'}--{end}.onnx"
+    if path.is_file():
+        return path
+    first = export.blocks[0 if start is None else export.blocks.index(start) + 1]
+    dtype = EXPORT_PRECISIONS[export.precision]
+    device = device or torch.device("cpu")
+    traced = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
+    example = torch.zeros(export.segment(first).input_shape, device=device, dtype=dtype)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
+        _export_module(_Segment(traced, start, end), example, partial)
+    partial.replace(path)
+    return path
+
+
 def _quiet(progress: bool | None) -> bool | None:
     """tqdm's ``disable``: None hides the bar unless stderr is a terminal."""
     return None if progress is None else not progress

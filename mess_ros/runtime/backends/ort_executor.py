@@ -8,10 +8,12 @@ and the exit taken is turned into its mask by the exported output graph. This
 module imports numpy and onnxruntime only.
 
 Threads. ONNX Runtime fixes a session's intra-op thread count when the session
-is made, so the executor keeps one set of sessions per thread count, each
-made on first use of that count: the engine's thread governor
-(``engine.adaptive_threads``) then switches sets between frames, as it calls
-``torch.set_num_threads`` for the torch backend. Spinning is off: every
+is made, so the executor keeps one set of sessions per thread count: the
+engine's thread governor (``engine.adaptive_threads``) switches sets between
+frames, as it calls ``torch.set_num_threads`` for the torch backend. The
+first switch to a count makes every session the current set has (the engine
+does it at start, when it measures one thread against all), so no frame
+waits for a session later. Spinning is off: every
 stage's session owns a pool, and pools that spin after their stage keep the
 cores from the next stage's pool (measured on the 2-core machine of the
 README: 157 ms a pass with spinning pools, 14 ms without).
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -80,6 +82,7 @@ class OnnxRuntimeExecutor:
 
     backend = ONNXRUNTIME
     channels_last = False
+    fuses_segments = True
 
     def __init__(
         self,
@@ -87,7 +90,10 @@ class OnnxRuntimeExecutor:
         device_type: str = "cpu",
         device_index: int = 0,
         threads: int = 1,
+        fuse: Callable[[str | None, str], Path] | None = None,
     ) -> None:
+        """``fuse`` exports the blocks of a range as one file (see :meth:`prepare_segments`);
+        without it ranges run block by block."""
         self._ort = import_runtime("onnxruntime", ONNXRUNTIME)
         self.export = export
         self.precision = export.precision
@@ -95,8 +101,12 @@ class OnnxRuntimeExecutor:
         self._providers = session_providers(self._ort, device_type, device_index, export.directory)
         self._dtype = np.float16 if export.precision == "fp16" else np.float32
         self._sessions: dict[int, dict[str, Any]] = {}
+        self._bindings: dict[int, Any] = {}  # by id of the session
         self._threads = max(1, threads)
         self._current = self._session_set(self._threads)
+        self._fuse = fuse
+        self._fused: dict[tuple[str | None, str], Path] = {}
+        self._paths: dict[str, Path] = {}  # every stage a session was made for
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -115,6 +125,7 @@ class OnnxRuntimeExecutor:
             providers = [p for p in self._providers if key != "output" or p[0] != TENSORRT_PROVIDER]
             session = self._make_session(path, self._threads, providers)
             self._current[key] = session
+            self._paths[key] = path
         return session
 
     def _make_session(
@@ -145,9 +156,14 @@ class OnnxRuntimeExecutor:
 
     def set_threads(self, count: int) -> None:
         count = max(1, count)
-        if count != self._threads:
-            self._threads = count
-            self._current = self._session_set(count)
+        if count == self._threads:
+            return
+        first = count not in self._sessions
+        self._threads = count
+        self._current = self._session_set(count)
+        if first:
+            for key, path in list(self._paths.items()):
+                self._session(key, path)
 
     # --- the executor interface ----------------------------------------------------------
 
@@ -197,14 +213,30 @@ class OnnxRuntimeExecutor:
 
     def _run(self, key: str, path: Path, inputs: dict[str, Any]) -> Any:
         session = self._session(key, path)
-        binding = session.io_binding()
+        binding = self._bindings.get(id(session))
+        if binding is None:  # reused: making one per call costs more than the smallest stages
+            binding = session.io_binding()
+            self._bindings[id(session)] = binding
         for name, value in inputs.items():
             binding.bind_ortvalue_input(name, value)
+        # Bound anew each call: a new output buffer, never the one the last call returned.
         binding.bind_output(OUTPUT_NAME, *self._device)
         session.run_with_iobinding(binding)
         return binding.get_outputs()[0]
 
+    def prepare_segments(self, bounds: Sequence[tuple[str | None, str]]) -> None:
+        """Export (once, cached beside the stages) each range of several blocks as one file."""
+        blocks = self.export.blocks
+        for start, end in bounds:
+            first = 0 if start is None else blocks.index(start) + 1
+            if self._fuse is not None and blocks.index(end) > first:
+                path = self._fused.setdefault((start, end), self._fuse(start, end))
+                self._session(f"fused:{start}:{end}", path)
+
     def segment(self, features: Any, start: str | None, end: str) -> Any:
+        fused = self._fused.get((start, end))
+        if fused is not None:
+            return self._run(f"fused:{start}:{end}", fused, {INPUT_NAME: features})
         blocks = self.export.blocks
         first = 0 if start is None else blocks.index(start) + 1
         for point in blocks[first : blocks.index(end) + 1]:

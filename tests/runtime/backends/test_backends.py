@@ -106,6 +106,9 @@ def test_onnxruntime_segments_the_test_images_as_torch_does(rover: SegmentationC
         same_exit += reference.exit_id == other.exit_id
         exits.add(reference.exit_id)
     assert len(exits) >= 2  # the comparison covers early exits, not only the final one
+    # the blocks between two active exits ran as one exported segment
+    fused = Path(rover.engine.model_path + ".stages").glob("*/fused-*.onnx")
+    assert {p.name for p in fused} >= {"fused-layer1_0--layer3_1.onnx"}
     assert np.mean(equal_pixels) >= MIN_PIXELS
     assert same_exit >= MIN_DECISIONS * len(dataset)
 
