@@ -60,6 +60,7 @@ bench: setup
 	$(PY) bench/offline_eval_overhead.py
 	$(PY) bench/convert.py --threads 1
 	$(PY) bench/node_latency.py
+	$(PY) bench/backends.py
 
 # On a machine with an NVIDIA GPU: CUDA tests, per-exit latency of torch and TensorRT, the deadline
 # benchmark under a GPU hog, CUDA graphs per stage; one JSON file (reports/bench/gpu_check.json).

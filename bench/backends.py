@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -121,7 +122,12 @@ def stage_medians(tables: list[LatencyTable]) -> dict[str, float]:
 
 
 def openvino_stages(
-    model_path: Path, input_hw: tuple[int, int], threads: int, repeats: int, exits: list[str]
+    model_path: Path,
+    input_hw: tuple[int, int],
+    threads: int,
+    repeats: int,
+    exits: list[str],
+    precision: str = "f32",
 ) -> dict[str, dict[str, float]]:
     """Mean ms of every block and of ``exits``' heads: OpenVINO against ONNX Runtime, same files."""
     try:
@@ -139,7 +145,12 @@ def openvino_stages(
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    ov_config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    # f32 is what ONNX Runtime computes; on CPUs with AMX OpenVINO's default is bf16.
+    ov_config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": precision,
+    }
     result: dict[str, dict[str, float]] = {"onnxruntime": {}, "openvino": {}}
     for key, stage in stages.items():
         x = np.random.default_rng(0).standard_normal(stage.input_shape).astype(np.float32)
@@ -194,7 +205,9 @@ def main(args: argparse.Namespace) -> int:
     openvino = None
     if args.openvino:
         active = list(reference.active_exits)
-        openvino = openvino_stages(model_path, input_hw, args.threads, args.repeats * 5, active)
+        openvino = openvino_stages(
+            model_path, input_hw, args.threads, args.repeats * 5, active, args.openvino_precision
+        )
     return report(args, engines, runs, traces, per_stage, openvino, frame_hw)
 
 
@@ -243,9 +256,10 @@ def report(
             "of the frames"
         )
     if openvino is not None:
-        print(f"\n{'stage (exported file)':<36} {'ort ms':>9} {'openvino ms':>12}")
+        heading = f"openvino {args.openvino_precision} ms"
+        print(f"\n{'stage (exported file)':<36} {'ort ms':>9} {heading:>20}")
         for key, ort_ms in openvino["onnxruntime"].items():
-            print(f"{key:<36} {ort_ms:>9.3f} {openvino['openvino'][key]:>12.3f}")
+            print(f"{key:<36} {ort_ms:>9.3f} {openvino['openvino'][key]:>20.3f}")
         totals = {name: sum(values.values()) for name, values in openvino.items()}
         print(
             f"sum: onnxruntime {totals['onnxruntime']:.2f} ms, openvino {totals['openvino']:.2f} ms"
@@ -265,17 +279,21 @@ def report(
         f"{100 * MIOU_TOLERANCE:.2f}), same exit on {100 * hybrid['same_exit']:.1f}% "
         f"(>= {100 * MIN_SAME_EXIT:.0f}%)",
     )
+    load = os.getloadavg()
+    print(f"load average over 1/5/15 min at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     plot(args.out.with_suffix(".png"), stages, deployments)
     write_json(
         args.out,
         {
             "environment": environment("cpu"),
+            "load_average_1_5_15_min": list(os.getloadavg()),
             "threads": args.threads,
             "images": args.images,
             "frame_hw": list(frame_hw),
             "stages": stages,
             "deployments": deployments,
             "openvino": openvino,
+            "openvino_precision": args.openvino_precision if openvino is not None else None,
             "target": {"min_speedup": MIN_SPEEDUP, "passed": ok},
         },
     )
@@ -323,6 +341,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="alternating profiling rounds")
     p.add_argument("--repeats", type=int, default=20, help="passes per profiling round")
     p.add_argument("--openvino", action="store_true", help="also time the stages on OpenVINO")
+    p.add_argument(
+        "--openvino-precision",
+        default="f32",
+        choices=("f32", "bf16"),
+        help="OpenVINO's arithmetic (f32: as ONNX Runtime; bf16: its default on AMX CPUs)",
+    )
     p.add_argument("--out", type=Path, default=REPORT_DIR / f"{NAME}.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
