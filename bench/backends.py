@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from _common import (
     REPORT_DIR,
     BenchError,
     EngineRun,
+    HogProcess,
     environment,
     format_usage,
     latency_summary,
@@ -66,6 +68,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 NAME: Final = "backends"
+HOG: Final = Path(__file__).with_name("cpu_hog.py")
 BACKENDS: Final = (TORCH, ONNXRUNTIME)
 DEPLOYMENTS: Final = {"hybrid": "config/default.yaml", "cpu_rover": "config/robots/cpu_rover.yaml"}
 MIN_SPEEDUP: Final = 2.0
@@ -176,6 +179,41 @@ def openvino_stages(
     return result
 
 
+def contention(
+    dataset: Any, threads: int, frames: int, workers: int
+) -> dict[str, dict[str, float]]:
+    """The hybrid deployment beside a CPU hog of ``workers`` busy processes, per backend:
+    on all threads, on one, and with the thread governor choosing (mean ms per frame)."""
+    engines: dict[str, SegmentationEngine] = {}
+    for backend in BACKENDS:
+        for label, count, adaptive in (
+            ("all", threads, False),
+            ("one", 1, False),
+            ("governor", threads, True),
+        ):
+            config = deployment(DEPLOYMENTS["hybrid"], backend, count)
+            config.engine.adaptive_threads = adaptive
+            engines[f"{backend}/{label}"] = SegmentationEngine(config)
+    hog = HogProcess([sys.executable, str(HOG), "--workers", str(workers), "--kind", "matmul"])
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    try:
+        time.sleep(1.0)  # the hog's workers are running
+        order = list(engines)
+        for index in range(frames):
+            image = dataset[index % len(dataset)].image
+            shift = index % len(order)
+            for name in order[shift:] + order[:shift]:
+                times[name].append(engines[name].infer(image).measured_ms)
+    finally:
+        hog.stop()
+    result: dict[str, dict[str, float]] = {}
+    for name, values in times.items():
+        backend, _, label = name.partition("/")
+        result.setdefault(backend, {})[f"{label}_mean_ms"] = float(np.mean(values[5:]))
+    result["hog"] = {"workers": workers, "load": hog.load}
+    return result
+
+
 def main(args: argparse.Namespace) -> int:
     if args.images < 20:
         raise BenchError(f"--images must be at least 20, got {args.images}")
@@ -202,13 +240,17 @@ def main(args: argparse.Namespace) -> int:
     model_path = resolve_model_path(reference.config.engine.model_path)
     tables = stage_tables(model_path, input_hw, args.rounds, args.repeats)
     per_stage = {backend: stage_medians(tables[backend]) for backend in BACKENDS}
+    under_hog = None
+    if args.hog_frames:
+        print(f"beside a CPU hog of {args.hog_workers} process(es), {args.hog_frames} frames")
+        under_hog = contention(dataset, args.threads, args.hog_frames, args.hog_workers)
     openvino = None
     if args.openvino:
         active = list(reference.active_exits)
         openvino = openvino_stages(
             model_path, input_hw, args.threads, args.repeats * 5, active, args.openvino_precision
         )
-    return report(args, engines, runs, traces, per_stage, openvino, frame_hw)
+    return report(args, engines, runs, traces, per_stage, openvino, under_hog, frame_hw)
 
 
 def report(
@@ -218,6 +260,7 @@ def report(
     traces: dict[str, list[str]],
     per_stage: dict[str, dict[str, float]],
     openvino: dict[str, dict[str, float]] | None,
+    under_hog: dict[str, dict[str, float]] | None,
     frame_hw: tuple[int, int],
 ) -> int:
     print(f"\n{'stage':<36} {'torch ms':>9} {'ort ms':>9} {'ratio':>7}")
@@ -264,6 +307,14 @@ def report(
         print(
             f"sum: onnxruntime {totals['onnxruntime']:.2f} ms, openvino {totals['openvino']:.2f} ms"
         )
+    if under_hog is not None:
+        print(f"\nhybrid beside {under_hog['hog']['workers']} busy process(es): mean ms per frame")
+        for backend in BACKENDS:
+            row = under_hog[backend]
+            print(
+                f"{backend:<12} all {args.threads} threads {row['all_mean_ms']:7.2f}, one thread "
+                f"{row['one_mean_ms']:7.2f}, governor {row['governor_mean_ms']:7.2f}"
+            )
     hybrid = deployments["hybrid"]
     ok = (
         hybrid["speedup"] >= MIN_SPEEDUP
@@ -292,6 +343,7 @@ def report(
             "frame_hw": list(frame_hw),
             "stages": stages,
             "deployments": deployments,
+            "under_hog": under_hog,
             "openvino": openvino,
             "openvino_precision": args.openvino_precision if openvino is not None else None,
             "target": {"min_speedup": MIN_SPEEDUP, "passed": ok},
@@ -340,6 +392,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed frames per engine first")
     p.add_argument("--rounds", type=int, default=3, help="alternating profiling rounds")
     p.add_argument("--repeats", type=int, default=20, help="passes per profiling round")
+    p.add_argument(
+        "--hog-frames",
+        type=int,
+        default=0,
+        help="frames per engine beside a CPU hog: all threads, one, the governor (0: skip)",
+    )
+    p.add_argument("--hog-workers", type=int, default=1, help="busy processes of the hog")
     p.add_argument("--openvino", action="store_true", help="also time the stages on OpenVINO")
     p.add_argument(
         "--openvino-precision",
