@@ -24,9 +24,11 @@ JSON file of results (``--out``) and prints one line per section:
 
 A section that cannot run says why (no GPU, a runtime missing and what to
 install, the time budget spent) and the others go on. Exit status 1 when a
-section failed, else 0.
+section failed, else 0. ``--smoke`` runs every section that can on the CPU,
+at 64x128 with ``bench/cpu_hog.py`` as the hog, for seconds: the check of
+this script itself on a machine without a GPU.
 
-    python bench/gpu_check.py [--out reports/bench/gpu_check.json] [--budget-s 450]
+    python bench/gpu_check.py [--out reports/bench/gpu_check.json] [--budget-s 450] [--smoke]
 """
 
 from __future__ import annotations
@@ -59,8 +61,7 @@ from mess_ros.runtime.profiling import profile_model
 NAME: Final = "gpu_check"
 ROBOT_PARAMS: Final = REPO_ROOT / "config" / "robots" / "cpu_rover.yaml"
 GPU_HOG: Final = Path(__file__).with_name("gpu_hog.py")
-SIZES: Final = ((512, 1024), (1024, 2048))
-PRECISIONS: Final = ("fp32", "fp16")
+CPU_HOG: Final = Path(__file__).with_name("cpu_hog.py")
 CUDA_TESTS: Final = (
     "tests/runtime/backends/test_cuda.py",
     "tests/model/test_checkpoint.py",
@@ -69,6 +70,34 @@ CUDA_TESTS: Final = (
 PAYS: Final = 1.1
 DEADLINE_FACTOR: Final = 0.7
 LOAD_PERIOD_S: Final = 0.1
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where the sections run: the GPU at full size, or the CPU as a smoke test of this script."""
+
+    device: torch.device
+    sizes: tuple[tuple[int, int], ...]
+    precisions: tuple[str, ...]
+    hog_argv: tuple[str, ...]
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+GPU: Final = Setup(
+    torch.device("cuda"),
+    ((512, 1024), (1024, 2048)),
+    ("fp32", "fp16"),
+    (sys.executable, str(GPU_HOG), "--period-ms", "100"),
+)
+SMOKE: Final = Setup(
+    torch.device("cpu"),
+    ((64, 128),),
+    ("fp32",),
+    (sys.executable, str(CPU_HOG), "--workers", "1", "--period-ms", "100"),
+)
 
 
 class Budget:
@@ -195,10 +224,12 @@ def per_exit(table: LatencyTable, model: MESSNet) -> dict[str, dict[str, float]]
     }
 
 
-def latency(section: Section, backend: str, checkpoint_path: Path, budget: Budget) -> None:
+def latency(
+    section: Section, setup: Setup, backend: str, checkpoint_path: Path, budget: Budget
+) -> None:
     checkpoint = load_checkpoint(checkpoint_path)
-    device = torch.device("cuda")
-    combos = [(size, precision) for size in SIZES for precision in PRECISIONS[::-1]]
+    device = setup.device
+    combos = [(size, precision) for size in setup.sizes for precision in setup.precisions[::-1]]
     need_s = 20.0 if backend == TORCH else 100.0
     for size, precision in combos:
         key = f"{size[0]}x{size[1]}_{precision}"
@@ -236,7 +267,8 @@ def latency(section: Section, backend: str, checkpoint_path: Path, budget: Budge
             f"  {backend} {key}: final exit {final:.2f} ms (ready in {ready_s:.0f} s)", flush=True
         )
         del executor
-        torch.cuda.empty_cache()
+        if setup.cuda:
+            torch.cuda.empty_cache()
 
 
 def speedups(torch_section: Section, trt_section: Section) -> dict[str, dict[str, float]]:
@@ -253,10 +285,19 @@ def speedups(torch_section: Section, trt_section: Section) -> dict[str, dict[str
     return result
 
 
-def cuda_ms(run: Callable[[], object], warmup: int = 10, repeats: int = 50) -> float:
-    """Median GPU time of ``run`` in ms, between CUDA events."""
+def stage_ms(
+    run: Callable[[], object], device: torch.device, warmup: int = 10, repeats: int = 50
+) -> float:
+    """Median time of ``run`` in ms: between CUDA events on a GPU, by the host clock elsewhere."""
     for _ in range(warmup):
         run()
+    if device.type != "cuda":
+        times = []
+        for _ in range(repeats):
+            tick = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - tick) * 1e3)
+        return float(np.median(times))
     torch.cuda.synchronize()
     # torch.cuda.Event and Stream are untyped in torch's stubs.
     start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
@@ -286,12 +327,15 @@ def graph_replay(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) ->
     return graph.replay
 
 
-def stage_graphs(section: Section, checkpoint_path: Path, budget: Budget) -> None:
-    size = SIZES[0]
-    for precision, dtype in (("fp16", torch.float16), ("fp32", torch.float32)):
-        model = load_checkpoint(checkpoint_path).model.to(device="cuda", dtype=dtype).eval()
+def stage_graphs(section: Section, setup: Setup, checkpoint_path: Path, budget: Budget) -> None:
+    """Per stage: eager, a CUDA graph replay, ``torch.compile`` (on the CPU: eager only)."""
+    size, device = setup.sizes[0], setup.device
+    dtypes = {"fp16": torch.float16, "fp32": torch.float32}
+    for precision in setup.precisions[::-1]:
+        dtype = dtypes[precision]
+        model = load_checkpoint(checkpoint_path).model.to(device=device, dtype=dtype).eval()
         stages: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]] = {}
-        features = torch.zeros(1, 3, *size, device="cuda", dtype=dtype)
+        features = torch.zeros(1, 3, *size, device=device, dtype=dtype)
         previous: str | None = None
         with torch.no_grad():
             for point in model.block_points:
@@ -305,16 +349,19 @@ def stage_graphs(section: Section, checkpoint_path: Path, budget: Budget) -> Non
                 features, previous = output, point
             rows: dict[str, dict[str, Any]] = {}
             for key, (fn, x) in stages.items():
-                eager = cuda_ms(functools.partial(fn, x))
-                graph = cuda_ms(graph_replay(fn, x))
-                row: dict[str, Any] = {"eager_ms": eager, "graph_ms": graph}
+                eager = stage_ms(functools.partial(fn, x), device)
+                row: dict[str, Any] = {"eager_ms": eager}
+                if not setup.cuda:
+                    rows[key] = row
+                    continue
+                row["graph_ms"] = stage_ms(graph_replay(fn, x), device)
                 if precision == "fp16" and budget.left_s() > 60:
                     try:
                         compiled = torch.compile(fn)
                         tick = time.monotonic()
                         compiled(x)
                         row["compile_s"] = round(time.monotonic() - tick, 1)
-                        row["compiled_ms"] = cuda_ms(functools.partial(compiled, x))
+                        row["compiled_ms"] = stage_ms(functools.partial(compiled, x), device)
                     except Exception as err:  # torch.compile needs Triton and a compiler
                         row["compiled_ms"] = math.nan
                         row["compile_error"] = f"{type(err).__name__}: {err}"[:300]
@@ -322,21 +369,25 @@ def stage_graphs(section: Section, checkpoint_path: Path, budget: Budget) -> Non
                 row["pays"] = bool(eager / best >= PAYS) if best > 0 else False
                 rows[key] = row
             section.results[f"{size[0]}x{size[1]}_{precision}"] = rows
-        paying = [k for k, r in rows.items() if r["pays"]]
+        paying = [k for k, r in rows.items() if r.get("pays")]
         print(f"  {precision}: graphs or compile pay for {len(paying)}/{len(rows)} stages")
 
 
-def deadline(section: Section, checkpoint_path: Path, seconds: float, rate_hz: float) -> None:
-    size = SIZES[0]
-    backend = TENSORRT if runtime_available("tensorrt") else TORCH
+def deadline(
+    section: Section, setup: Setup, checkpoint_path: Path, seconds: float, rate_hz: float
+) -> None:
+    size = setup.sizes[0]
+    backend = TENSORRT if setup.cuda and runtime_available("tensorrt") else TORCH
+    precision = setup.precisions[-1]
     base = SegmentationConfig.from_yaml(ROBOT_PARAMS)
     updates: dict[str, object] = {
         "engine.model_path": str(checkpoint_path),
         "engine.latency_table": "",
-        "engine.device": "cuda",
-        "engine.require_cuda": True,
+        "engine.device": str(setup.device),
+        "engine.require_cuda": setup.cuda,
+        "engine.adaptive_threads": False,
         "engine.backend": backend,
-        "engine.precision": "fp16",
+        "engine.precision": precision,
         "engine.input_height": size[0],
         "engine.input_width": size[1],
         "engine.profile_repeats": 20,
@@ -350,14 +401,14 @@ def deadline(section: Section, checkpoint_path: Path, seconds: float, rate_hz: f
     section.results.update(
         {"backend": backend, "input_hw": list(size), "deadline_ms": deadline_ms, "runs": {}}
     )
-    print(f"  deadline {deadline_ms:.2f} ms ({backend}, fp16, {size[0]}x{size[1]})", flush=True)
+    print(f"  deadline {deadline_ms:.2f} ms ({backend}, {precision}, {size[0]}x{size[1]})")
     for label, policy, use_load in (
         ("final", "final", True),
         ("hybrid", "hybrid", True),
         ("hybrid, load ignored", "hybrid", False),
     ):
         engine = SegmentationEngine(with_policy(base, policy, use_load, deadline_ms))
-        run = deadline_run(engine, frames, deadline_ms, seconds, rate_hz)
+        run = deadline_run(engine, frames, deadline_ms, seconds, rate_hz, setup.hog_argv)
         section.results["runs"][label] = run
         print(
             f"  {label}: misses {run['miss_rate']:.1%} (outside the hog "
@@ -384,8 +435,9 @@ def deadline_run(
     deadline_ms: float,
     seconds: float,
     rate_hz: float,
+    hog_argv: tuple[str, ...],
 ) -> dict[str, Any]:
-    """Frames at ``rate_hz`` for ``seconds``; the GPU hog runs during the middle third."""
+    """Frames at ``rate_hz`` for ``seconds``; the hog runs during the middle third."""
     for frame in frames[:5]:
         engine.infer(frame)
     period_s = 1.0 / rate_hz
@@ -401,7 +453,7 @@ def deadline_run(
         while (now := time.monotonic()) - start < seconds:
             elapsed = now - start
             if hog is None and elapsed >= seconds / 3 and math.isinf(hog_window[1]):
-                hog = HogProcess([sys.executable, str(GPU_HOG), "--period-ms", "100"])
+                hog = HogProcess(hog_argv)
             if hog is not None and math.isinf(hog_window[0]) and hog.reports:
                 hog_window[0] = elapsed  # its products run from here on
             if hog is not None and elapsed >= 2 * seconds / 3:
@@ -458,29 +510,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-seconds", type=float, default=30.0, help="per deadline run")
     parser.add_argument("--rate", type=float, default=30.0, help="frames per second (deadline)")
     parser.add_argument("--work", type=Path, default=REPORT_DIR / "gpu_work", help="exports")
+    parser.add_argument("--smoke", action="store_true", help="run the sections on the CPU, small")
     args = parser.parse_args(argv)
+    setup = SMOKE if args.smoke else GPU
     budget = Budget(args.budget_s)
     sections = [run_section("environment", budget, 0, "", environment)]
-    no_gpu = (
-        ""
-        if torch.cuda.is_available()
-        else (
-            f"no CUDA device (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'})"
-        )
-    )
+    no_gpu = ""
+    if setup.cuda and not torch.cuda.is_available():
+        cuda_build = torch.version.cuda or "none"
+        no_gpu = f"no CUDA device (torch {torch.__version__}, CUDA build {cuda_build})"
     no_trt = no_gpu or (
         ""
-        if runtime_available("tensorrt")
+        if runtime_available("tensorrt") and setup.cuda
+        else "TensorRT needs CUDA"
+        if not setup.cuda
         else f"tensorrt is not installed (pip install {RUNTIME_PACKAGES['tensorrt']})"
     )
     checkpoint = work_checkpoint(args.work)
     sections.append(run_section("cuda_tests", budget, 60, no_gpu, cuda_tests))
     torch_latency = run_section(
-        "latency_torch", budget, 30, no_gpu, lambda s: latency(s, TORCH, checkpoint, budget)
+        "latency_torch", budget, 30, no_gpu, lambda s: latency(s, setup, TORCH, checkpoint, budget)
     )
     sections.append(torch_latency)
     trt_latency = run_section(
-        "latency_tensorrt", budget, 100, no_trt, lambda s: latency(s, TENSORRT, checkpoint, budget)
+        "latency_tensorrt",
+        budget,
+        100,
+        no_trt,
+        lambda s: latency(s, setup, TENSORRT, checkpoint, budget),
     )
     trt_latency.results["speedup_over_torch"] = speedups(torch_latency, trt_latency)
     sections.append(trt_latency)
@@ -491,12 +548,16 @@ def main(argv: list[str] | None = None) -> int:
             budget,
             deadline_need,
             no_gpu,
-            lambda s: deadline(s, checkpoint, args.deadline_seconds, args.rate),
+            lambda s: deadline(s, setup, checkpoint, args.deadline_seconds, args.rate),
         )
     )
     sections.append(
         run_section(
-            "stage_graphs", budget, 40, no_gpu, lambda s: stage_graphs(s, checkpoint, budget)
+            "stage_graphs",
+            budget,
+            40,
+            no_gpu,
+            lambda s: stage_graphs(s, setup, checkpoint, budget),
         )
     )
     failed = [s.name for s in sections if s.status == "failed"]
