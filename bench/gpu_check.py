@@ -443,32 +443,32 @@ def deadline_run(
     period_s = 1.0 / rate_hz
     start = time.monotonic()
     hog: HogProcess | None = None
-    hog_window = [math.inf, math.inf]
+    hog_window = [math.inf, math.inf]  # from its first report to its stop, in s of the run
+    hog_started = math.inf
     load_at = start
+    load = 0.0
     records: list[tuple[float, bool, int, float]] = []
     latencies: list[float] = []
-    loads: list[float] = []
     index = 0
     try:
         while (now := time.monotonic()) - start < seconds:
             elapsed = now - start
             if hog is None and elapsed >= seconds / 3 and math.isinf(hog_window[1]):
-                hog = HogProcess(hog_argv)
+                hog, hog_started = HogProcess(hog_argv), elapsed
             if hog is not None and math.isinf(hog_window[0]) and hog.reports:
-                hog_window[0] = elapsed  # its products run from here on
+                hog_window[0] = elapsed  # its work runs from here on
             if hog is not None and elapsed >= 2 * seconds / 3:
                 hog.stop()
+                if math.isinf(hog_window[0]) and hog.reports:  # it ran between two frames
+                    hog_window[0] = hog_started
                 hog, hog_window[1] = None, elapsed
-            if now >= load_at:
+            if now >= load_at:  # as a robot's load monitor publishes it
                 load = hog.load if hog is not None and hog.reports else 0.0
                 engine.report_load(load)
-                loads.append(load)
                 load_at += LOAD_PERIOD_S
             stamp_ns = time.monotonic_ns()
             result = engine.infer(frames[index % len(frames)], stamp_ns + round(deadline_ms * 1e6))
-            records.append(
-                (elapsed, bool(result.met_deadline), result.exit_index, result.load or 0)
-            )
+            records.append((elapsed, bool(result.met_deadline), result.exit_index, load))
             latencies.append((result.done_ns - stamp_ns) / 1e6)
             index += 1
             wait = start + index * period_s - time.monotonic()
