@@ -4,7 +4,8 @@ Backends that hand back numpy logits (ONNX Runtime) decide exits with these;
 they compute the same numbers as the torch definitions (top-1 softmax
 probability in float32, bins compared against the float32 edges ``k/bins``),
 so that the calibration cache, the deployment search and every backend agree
-on which exit a frame takes. They import numpy only.
+on which exit a frame takes. They import numpy only (the histogram's bin
+count comes from :data:`mess_ros.model.CLASS_CONFIDENCE_BINS` through the caller).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-
-from mess_ros.model.outputs import CLASS_CONFIDENCE_BINS
 
 
 def top1(logits: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
@@ -51,7 +50,7 @@ def thresholds_array(values: Sequence[float]) -> npt.NDArray[np.float32]:
 
 
 def class_confidence_histogram(
-    logits: npt.NDArray[np.floating], bins: int = CLASS_CONFIDENCE_BINS
+    logits: npt.NDArray[np.floating], bins: int
 ) -> npt.NDArray[np.int64]:
     """(C, bins) pixels per top-1 class and top-1 probability bin of (1, C, h, w) logits."""
     probability, label = top1(logits)

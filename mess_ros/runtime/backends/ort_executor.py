@@ -26,6 +26,7 @@ CUDA's execution providers where this ONNX Runtime build has them
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy.typing as npt
 from mess_ros.runtime.backends import numpy_ops
 from mess_ros.runtime.backends.base import ONNXRUNTIME, import_runtime
 from mess_ros.runtime.backends.errors import BackendError
-from mess_ros.runtime.backends.export import (
+from mess_ros.runtime.backends.stages import (
     INPUT_NAME,
     OUTPUT_LOGITS,
     OUTPUT_NAME,
@@ -45,6 +46,7 @@ from mess_ros.runtime.backends.export import (
     StageExport,
 )
 
+LOGGER = logging.getLogger("mess_ros.runtime")
 CPU_PROVIDER: Final = "CPUExecutionProvider"
 CUDA_PROVIDER: Final = "CUDAExecutionProvider"
 TENSORRT_PROVIDER: Final = "TensorrtExecutionProvider"
@@ -91,9 +93,11 @@ class OnnxRuntimeExecutor:
         device_index: int = 0,
         threads: int = 1,
         fuse: Callable[[str | None, str], Path] | None = None,
+        class_bins: int = 20,
     ) -> None:
         """``fuse`` exports the blocks of a range as one file (see :meth:`prepare_segments`);
-        without it ranges run block by block."""
+        without it ranges run block by block. ``class_bins`` is the learnt decision's histogram
+        width (``mess_ros.model.CLASS_CONFIDENCE_BINS``, passed in to keep torch out)."""
         self._ort = import_runtime("onnxruntime", ONNXRUNTIME)
         self.export = export
         self.precision = export.precision
@@ -105,6 +109,7 @@ class OnnxRuntimeExecutor:
         self._threads = max(1, threads)
         self._current = self._session_set(self._threads)
         self._fuse = fuse
+        self._class_bins = class_bins
         self._fused: dict[tuple[str | None, str], Path] = {}
         self._paths: dict[str, Path] = {}  # every stage a session was made for
 
@@ -229,9 +234,15 @@ class OnnxRuntimeExecutor:
         blocks = self.export.blocks
         for start, end in bounds:
             first = 0 if start is None else blocks.index(start) + 1
-            if self._fuse is not None and blocks.index(end) > first:
-                path = self._fused.setdefault((start, end), self._fuse(start, end))
+            if self._fuse is None or blocks.index(end) <= first or (start, end) in self._fused:
+                continue
+            try:
+                path = self._fuse(start, end)
                 self._session(f"fused:{start}:{end}", path)
+            except BackendError as err:  # block by block is slower, never wrong
+                LOGGER.warning(f"running {start or 'input'}..{end} block by block: {err}")
+                continue
+            self._fused[(start, end)] = path
 
     def segment(self, features: Any, start: str | None, end: str) -> Any:
         fused = self._fused.get((start, end))
@@ -257,7 +268,7 @@ class OnnxRuntimeExecutor:
         return numpy_ops.confident_share(logits.numpy(), pixel_threshold, class_thresholds)
 
     def class_histogram(self, logits: Any) -> npt.NDArray[np.int64]:
-        return numpy_ops.class_confidence_histogram(logits.numpy())
+        return numpy_ops.class_confidence_histogram(logits.numpy(), self._class_bins)
 
     def output(self, logits: Any, size_hw: tuple[int, int]) -> npt.NDArray[np.uint8]:
         # The size is a shape input: ONNX Runtime reads it on the host whatever the device.

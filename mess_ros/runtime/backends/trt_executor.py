@@ -29,7 +29,7 @@ from tqdm import tqdm
 from mess_ros.model import MESSNet
 from mess_ros.runtime.backends.base import TENSORRT, import_runtime
 from mess_ros.runtime.backends.errors import BackendError
-from mess_ros.runtime.backends.export import StageExport
+from mess_ros.runtime.backends.stages import StageExport
 from mess_ros.runtime.executor import LOGGER, ModelExecutor
 
 WORKSPACE_BYTES: Final = 1 << 30

@@ -10,7 +10,9 @@ at least 99 % of the frames (the deployment's --verify uses the same bounds).
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,8 +22,14 @@ import pytest
 import torch
 
 from mess_ros.data.datasets import DatasetSpec, build_dataset
+from mess_ros.data.transforms import normalize_image
 from mess_ros.deploy.verify import BACKEND_DECISION_SHARE
-from mess_ros.model import Checkpoint, class_confidence_histogram, confident_share
+from mess_ros.model import (
+    CLASS_CONFIDENCE_BINS,
+    Checkpoint,
+    class_confidence_histogram,
+    confident_share,
+)
 from mess_ros.package_files import package_data_file
 from mess_ros.runtime.backends import (
     ONNXRUNTIME,
@@ -123,7 +131,7 @@ def test_numpy_confidence_and_histogram_equal_the_torch_definitions() -> None:
     probability, label = torch.softmax(logits, dim=1).max(dim=1)
     expected = float((probability >= torch.from_numpy(classes)[label]).float().mean())
     assert numpy_ops.confident_share(values, 0.9, classes) == pytest.approx(expected, abs=1e-6)
-    histogram = numpy_ops.class_confidence_histogram(values)
+    histogram = numpy_ops.class_confidence_histogram(values, CLASS_CONFIDENCE_BINS)
     reference = class_confidence_histogram(logits)[0].numpy()
     assert histogram.shape == reference.shape and histogram.sum() == 24 * 40
     assert np.abs(histogram - reference).sum() <= 2  # a pixel on a bin edge may move by one
@@ -212,3 +220,56 @@ def test_tensorrt_needs_cuda_and_says_what_to_install(checkpoint: Checkpoint) ->
     if not runtime_available("tensorrt"):
         with pytest.raises(RuntimeMissingError, match=r"pip install tensorrt-cu13==11\.4"):
             import_runtime("tensorrt", TENSORRT)
+
+
+TORCH_FREE_RUN = """
+import json, sys
+sys.modules["torch"] = None  # any import of torch now fails
+from pathlib import Path
+import numpy as np
+from mess_ros.runtime.backends.ort_executor import OnnxRuntimeExecutor
+from mess_ros.runtime.backends.stages import load_export
+executor = OnnxRuntimeExecutor(load_export(Path(sys.argv[1])), threads=1)
+image = np.load(sys.argv[2])
+with executor.context():
+    logits = executor.head("final", executor.segment(executor.to_device(image), None, "layer4_0"))
+    mask = executor.output(logits, (40, 50))
+    histogram = executor.class_histogram(logits)
+loaded = sorted(m for m, v in sys.modules.items() if m.split(".")[0] == "torch" and v)
+print(json.dumps({"mask": mask.tolist(), "bins": histogram.shape[1], "torch": loaded}))
+"""
+
+
+def test_the_onnxruntime_executor_runs_without_torch(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8], tmp_path: Path
+) -> None:
+    executor = create_executor(
+        ONNXRUNTIME,
+        checkpoint.model,
+        torch.device("cpu"),
+        INPUT_HW,
+        checkpoint_path=checkpoint.path,
+    )
+    assert isinstance(executor, OnnxRuntimeExecutor)
+    chw = normalize_image(image, INPUT_HW)
+    np.save(tmp_path / "image.npy", chw)
+    with executor.context():
+        features = executor.segment(executor.to_device(chw), None, "layer4_0")
+        expected = executor.output(executor.head("final", features), (40, 50))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TORCH_FREE_RUN,
+            str(executor.export.directory),
+            str(tmp_path / "image.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["torch"] == [] and result["bins"] == CLASS_CONFIDENCE_BINS
+    assert np.array_equal(np.asarray(result["mask"], dtype=np.uint8), expected)

@@ -12,12 +12,8 @@ import pytest
 import torch
 
 from mess_ros.model import Checkpoint, load_checkpoint, model_fingerprint, save_checkpoint
-from mess_ros.runtime.backends.export import (
-    CACHE_ENV,
-    MANIFEST,
-    export_stages,
-    load_export,
-)
+from mess_ros.runtime.backends.export import CACHE_ENV, export_stages
+from mess_ros.runtime.backends.stages import MANIFEST, load_export
 from tests.runtime.conftest import INPUT_HW, LABELS, tiny_model
 
 # float32 through a few convolutions in another order of operations: ~1e-6 relative.
