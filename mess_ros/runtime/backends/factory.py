@@ -31,8 +31,8 @@ def resolve_backend(name: str, device: torch.device) -> str:
     """The backend ``name`` means on ``device``: ``auto`` becomes the fastest one installed.
 
     On CUDA: TensorRT, else ONNX Runtime with its CUDA provider, else torch.
-    On the CPU: ONNX Runtime, else torch (measured in bench/backends.py: ONNX
-    Runtime runs the bundled model 2x faster on 2 cores).
+    On the CPU: ONNX Runtime, else torch (bench/backends.py: the bundled robot
+    1.65x faster on 2 idle cores, several times faster beside other processes).
     """
     if name != AUTO:
         if name not in BACKENDS:
