@@ -11,7 +11,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_large_data.xml
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test lint typecheck pytest demo model ablation bench clean
+.PHONY: setup test lint typecheck pytest demo model ablation bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,24 @@ bench: setup
 	$(PY) -m bench.offline_eval_overhead
 	$(PY) -m bench.convert --threads 1
 	$(PY) -m bench.node_latency
+	$(PY) -m bench.backends
+
+# On a machine with an NVIDIA GPU: CUDA tests, per-exit latency of torch and TensorRT, the deadline
+# benchmark under a GPU hog, CUDA graphs per stage; one JSON file (reports/bench/gpu_check.json).
+GPU_VENV := .venv-gpu
+GPU_PY := $(GPU_VENV)/bin/python
+gpu-check:
+	test -d $(GPU_VENV) || $(PYTHON) -m venv --system-site-packages $(GPU_VENV)
+	$(GPU_PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null \
+		|| $(GPU_PY) -m pip install --disable-pip-version-check -q torch==2.14.1 \
+		|| echo "gpu-check: could not install torch==2.14.1; using the system's torch"
+	grep -v '^#' requirements-gpu.txt | while read -r requirement; do \
+		$(GPU_PY) -m pip install --disable-pip-version-check -q "$$requirement" \
+			|| echo "gpu-check: could not install $$requirement; the check reports what it skips"; \
+	done
+	$(GPU_PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . \
+		|| echo "gpu-check: mess_ros not installed in $(GPU_VENV); running from the checkout"
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build install log .pytest_cache .mypy_cache .ruff_cache

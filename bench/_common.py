@@ -15,11 +15,14 @@ import json
 import math
 import os
 import platform
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -365,6 +368,53 @@ def test_split(
         seed=seed,
     )
     return build_dataset(spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Load generators
+# --------------------------------------------------------------------------------------------
+
+
+class HogProcess:
+    """A hog (``cpu_hog.py``, ``gpu_hog.py``) in a child process; its load reports read on a thread.
+
+    The hog writes one JSON object per line (``{"state": "running", "load":
+    0.93, ...}``); ``load`` is the latest reported share (1.0 until the first
+    report). It runs in a session of its own, as an unrelated process would:
+    with autogroup scheduling a session shares its CPU weight, and the raised
+    priority of the measuring process must not carry over to the hog.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.process = subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self.load = 1.0
+        self.reports: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
+        self._reader.daemon = True
+        self._reader.start()
+
+    def _read(self, stream: IO[str] | None) -> None:
+        if stream is None:
+            return
+        for line in stream:
+            try:
+                report = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self.reports.append(report)
+            if report.get("state") == "running":
+                self.load = float(report["load"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,19 +38,15 @@ the hog and 3 % during it, and never more than with the load ignored;
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 if not __package__:  # run as a file (python bench/deadline_e2e.py): the package lives one level up
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,7 +55,15 @@ import matplotlib
 import numpy as np
 from tqdm import tqdm
 
-from bench._common import REPORT_DIR, BenchError, environment, print_target, run_main, write_json
+from bench._common import (
+    REPORT_DIR,
+    BenchError,
+    HogProcess,
+    environment,
+    print_target,
+    run_main,
+    write_json,
+)
 from mess_ros.package_files import package_data_file
 from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.processes import (
@@ -147,45 +151,14 @@ class RunResult:
 # --------------------------------------------------------------------------------------------
 
 
-class Hog:
-    """``cpu_hog.py`` in a child process; its load reports read on a thread.
-
-    It runs in a session of its own, as an unrelated process would: with
-    autogroup scheduling a session shares its CPU weight, and the raised
-    priority of this measuring process must not carry over to the hog.
-    """
+class Hog(HogProcess):
+    """``cpu_hog.py`` in a child process, reporting the share of the cores it takes."""
 
     def __init__(self, kind: str, workers: int) -> None:
         argv = [sys.executable, str(HOG), "--kind", kind, "--period-ms", "100"]
         if workers:
             argv += ["--workers", str(workers)]
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, text=True, start_new_session=True
-        )
-        self.load = 1.0
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
-        self._reader.daemon = True
-        self._reader.start()
-
-    def _read(self, stream: IO[str] | None) -> None:
-        if stream is None:
-            return
-        for line in stream:
-            try:
-                report = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if report.get("state") == "running":
-                self.load = float(report["load"])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        super().__init__(argv)
 
 
 @contextmanager

@@ -123,6 +123,8 @@ class LatencyTable:
     outputs: dict[str, LatencyStat]
     precision: str = "fp32"
     notes: dict[str, Any] = field(default_factory=dict)
+    backend: str = "torch"
+    """Runtime that executed the stages (``engine.backend``); tables of other runtimes misprice."""
 
     # --- structure -----------------------------------------------------------------------
 
@@ -230,6 +232,7 @@ class LatencyTable:
             "device": self.device,
             "device_name": self.device_name,
             "precision": self.precision,
+            "backend": self.backend,
             "versions": dict(self.versions),
             "quantile": self.quantile,
             "segments": {k: v.to_dict() for k, v in self.segments.items()},
@@ -342,4 +345,5 @@ def _table_from_dict(data: Mapping[str, Any]) -> LatencyTable:
         outputs=outputs,
         precision=str(data.get("precision", "fp32")),
         notes=dict(notes),
+        backend=str(data.get("backend", "torch")),  # tables written before backends existed
     )

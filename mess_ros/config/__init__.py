@@ -16,6 +16,7 @@ from mess_ros.config.errors import ConfigError, invalid_configuration
 from mess_ros.config.fields import ParameterSpec, ParamValue, parameter_problem
 from mess_ros.config.schema import (
     ARTEFACT_PARAMETERS,
+    BACKEND_NAMES,
     DEVICE_PATTERN,
     MIN_INPUT_SIDE,
     NICENESS_RANGE,
@@ -35,6 +36,7 @@ from mess_ros.config.schema import (
 
 __all__ = [
     "ARTEFACT_PARAMETERS",
+    "BACKEND_NAMES",
     "DEVICE_PATTERN",
     "MIN_INPUT_SIDE",
     "NICENESS_RANGE",

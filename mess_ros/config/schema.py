@@ -38,6 +38,8 @@ POLICY_NAMES: Final = ("final", "fixed", "confidence", "deadline", "hybrid")
 """Exit policies the engine knows (``mess_ros.runtime.policies.POLICIES`` registers these)."""
 
 PRECISIONS: Final = ("fp32", "fp16", "bf16")
+BACKEND_NAMES: Final = ("auto", "torch", "onnxruntime", "tensorrt")
+"""Values of ``engine.backend`` (:mod:`mess_ros.runtime.backends` implements them)."""
 LATE_FRAME_ACTIONS: Final = ("earliest", "drop")
 QOS_RELIABILITIES: Final = ("best_effort", "reliable")
 DEVICE_PATTERN: Final = r"cpu|cuda(:[0-9]+)?"
@@ -101,9 +103,19 @@ class EngineConfig:
         read_only=True,
         choices=PRECISIONS,
     )
+    backend: str = parameter(
+        "torch",
+        "Runtime that executes the network's stages: torch (eager PyTorch), onnxruntime "
+        "(ONNX Runtime: CPU, or its CUDA and TensorRT providers on cuda), tensorrt (TensorRT "
+        "engines, cuda only; precision fp16 builds fp16 engines), or auto (tensorrt on cuda, "
+        "else onnxruntime, else torch: whichever is installed). The stages are exported to ONNX "
+        "beside the checkpoint on first use.",
+        read_only=True,
+        choices=BACKEND_NAMES,
+    )
     num_threads: int = parameter(
         0,
-        "Threads torch uses on the CPU; 0 keeps torch's default.",
+        "Threads the backend uses on the CPU; 0 keeps torch's default.",
         read_only=True,
         min_value=0,
         max_value=256,
@@ -423,6 +435,25 @@ class SegmentationConfig:
                     "engine.input_height/input_width",
                     list(size_hw),
                     f"both 0 (the checkpoint's training size) or both >= {MIN_INPUT_SIDE} pixels",
+                )
+            )
+        engine = self.engine
+        if engine.backend == "tensorrt" and not engine.device.startswith("cuda"):
+            problems.append(
+                parameter_problem(
+                    "engine.backend",
+                    engine.backend,
+                    "cuda in engine.device (TensorRT runs on "
+                    "NVIDIA GPUs only); onnxruntime or torch on the CPU",
+                )
+            )
+        if engine.backend in ("onnxruntime", "tensorrt") and engine.precision == "bf16":
+            problems.append(
+                parameter_problem(
+                    "engine.precision",
+                    engine.precision,
+                    f"fp32 or fp16 with engine.backend "
+                    f"{engine.backend!r} (bf16 runs on torch only)",
                 )
             )
         node = self.node

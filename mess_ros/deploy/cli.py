@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mess_ros.common.latency_table import LatencyTable
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import BACKEND_NAMES, SegmentationConfig
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.deploy.decisions import DEFAULT_HOLDOUT_SHARE, DEFAULT_TOLERANCE
 from mess_ros.deploy.errors import DeployError, UnreachableTargetError
@@ -136,6 +136,7 @@ def profile_parser() -> argparse.ArgumentParser:
         "--quantile", type=float, default=0.9, help="high quantile recorded (default 0.9)"
     )
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+
     parser.add_argument("--out", required=True, type=Path, help="latency table file to write")
     measure = parser.add_argument_group("measuring (on this machine)")
     measure.add_argument("--warmup", type=int, help="untimed passes first (default 5)")
@@ -143,6 +144,13 @@ def profile_parser() -> argparse.ArgumentParser:
     measure.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     measure.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's choice)"
+    )
+    measure.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKEND_NAMES,
+        help="runtime that executes the stages, as engine.backend (auto: the fastest one "
+        "installed); mess_configure writes it into the parameter file (default torch)",
     )
     measure.add_argument("--no-progress", action="store_true", help="no progress bar")
     estimate = parser.add_argument_group("estimating (for a device not at hand)")
@@ -179,6 +187,7 @@ def _check_profile_mode(args: argparse.Namespace) -> None:
     if args.estimate:
         given = [_flag(d) for d in _MEASURE_DEFAULTS if getattr(args, d) is not None]
         given += ["--channels-last"] if args.channels_last else []
+        given += ["--backend"] if args.backend != "torch" else []
         if given:
             raise DeployError(
                 f"{', '.join(given)} apply to measuring; --estimate runs nothing on a device"
@@ -222,6 +231,7 @@ def _measure(args: argparse.Namespace, input_hw: tuple[int, int]) -> LatencyTabl
         channels_last=args.channels_last,
         threads=int(_option(args, "threads", _MEASURE_DEFAULTS)),
         progress=not args.no_progress,
+        backend=args.backend,
     )
 
 

@@ -43,7 +43,7 @@ def apply_configuration(
     The learnt decision names its exit model file (``exit_model_path``), the
     class decision writes its per-class thresholds.
 
-    Engine settings that the latency depends on (device, input size,
+    Engine settings that the latency depends on (device, backend, input size,
     precision, memory format, CPU threads when recorded) come from the latency
     table, so the robot runs what was priced. Everything else is taken from ``base``.
     """
@@ -53,6 +53,7 @@ def apply_configuration(
     engine.device = table.device
     engine.input_height, engine.input_width = (int(v) for v in table.input_hw)
     engine.precision = table.precision
+    engine.backend = table.backend
     engine.channels_last = bool(table.notes.get("channels_last", False))
     engine.latency_table = latency_table_path
     threads = table.notes.get("cpu_threads")

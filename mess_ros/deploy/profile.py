@@ -42,11 +42,14 @@ def profile_checkpoint(
     channels_last: bool = False,
     threads: int = 0,
     progress: bool = False,
+    backend: str = "torch",
 ) -> LatencyTable:
     """Latency table of the checkpoint at ``model_path`` ("" = the bundled model).
 
-    ``threads`` > 0 fixes torch's CPU thread count first: latency on a robot
-    depends on it, so it is recorded in the table's notes.
+    ``threads`` > 0 fixes the CPU thread count first: latency on a robot
+    depends on it, so it is recorded in the table's notes. ``backend`` is
+    the runtime that executes the stages (``auto``: the engine's choice on
+    this machine), recorded in the table.
     """
     path = resolve_model_path(model_path)
     checkpoint = load_checkpoint(path)
@@ -63,6 +66,8 @@ def profile_checkpoint(
         channels_last=channels_last,
         quantile=quantile,
         model_fingerprint_hex=checkpoint.fingerprint,
+        backend=backend,
+        checkpoint_path=path,
     )
     table.notes["model_path"] = str(path)
     table.notes["cpu_threads"] = torch.get_num_threads()
@@ -73,7 +78,7 @@ def format_table(table: LatencyTable) -> str:
     """Per-stage mean and quantile in ms, blocks then heads and outputs, with the totals."""
     q = f"p{round(100 * table.quantile)}"
     lines = [
-        f"{table.device_name} ({table.device}, {table.precision}), input "
+        f"{table.device_name} ({table.device}, {table.precision}, {table.backend}), input "
         f"{table.input_hw[0]}x{table.input_hw[1]}, model {table.model_fingerprint}",
         f"{'stage':<44} {'mean ms':>9} {q + ' ms':>9}",
     ]

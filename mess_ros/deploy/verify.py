@@ -7,7 +7,12 @@ on those the cache still predicts any configuration exactly, so:
 
 * the engine's mIoU on them must equal the cache's prediction exactly (same
   images, same preprocessing, same confidence and mask definitions), and
-  every image must leave at the predicted exit: this checks the plumbing;
+  every image must leave at the predicted exit: this checks the plumbing.
+  The cache is computed with torch; another backend (``engine.backend``)
+  computes the same network in another order of floating-point operations,
+  so there a pixel near a class boundary or a confidence on a threshold may
+  differ: its mIoU must lie within :data:`BACKEND_MIOU_TOLERANCE` and its
+  decisions match on :data:`BACKEND_DECISION_SHARE` of the images;
 * the held-out mIoU beside the one the search promised on its own images
   says whether the chosen thresholds carry over to new images;
 * the measured latency must lie within the tolerance (25 % by default) of
@@ -51,6 +56,10 @@ MIN_SEARCH_IMAGES = 100
 MIN_VERIFY_IMAGES = 20
 # Held-out mIoU this far below the search's own figure is reported as not carrying over.
 GENERALISATION_GAP = 0.02
+BACKEND_MIOU_TOLERANCE = 0.0005
+"""mIoU difference (0.05 points) a backend other than torch may show against the cache."""
+BACKEND_DECISION_SHARE = 0.99
+"""Share of images whose exit a backend other than torch must take as the cache predicts."""
 
 
 def calibration_warnings(search_images: int, verify_images: int) -> list[str]:
@@ -90,6 +99,12 @@ class VerificationReport:
     frame_mean_ms: float
     search: ScoredConfiguration | None = None
     tolerance: float = LATENCY_TOLERANCE
+    backend: str = "torch"
+
+    @property
+    def exact(self) -> bool:
+        """Whether the engine computes exactly what the (torch) calibration cache did."""
+        return self.backend == "torch"
 
     @property
     def held_out(self) -> bool:
@@ -102,11 +117,15 @@ class VerificationReport:
 
     @property
     def miou_matches(self) -> bool:
-        return self.measured_miou == self.predicted.miou
+        if self.exact:
+            return self.measured_miou == self.predicted.miou
+        return abs(self.measured_miou - self.predicted.miou) <= BACKEND_MIOU_TOLERANCE
 
     @property
     def decisions_match(self) -> bool:
-        return self.decisions_matching == self.images
+        if self.exact:
+            return self.decisions_matching == self.images
+        return self.decisions_matching >= BACKEND_DECISION_SHARE * self.images
 
     @property
     def latency_error(self) -> float:
@@ -136,8 +155,16 @@ class VerificationReport:
             else f"the {self.images} calibration images the search scored (nothing held out)"
         )
         passes = ", ".join(f"{ms:.2f}" for ms in self.pass_mean_ms)
+        agreement = (
+            "exactly"
+            if self.exact
+            else f"within {100 * BACKEND_MIOU_TOLERANCE:.2f} points and on "
+            f"{100 * BACKEND_DECISION_SHARE:.0f}% of the images ({self.backend} against the "
+            "torch cache)"
+        )
         lines = [
-            f"verification on {where} ({self.passes} pass(es)):",
+            f"verification on {where} ({self.passes} pass(es), backend {self.backend}; must agree "
+            f"{agreement}):",
             f"  mIoU predicted {self.predicted.miou:.6f}, measured {self.measured_miou:.6f} "
             f"[{verdict(self.miou_matches)}]",
             f"  exit decisions matching: {self.decisions_matching}/{self.images} "
@@ -167,6 +194,7 @@ class VerificationReport:
         return {
             "images": self.images,
             "passes": self.passes,
+            "backend": self.backend,
             "held_out": self.held_out,
             "search_miou": None if self.search is None else self.search.miou,
             "predicted_miou": self.predicted.miou,
@@ -273,4 +301,5 @@ def verify_configuration(
         frame_mean_ms=float(np.mean(frame_ms)),
         search=search,
         tolerance=tolerance,
+        backend=engine.backend,
     )

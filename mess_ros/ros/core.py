@@ -246,7 +246,8 @@ class SegmentationCore:
         )
         self._timer = node.create_timer(cfg.diagnostics_period_s, self._publish_health)
         self._log.info(
-            f"ready: device {self.hardware_id}, policy {self._config.policy.name}, "
+            f"ready: device {self.hardware_id}, backend {self._engine.backend}, "
+            f"policy {self._config.policy.name}, "
             f"deadline {self._config.deadline.deadline_ms:g} ms, "
             f"listening on {self._subscriptions[0].topic_name}"
         )

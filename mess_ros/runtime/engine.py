@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch import Tensor
 
 from mess_ros.common.errors import LatencyTableError
 from mess_ros.common.exits import FINAL_EXIT
@@ -52,9 +51,10 @@ from mess_ros.data.transforms import normalize_image
 from mess_ros.model import Checkpoint, load_checkpoint, model_fingerprint
 from mess_ros.model.checkpoint import PRUNED_FROM_KEY
 from mess_ros.package_files import share_directories
+from mess_ros.runtime.backends import StageExecutor, create_executor
 from mess_ros.runtime.contention import CpuShareMonitor, ThreadChange, ThreadGovernor
 from mess_ros.runtime.errors import EngineError, PolicyError
-from mess_ros.runtime.executor import LOGGER, ModelExecutor, resolve_device
+from mess_ros.runtime.executor import LOGGER, resolve_device
 from mess_ros.runtime.exit_model import ExitPredictor
 from mess_ros.runtime.latency import FrameLatency, OnlineLatencyModel
 from mess_ros.runtime.policies import (
@@ -173,7 +173,7 @@ class EnginePlan:
     exits: tuple[str, ...]
     exit_segments: tuple[tuple[str, ...], ...]
     image_thresholds: tuple[float, ...]  # per active exit (unused for the final one)
-    class_thresholds: Tensor | None
+    class_thresholds: object | None  # in the executor's own array type
     policy: ExitPolicy
     exit_model: ExitPredictor | None = None  # the learnt decision (policy.exit_model)
 
@@ -202,7 +202,6 @@ class SegmentationEngine:
         self.device = choice.device
         self.warnings: list[str] = list(choice.warnings)
         self._threads = engine.num_threads or _DEFAULT_THREADS
-        torch.set_num_threads(self._threads)
         self._governor: ThreadGovernor | None = None
         self._others_share: Callable[[], float | None] | None = None
         if self.device.type == "cpu" and engine.adaptive_threads and self._threads > 1:
@@ -227,9 +226,19 @@ class SegmentationEngine:
             )
         self.input_hw = resolve_input_hw(engine, checkpoint)
         self._clock = clock_ns
-        self._executor = ModelExecutor(
-            self.model, self.device, choice.precision, engine.channels_last
+        self._executor: StageExecutor = create_executor(
+            engine.backend,
+            self.model,
+            self.device,
+            self.input_hw,
+            precision=choice.precision,
+            channels_last=engine.channels_last,
+            checkpoint_path=checkpoint.path,
+            threads=self._threads,
         )
+        self._executor.set_threads(self._threads)
+        self.backend = self._executor.backend
+        """The backend running the stages (``engine.backend`` with ``auto`` resolved)."""
         self._plan = self._build_plan(copy.deepcopy(config))
         self._infer_lock = threading.Lock()
 
@@ -339,12 +348,15 @@ class SegmentationEngine:
             end = blocks.index(self.model.exit_point(exit_id)) + 1
             segments.append(tuple(blocks[done:end]))
             done = max(done, end)
+        bounds: list[tuple[str | None, str]] = []
+        for segment in segments:  # contiguous: each starts after the previous one's end
+            if segment:
+                bounds.append((bounds[-1][1] if bounds else None, segment[-1]))
+        self._executor.prepare_segments(bounds)
         per_exit = [*(thresholds * intermediate if len(thresholds) == 1 else thresholds), 0.0]
         class_thresholds = None
         if policy_config.class_thresholds:
-            class_thresholds = torch.tensor(
-                policy_config.class_thresholds, dtype=torch.float32, device=self.device
-            )
+            class_thresholds = self._executor.thresholds(policy_config.class_thresholds)
         return EnginePlan(
             config=config,
             exits=exits,
@@ -385,6 +397,13 @@ class SegmentationEngine:
                 f"latency table {source} was profiled with weights {table.model_fingerprint}, "
                 f"the model is {fingerprint}; timings carry over if the architecture is the same"
             )
+        if table.backend != self.backend:
+            notes.append(
+                f"latency table {source} was measured with backend {table.backend!r}, the engine "
+                f"runs {self.backend!r}: its stage times are off by the difference between them "
+                "until the online correction has learnt it; profile with mess_profile --backend "
+                f"{self.backend} for deadlines that hold from the first frame"
+            )
         if table.device.partition(":")[0] != self.device.type:
             notes.append(
                 f"latency table {source} was measured on {table.device}, the engine runs on "
@@ -412,13 +431,15 @@ class SegmentationEngine:
 
     # --- inference -----------------------------------------------------------------------
 
-    def preprocess(self, image: npt.NDArray[np.uint8]) -> Tensor:
-        """(1, 3, h, w) network input on the engine's device (resize + normalisation)."""
+    def preprocess(self, image: npt.NDArray[np.uint8]) -> Any:
+        """(1, 3, h, w) network input on the engine's device (resize + normalisation), in the
+        backend's array type (a torch tensor for torch and tensorrt, an OrtValue for onnxruntime).
+        """
         _check_image(image)
         return self._executor.to_device(normalize_image(image, self.input_hw))
 
     def forward_to_exit(
-        self, tensor: Tensor, exit_id: str, size_hw: tuple[int, int] | None = None
+        self, tensor: Any, exit_id: str, size_hw: tuple[int, int] | None = None
     ) -> npt.NDArray[np.uint8]:
         """Bare path to one exit: backbone to its point, its head, its mask at ``size_hw``.
 
@@ -432,11 +453,10 @@ class SegmentationEngine:
             )
         executor = self._executor
         with executor.context():
-            x = tensor.to(self.device).contiguous(memory_format=executor.memory_format)
+            x = executor.prepare(tensor)
             features = executor.segment(x, None, self.model.exit_point(exit_id))
             logits = executor.head(exit_id, features)
-            target = size_hw or (int(x.shape[-2]), int(x.shape[-1]))
-            return executor.output(logits, target)
+            return executor.output(logits, size_hw or executor.spatial_hw(x))
 
     def infer(
         self,
@@ -553,10 +573,9 @@ class SegmentationEngine:
         if governor is not None and others_share is not None:
             change = governor.update(others_share(), load, self._slowdown)
         if change is None:
-            if torch.get_num_threads() != self._threads:  # another engine in this process
-                torch.set_num_threads(self._threads)
+            self._executor.set_threads(self._threads)  # another engine may have changed torch's
             return
-        torch.set_num_threads(change.threads)
+        self._executor.set_threads(change.threads)
         self._threads = change.threads
         self._slowdown = None
         self.thread_changes += 1
@@ -578,14 +597,14 @@ class SegmentationEngine:
         times_ms: dict[int, float] = {}
         threads = self._threads
         for count in (threads, 1):
-            torch.set_num_threads(count)
+            self._executor.set_threads(count)
             best = math.inf
             for _ in range(3):
                 tick = time.perf_counter()
                 self.forward_to_exit(self.preprocess(image), FINAL_EXIT)
                 best = min(best, time.perf_counter() - tick)
             times_ms[count] = best * 1e3
-        torch.set_num_threads(threads)
+        self._executor.set_threads(threads)
         # Bounded to what one thread can physically be against ``threads`` of them: a busy
         # machine during the measurement must not leave an absurd prior behind.
         ratio = times_ms[1] / max(times_ms[threads], 1e-6)
@@ -618,7 +637,7 @@ class _FrameRun:
 
     def __init__(
         self,
-        executor: ModelExecutor,
+        executor: StageExecutor,
         plan: EnginePlan,
         frame: FrameLatency,
         deadline_ns: int | None,
@@ -650,6 +669,21 @@ class _FrameRun:
         self.frame.record(key, now - self._tick_ms)
         self._tick_ms = now
 
+    def _record_shared(self, keys: list[str]) -> None:
+        """Time of stages run in one call, shared in proportion to their predicted times.
+
+        The latency model keeps its per-block keys (the table's), so the
+        deployment search, other exit sets and the torch backend price the
+        same stages; within the call their relative times are the table's.
+        """
+        now = self.executor.clock_ms()
+        weights = [self.frame.expected_ms(k) for k in keys]
+        total = sum(weights)
+        elapsed = now - self._tick_ms
+        for key, weight in zip(keys, weights, strict=True):
+            self.frame.record(key, elapsed * (weight / total if total > 0 else 1 / len(keys)))
+        self._tick_ms = now
+
     def _context(self, position: int) -> ExitContext:
         remaining = None
         if self.deadline_ns is not None:
@@ -668,10 +702,16 @@ class _FrameRun:
             self._record(PREPROCESS_KEY)
             previous: str | None = None
             for position, exit_id in enumerate(plan.exits):
-                for point in plan.exit_segments[position]:
-                    features = executor.segment(features, previous, point)
-                    previous = point
-                    self._record(segment_key(point))
+                segment = plan.exit_segments[position]
+                if executor.fuses_segments and len(segment) > 1:
+                    features = executor.segment(features, previous, segment[-1])
+                    previous = segment[-1]
+                    self._record_shared([segment_key(point) for point in segment])
+                else:
+                    for point in segment:
+                        features = executor.segment(features, previous, point)
+                        previous = point
+                        self._record(segment_key(point))
                 decision = late or plan.policy.before_head(self._context(position))
                 if decision.action is Action.CONTINUE:
                     continue

@@ -15,7 +15,7 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,8 +115,12 @@ class ModelExecutor:
     Call the stage methods inside :meth:`context` (inference mode plus
     autocast). ``clock_ms`` waits for the device before reading the host
     clock, so per-stage times are real on CUDA, where kernels run
-    asynchronously.
+    asynchronously. This is the ``torch`` backend of
+    :class:`mess_ros.runtime.backends.StageExecutor`.
     """
+
+    backend = "torch"
+    fuses_segments = False  # eager blocks cost the same run one by one or in a range
 
     def __init__(
         self,
@@ -137,6 +141,19 @@ class ModelExecutor:
     @property
     def blocks(self) -> list[str]:
         return [*self.model.points, self.model.final_point]
+
+    @property
+    def device_label(self) -> str:
+        return str(self.device)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.memory_format == torch.channels_last
+
+    def set_threads(self, count: int) -> None:
+        """torch's intra-op threads (process-wide: set again if another engine changed them)."""
+        if torch.get_num_threads() != count:
+            torch.set_num_threads(count)
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
@@ -176,11 +193,23 @@ class ModelExecutor:
             tensor = host
         return tensor.contiguous(memory_format=self.memory_format)
 
+    def prepare_segments(self, bounds: Sequence[tuple[str | None, str]]) -> None:
+        """Nothing to prepare: ``forward_backbone`` runs any range of blocks."""
+
+    def prepare(self, tensor: Tensor) -> Tensor:
+        return tensor.to(self.device).contiguous(memory_format=self.memory_format)
+
+    def spatial_hw(self, tensor: Tensor) -> tuple[int, int]:
+        return int(tensor.shape[-2]), int(tensor.shape[-1])
+
     def segment(self, features: Tensor, start: str | None, end: str) -> Tensor:
         return self.model.forward_backbone(features, start, end)
 
     def head(self, exit_id: str, features: Tensor) -> Tensor:
         return self.model.forward_head(exit_id, features)
+
+    def thresholds(self, values: Sequence[float]) -> Tensor:
+        return torch.tensor(list(values), dtype=torch.float32, device=self.device)
 
     def confidence(
         self, logits: Tensor, pixel_threshold: float, class_thresholds: Tensor | None = None

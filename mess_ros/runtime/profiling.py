@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -17,8 +18,9 @@ from tqdm import tqdm
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyStat, LatencyTable
 from mess_ros.model import MESSNet, model_fingerprint
+from mess_ros.runtime.backends import StageExecutor, create_executor
 from mess_ros.runtime.errors import EngineError
-from mess_ros.runtime.executor import ModelExecutor, device_name, resolve_device, software_versions
+from mess_ros.runtime.executor import device_name, resolve_device, software_versions
 
 # Pixel threshold used while profiling; the cost of the confidence does not depend on it.
 _PROFILE_PIXEL_THRESHOLD = 0.9
@@ -37,15 +39,18 @@ def profile_model(
     quantile: float = 0.9,
     exit_ids: Sequence[str] | None = None,
     model_fingerprint_hex: str | None = None,
-    executor: ModelExecutor | None = None,
+    executor: StageExecutor | None = None,
+    backend: str = "torch",
+    checkpoint_path: Path | None = None,
 ) -> LatencyTable:
     """Time every stage ``repeats`` times after ``warmup`` untimed passes.
 
     The model is moved to ``device`` (unless an ``executor`` that already
-    holds it is given). ``exit_ids`` limits the heads profiled (default: all
-    of the model's); the final exit is always included. On CUDA every stage
-    is bracketed by device synchronisation, so the times are the kernels'
-    and not just their launch.
+    holds it is given), to run on ``backend`` (``auto`` resolved as the engine
+    does; the export cache goes beside ``checkpoint_path``). ``exit_ids`` limits
+    the heads profiled (default: all of the model's); the final exit is always
+    included. On CUDA every stage is bracketed by device synchronisation, so
+    the times are the kernels' and not just their launch.
     """
     if warmup < 0 or repeats < 1:
         raise EngineError(f"profiling needs warmup >= 0 and repeats >= 1, got {warmup}, {repeats}")
@@ -54,7 +59,18 @@ def profile_model(
     if executor is None:
         name = str(device)
         choice = resolve_device(name, require_cuda=True, precision=precision)
-        executor = ModelExecutor(model, choice.device, choice.precision, channels_last)
+        executor = create_executor(
+            backend,
+            model,
+            choice.device,
+            (int(input_hw[0]), int(input_hw[1])),
+            precision=choice.precision,
+            channels_last=channels_last,
+            checkpoint_path=checkpoint_path,
+            threads=torch.get_num_threads(),
+            fingerprint=model_fingerprint_hex,
+            progress=progress,
+        )
     wanted = list(model.exit_ids) if exit_ids is None else [*exit_ids, FINAL_EXIT]
     unknown = sorted(set(wanted) - set(model.exit_ids))
     if unknown:
@@ -101,11 +117,12 @@ def profile_model(
     def stats(section: str) -> dict[str, LatencyStat]:
         return {k: LatencyStat.from_samples(v, quantile) for k, v in samples[section].items()}
 
+    where = torch.device(executor.device_label)
     return LatencyTable(
         model_fingerprint=model_fingerprint_hex or model_fingerprint(model),
         input_hw=(height, width),
-        device=str(executor.device),
-        device_name=device_name(executor.device),
+        device=str(where),
+        device_name=device_name(where),
         versions=software_versions(),
         quantile=quantile,
         segments=stats("segments"),
@@ -115,7 +132,8 @@ def profile_model(
         notes={
             "warmup": warmup,
             "repeats": repeats,
-            "channels_last": executor.memory_format == torch.channels_last,
+            "channels_last": executor.channels_last,
             "created_unix_s": int(time.time()),
         },
+        backend=executor.backend,
     )

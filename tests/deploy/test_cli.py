@@ -241,3 +241,38 @@ def test_conflicting_arguments_are_refused(
     assert "robot name 'a/b'" in capsys.readouterr().err
     assert configure_main([*base, "--model", str(tiny_run.checkpoint_path), "--robot", "r"]) == 1
     assert "--cache" in capsys.readouterr().err
+
+
+def test_a_robot_profiled_on_onnxruntime_runs_and_verifies_on_it(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table_path = tmp_path / "ort.json"
+    argv = ["--model", str(tiny_run.checkpoint_path), "--input-size", "32x64", "--warmup", "1"]
+    argv += ["--repeats", "2", "--backend", "onnxruntime", "--out", str(table_path)]
+    assert profile_main([*argv, "--no-progress"]) == 0
+    assert LatencyTable.load(table_path).backend == "onnxruntime"
+    assert "onnxruntime), input 32x64" in capsys.readouterr().out
+    run = dataclasses.replace(tiny_run, table_path=table_path)
+    out = tmp_path / "robots"
+    budget = tiny_run.table.path_ms([], FINAL_EXIT)
+    rc = configure(run, out, "--budget-ms", f"{budget:.6f}", "--verify", *LENIENT)
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "backend onnxruntime; must agree within 0.05 points" in printed
+    assert 'backend: "onnxruntime"' in (out / "tiny.yaml").read_text()
+    verification = json.loads((out / "tiny_search.json").read_text())["verification"]
+    assert verification["backend"] == "onnxruntime" and verification["miou_matches"] is True
+    # an estimate prices no runtime: asking for one is refused
+    estimate = [
+        "--estimate",
+        "--device-name",
+        "x",
+        "--gmacs-per-s",
+        "1",
+        "--backend",
+        "onnxruntime",
+    ]
+    assert (
+        profile_main([*estimate, "--input-size", "32x64", "--out", str(tmp_path / "e.json")]) == 1
+    )
+    assert "--backend apply to measuring" in capsys.readouterr().err

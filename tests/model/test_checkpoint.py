@@ -207,6 +207,7 @@ def test_spec_and_state_mismatch(saved: Path) -> None:
     expect_error(saved, "invalid model spec: unknown backbone 'vgg'")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_map_location_moves_the_model(saved: Path, image: torch.Tensor) -> None:
     checkpoint = load_checkpoint(saved, map_location="cuda")

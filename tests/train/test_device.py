@@ -26,6 +26,7 @@ def test_cuda_without_a_gpu_says_so() -> None:
         resolve_device("cuda:0")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_missing_gpu_index_lists_the_count() -> None:
     count = torch.cuda.device_count()
