@@ -6,7 +6,9 @@ the one place that does it. A :class:`NodeClient` has its own rclpy context
 on the node's domain and spins it on a thread of its own, so a caller can
 publish at a steady rate while every mask is time-stamped the moment it
 arrives. Masks and ``exit_info`` reports are matched to the frame they
-answer by header stamp (:class:`FrameTrace`).
+answer by camera and header stamp (:class:`FrameTrace`). A client of a node
+serving several cameras names them (``cameras``) and talks to each on its
+own topics (``<camera>/image``, ``<camera>/mask``, ``<camera>/exit_info``).
 
 Arrival times are taken on two clocks: ``time.monotonic_ns`` (for durations
 inside this process) and the system clock that ROS stamps are written on
@@ -16,6 +18,7 @@ deadline`` is measured where a subscriber would measure it.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -31,6 +34,7 @@ from rclpy.client import Client
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
@@ -61,6 +65,7 @@ class FrameTrace:
     """One frame sent to the node and what came back for it (None: nothing yet).
 
     ``sent_monotonic_ns`` is None for frames another process published (a camera).
+    ``camera`` is "" for a single-camera node.
     """
 
     stamp_ns: int
@@ -69,6 +74,7 @@ class FrameTrace:
     mask_system_ns: int | None = None
     mask_dds_ns: int | None = None  # when DDS had the mask here, on the system clock
     exit_info: ExitInfo | None = None
+    camera: str = ""
 
     @property
     def answered(self) -> bool:
@@ -111,6 +117,7 @@ class NodeClient:
         output_depth: int = 30,
         on_mask: MaskCallback | None = None,
         track_all: bool = False,
+        cameras: Sequence[str] = (),
     ) -> None:
         # Read by Fast DDS when the participant is created: a camera frame is larger than the
         # default shared-memory segment, and discovery stays on this machine unless set.
@@ -127,14 +134,23 @@ class NodeClient:
         self._on_mask = on_mask
         self._track_all = track_all
         self._lock = threading.Lock()
-        self._frames: dict[int, FrameTrace] = {}
+        self._frames: dict[tuple[str, int], FrameTrace] = {}
         self._last_stamp_ns = 0
         out = qos.output_qos(depth=output_depth)
-        self.node.create_subscription(Image, "mask", self._on_mask_msg, out)
-        self.node.create_subscription(DiagnosticArray, "exit_info", self._on_exit_info, out)
-        self.image_pub = self.node.create_publisher(
-            Image, "image", qos.image_qos(image_reliability, image_depth)
-        )
+        image_qos = qos.image_qos(image_reliability, image_depth)
+        self.image_pubs: dict[str, Publisher[Image]] = {}
+        for camera in cameras or [""]:
+            prefix = f"{camera}/" if camera else ""
+            self.node.create_subscription(
+                Image, f"{prefix}mask", functools.partial(self._on_mask_msg, camera), out
+            )
+            self.node.create_subscription(
+                DiagnosticArray,
+                f"{prefix}exit_info",
+                functools.partial(self._on_exit_info, camera),
+                out,
+            )
+            self.image_pubs[camera] = self.node.create_publisher(Image, f"{prefix}image", image_qos)
         self.load_pub = self.node.create_publisher(Float32, "system_load", qos.output_qos())
         self._parameters: Client[Any, Any] = self.node.create_client(
             SetParametersAtomically, f"/{node_name}/set_parameters_atomically"
@@ -169,43 +185,51 @@ class NodeClient:
 
     # --- frames --------------------------------------------------------------------------
 
-    def publish_image(self, image: Image, stamp_ns: int | None = None) -> FrameTrace:
+    @property
+    def image_pub(self) -> Publisher[Image]:
+        """The image publisher of a single-camera node."""
+        return self.image_pubs[""]
+
+    def publish_image(
+        self, image: Image, stamp_ns: int | None = None, camera: str = ""
+    ) -> FrameTrace:
         """Stamp ``image`` (now on the system clock unless given; unique) and publish it."""
+        publisher = self.image_pubs[camera]
         now_ns = time.time_ns() if stamp_ns is None else stamp_ns
         with self._lock:
             stamp = max(now_ns, self._last_stamp_ns + 1)
             self._last_stamp_ns = stamp
-            trace = FrameTrace(stamp, time.monotonic_ns())
-            self._frames[stamp] = trace
+            trace = FrameTrace(stamp, time.monotonic_ns(), camera=camera)
+            self._frames[(camera, stamp)] = trace
         image.header.stamp = ns_to_stamp(stamp)
-        self.image_pub.publish(image)
+        publisher.publish(image)
         return trace
 
     def publish_load(self, load: float) -> None:
         self.load_pub.publish(Float32(data=float(load)))
 
-    def trace(self, stamp_ns: int) -> FrameTrace | None:
+    def trace(self, stamp_ns: int, camera: str = "") -> FrameTrace | None:
         with self._lock:
-            return self._frames.get(stamp_ns)
+            return self._frames.get((camera, stamp_ns))
 
-    def expect(self, stamp_ns: int) -> FrameTrace:
+    def expect(self, stamp_ns: int, camera: str = "") -> FrameTrace:
         """The trace of a frame another process published (created at first sight)."""
         with self._lock:
-            return self._frames.setdefault(stamp_ns, FrameTrace(stamp_ns))
+            return self._frames.setdefault((camera, stamp_ns), FrameTrace(stamp_ns, camera=camera))
 
-    def _traced(self, stamp_ns: int) -> FrameTrace | None:
-        return self.expect(stamp_ns) if self._track_all else self.trace(stamp_ns)
+    def _traced(self, stamp_ns: int, camera: str) -> FrameTrace | None:
+        return self.expect(stamp_ns, camera) if self._track_all else self.trace(stamp_ns, camera)
 
     def traces(self) -> list[FrameTrace]:
         """Every frame sent so far, in sending order."""
         with self._lock:
             return list(self._frames.values())
 
-    def forget(self, stamps: Iterable[int]) -> None:
+    def forget(self, stamps: Iterable[int], camera: str = "") -> None:
         """Drop the records of frames nobody needs any more (long runs)."""
         with self._lock:
             for stamp in stamps:
-                self._frames.pop(stamp, None)
+                self._frames.pop((camera, stamp), None)
 
     def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Poll ``predicate`` (callbacks keep running on the spin thread) until true or timeout."""
@@ -216,9 +240,9 @@ class NodeClient:
             time.sleep(0.005)
         return predicate()
 
-    def _on_mask_msg(self, msg: Image, info: MessageInfo) -> None:
+    def _on_mask_msg(self, camera: str, msg: Image, info: MessageInfo) -> None:
         monotonic_ns, system_ns = time.monotonic_ns(), time.time_ns()  # first: it is here now
-        trace = self._traced(stamp_to_ns(msg.header.stamp))
+        trace = self._traced(stamp_to_ns(msg.header.stamp), camera)
         if trace is None or trace.answered:
             return
         trace.mask_monotonic_ns, trace.mask_system_ns = monotonic_ns, system_ns
@@ -227,12 +251,12 @@ class NodeClient:
         if self._on_mask is not None:
             self._on_mask(trace, msg)
 
-    def _on_exit_info(self, msg: DiagnosticArray) -> None:
+    def _on_exit_info(self, camera: str, msg: DiagnosticArray) -> None:
         try:
             info = ExitInfo.from_message(msg)
         except ValueError:
             return
-        trace = self._traced(info.stamp_ns)
+        trace = self._traced(info.stamp_ns, camera)
         if trace is not None:
             trace.exit_info = info
 
@@ -274,10 +298,13 @@ class FrameStream:
     replace the first before it is taken.
     """
 
-    def __init__(self, client: NodeClient, frames: Sequence[Image], rate_hz: float) -> None:
+    def __init__(
+        self, client: NodeClient, frames: Sequence[Image], rate_hz: float, camera: str = ""
+    ) -> None:
         if not frames or rate_hz <= 0:
             raise RosError("a frame stream needs at least one frame and a rate above 0 Hz")
         self.client = client
+        self.camera = camera
         self.frames = list(frames)
         self.period_ns = round(NS_PER_S / rate_hz)
         self.published = 0
@@ -293,4 +320,4 @@ class FrameStream:
         self._next_ns += self.period_ns
         frame = self.frames[self.published % len(self.frames)]
         self.published += 1
-        return self.client.publish_image(frame)
+        return self.client.publish_image(frame, camera=self.camera)

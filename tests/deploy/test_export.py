@@ -19,6 +19,7 @@ from mess_ros.deploy.export import (
 from mess_ros.deploy.problem import ExitConfiguration, ScoredConfiguration
 from mess_ros.deploy.search import Target
 from mess_ros.runtime.config import SegmentationConfig, parameter_specs
+from mess_ros.runtime.errors import ConfigError
 
 PER_EXIT = ExitConfiguration(("layer1_0:linear", "layer3_0:fcn_c8_k1_d1"), 0.85, (0.3, 0.9))
 SHARED = ExitConfiguration(("layer2_0:linear",), 0.7, (0.55,))
@@ -99,6 +100,19 @@ def test_other_settings_come_from_the_base_file() -> None:
     assert params.node.image_qos_depth == 5
     assert params.deadline.deadline_ms == 33.0
     assert base.policy.active_exits == []  # the base is not modified
+
+
+def test_the_camera_list_is_written_over_the_base_file() -> None:
+    base = SegmentationConfig()
+    base.cameras.names = ["front", "rear"]
+    base.cameras.deadlines_ms = [50.0, 80.0]
+    assert apply_configuration(SHARED, table(), "m.pt", base=base).cameras == base.cameras
+    base.cameras.deadlines_ms = []
+    params = apply_configuration(SHARED, table(), "m.pt", base=base, cameras=["a", "b", "c"])
+    assert params.cameras.names == ["a", "b", "c"]
+    base.cameras.deadlines_ms = [50.0, 80.0]  # one per camera of the base, not of the new list
+    with pytest.raises(ConfigError, match=r"cameras\.deadlines_ms"):
+        apply_configuration(SHARED, table(), "m.pt", base=base, cameras=["a", "b", "c"])
 
 
 def test_only_the_confidence_policy_is_read_back() -> None:
