@@ -32,6 +32,7 @@ from mess_ros.ros import qos
 from mess_ros.ros.conversions import mask_to_image, rgb_to_image, scale_camera_info
 from mess_ros.ros.stats import NodeStatistics
 from mess_ros.runtime.config import NodeConfig
+from mess_ros.runtime.frame_scheduler import ArrivalClock
 
 
 class CameraStream:
@@ -50,6 +51,9 @@ class CameraStream:
         self.name = name
         self.stats = NodeStatistics(bad_input_causes=bad_input_causes, parent=overall)
         self.camera_info: CameraInfo | None = None
+        # When its next frame is due, and of what size: what the scheduler reserves for it.
+        self.arrivals = ArrivalClock()
+        self.size_hw: tuple[int, int] | None = None
         self._subscriptions: list[Subscription[Any]] = []
         self._mask_pub: Publisher[Image] | None = None
         self._color_pub: Publisher[Image] | None = None

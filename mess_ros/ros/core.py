@@ -152,9 +152,9 @@ class PendingFrame:
     received_ns: int  # time.monotonic_ns() when the callback got it
     origin_ns: int  # monotonic instant the frame's time budget starts (its stamp, if usable)
 
-    def deadline_ns(self, deadline_ms: float) -> int | None:
-        """The frame's deadline on the monotonic clock for a budget (0: none)."""
-        return self.origin_ns + round(deadline_ms * 1e6) if deadline_ms > 0 else None
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
 
 
 def budget_origin_ns(stamp_ns: int, clock_now_ns: int, received_ns: int) -> tuple[int, str | None]:
@@ -363,6 +363,8 @@ class SegmentationCore:
             stream.stats.frame_dropped(DROP_INACTIVE)
             return
         frame = PendingFrame(stream.index, header, image, received_ns, origin_ns)
+        stream.arrivals.frame(origin_ns)
+        stream.size_hw = frame.size_hw
         replaced = slots.put(stream.index, frame)
         if replaced is not None:
             stream.stats.frame_dropped(DROP_INACTIVE if slots.closed else DROP_STALE)
@@ -511,26 +513,40 @@ class SegmentationCore:
     def _choose(
         self, waiting: dict[int, PendingFrame], config: SegmentationConfig
     ) -> ScheduleChoice:
-        """The frame to run next and the deadline its exits plan for."""
-        # Alone, a frame plans for its own deadline: the earliest exit's time is not needed.
-        engine = self._engine if len(waiting) > 1 else None
+        """The frame to run next and the deadline its exits plan for.
+
+        Cameras with no frame waiting but one due soon are planned for too.
+        """
         cameras, shared_ms = config.cameras, config.deadline.deadline_ms
-        earliest: dict[tuple[int, int], float] = {}
-        candidates = []
-        for stream, frame in waiting.items():
-            size_hw = (int(frame.image.shape[0]), int(frame.image.shape[1]))
-            if size_hw not in earliest:
-                earliest[size_hw] = engine.earliest_exit_ms(size_hw) if engine is not None else 0.0
-            candidates.append(
-                WaitingFrame(
-                    stream=stream,
-                    deadline_ns=frame.deadline_ns(cameras.deadline_ms(stream, shared_ms)),
-                    priority=cameras.priority(stream),
-                    earliest_ms=earliest[size_hw],
-                    received_ns=frame.received_ns,
-                )
+        now_ns = time.monotonic_ns()
+        # A single camera's frame plans for its own deadline: no other frame's cost is needed.
+        engine = self._engine if len(self._streams) > 1 else None
+        costs: dict[tuple[int, int], float] = {}
+
+        def candidate(
+            index: int, origin_ns: int, size_hw: tuple[int, int], received_ns: int
+        ) -> WaitingFrame:
+            if engine is not None and size_hw not in costs:
+                costs[size_hw] = engine.earliest_exit_ms(size_hw)
+            deadline_ms = cameras.deadline_ms(index, shared_ms)
+            return WaitingFrame(
+                stream=index,
+                deadline_ns=origin_ns + round(deadline_ms * 1e6) if deadline_ms > 0 else None,
+                priority=cameras.priority(index),
+                earliest_ms=costs.get(size_hw, 0.0),
+                received_ns=received_ns,
             )
-        return self._scheduler.choose(candidates, time.monotonic_ns())
+
+        candidates = [
+            candidate(i, frame.origin_ns, frame.size_hw, frame.received_ns)
+            for i, frame in waiting.items()
+        ]
+        expected = []
+        for stream in self._streams:
+            due_ns = stream.arrivals.next_origin_ns(now_ns)
+            if stream.index not in waiting and due_ns is not None and stream.size_hw is not None:
+                expected.append(candidate(stream.index, due_ns, stream.size_hw, due_ns))
+        return self._scheduler.choose(candidates, now_ns, expected)
 
     def _process(
         self, frame: PendingFrame, choice: ScheduleChoice, config: SegmentationConfig
@@ -556,7 +572,6 @@ class SegmentationCore:
             deliver=publish,
             plan_deadline_ns=choice.plan_deadline_ns,
         )
-        self._scheduler.served((result.done_ns - start_ns) / 1e6)
         if engine.thread_changes != changes and engine.last_thread_change is not None:
             change = engine.last_thread_change
             self._log.info(f"inference on {change.threads} thread(s): {change.reason}")
@@ -587,3 +602,5 @@ class SegmentationCore:
                 outputs=outputs,
             )
         )
+        # What a frame takes the one inference thread, reports included: what the next reserve.
+        self._scheduler.served((time.monotonic_ns() - start_ns) / 1e6)

@@ -15,14 +15,18 @@ of each camera waiting for it. Two decisions are made before each frame:
   (so every frame that can still be saved is). Frames behind that could not
   be saved even then, and frames of lower priority, reserve nothing.
 
-Whether the frame met its deadline is still judged against its own deadline;
-the planning deadline only shapes the exit decisions. With one camera, or
-one frame waiting, the planning deadline is the frame's own deadline and a
-multi-camera node behaves exactly as a single-camera one.
+Frames about to arrive count as well: each camera's rhythm is followed
+(:class:`ArrivalClock`), and a camera whose next frame is due before the
+running frame's deadline is reserved its time as if its frame were waiting.
+Cameras triggered together deliver their frames a few milliseconds apart;
+without this, the first to arrive would plan for its whole deadline and
+leave the others late. A camera that falls silent stops being expected
+after half a period.
 
-Frames that arrive while one runs are not predicted: a camera's next frame
-arrives with a later deadline than the running one (same budget, later
-stamp) unless its budget is shorter, and is then planned for on arrival.
+Whether the frame met its deadline is still judged against its own deadline;
+the planning deadline only shapes the exit decisions. With one camera, the
+planning deadline is the frame's own deadline and a multi-camera node
+behaves exactly as a single-camera one.
 """
 
 from __future__ import annotations
@@ -94,8 +98,18 @@ class FrameScheduler:
         else:
             self._service_ms += self._alpha * (service_ms - self._service_ms)
 
-    def choose(self, waiting: Sequence[WaitingFrame], now_ns: int) -> ScheduleChoice:
-        """The frame to run next among ``waiting`` (at least one) and its planning deadline."""
+    def choose(
+        self,
+        waiting: Sequence[WaitingFrame],
+        now_ns: int,
+        expected: Sequence[WaitingFrame] = (),
+    ) -> ScheduleChoice:
+        """The frame to run next among ``waiting`` (at least one) and its planning deadline.
+
+        ``expected`` are frames due from cameras with none waiting (``received_ns``: when
+        due): never chosen, planned for like waiting ones when due before the chosen
+        frame's deadline.
+        """
         if not waiting:
             raise EngineError("the scheduler was asked to choose among no frames")
         order = sorted(waiting, key=lambda f: _order_key(f, now_ns))
@@ -103,11 +117,12 @@ class FrameScheduler:
         if chosen.deadline_ns is None or not _feasible(chosen, now_ns):
             # Nothing to plan for: no deadline, or one it cannot make whatever follows.
             return ScheduleChoice(chosen, chosen.deadline_ns, len(behind), 0)
+        due = [f for f in expected if f.received_ns < chosen.deadline_ns]
         # Only frames that will run after this one at the same priority, and that can still be
         # served on time, hold this frame's exits back.
         protected = [
             (f.deadline_ns, f.earliest_ms)
-            for f in behind
+            for f in [*behind, *due]
             if f.deadline_ns is not None and f.priority == chosen.priority and _feasible(f, now_ns)
         ]
         earliest_end_ns = now_ns + _ns(chosen.earliest_ms)
@@ -119,6 +134,50 @@ class FrameScheduler:
             # leaving out frames that could not be saved even so.
             plan_ns, counted = _plan(chosen.deadline_ns, protected, 0.0, earliest_end_ns)
         return ScheduleChoice(chosen, plan_ns, len(behind), counted)
+
+
+class ArrivalClock:
+    """When a camera's next frame is due: the last frame's origin plus the camera's period.
+
+    Fed by the thread that receives the frames, read by the scheduler's: the
+    state is one tuple, replaced whole. A gap of more than three periods (a
+    pause, a restart) starts the estimate again rather than bending it.
+    """
+
+    def __init__(self, alpha: float = SERVICE_ALPHA) -> None:
+        self._alpha = alpha
+        self._state: tuple[int, float | None] | None = None  # (last origin, period) in ns
+
+    def frame(self, origin_ns: int) -> None:
+        """A frame whose time budget starts at ``origin_ns`` (its stamp) was received."""
+        state = self._state
+        if state is None:
+            self._state = (origin_ns, None)
+            return
+        last_ns, period_ns = state
+        gap_ns = origin_ns - last_ns
+        if gap_ns <= 0:
+            return  # out of order, or the same frame again
+        if period_ns is not None and gap_ns > 3 * period_ns:
+            self._state = (origin_ns, None)
+            return
+        period_ns = gap_ns if period_ns is None else period_ns + self._alpha * (gap_ns - period_ns)
+        self._state = (origin_ns, period_ns)
+
+    def next_origin_ns(self, now_ns: int) -> int | None:
+        """When the next frame's budget starts; None before a period is known or once overdue.
+
+        Overdue means more than half a period late: a camera that stopped is
+        no longer waited for.
+        """
+        state = self._state
+        if state is None:
+            return None
+        last_ns, period_ns = state
+        if period_ns is None:
+            return None
+        due_ns = last_ns + round(period_ns)
+        return None if due_ns < now_ns - period_ns / 2 else due_ns
 
 
 def _ns(ms: float) -> int:

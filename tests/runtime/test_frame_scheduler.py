@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mess_ros.runtime.errors import EngineError
-from mess_ros.runtime.frame_scheduler import FrameScheduler, WaitingFrame
+from mess_ros.runtime.frame_scheduler import ArrivalClock, FrameScheduler, WaitingFrame
 
 MS = 1_000_000
 NOW = 1_000 * MS
@@ -115,6 +115,45 @@ def test_higher_priority_runs_first_and_keeps_its_depth() -> None:
     assert plan_ms(scheduler, side, front, other_front) == (0, pytest.approx(100.0))
     close_front = frame(2, 110.0, priority=1)
     assert plan_ms(scheduler, side, front, close_front) == (0, pytest.approx(90.0))
+
+
+def test_a_frame_due_from_another_camera_is_planned_for() -> None:
+    """Cameras triggered together: the first frame in must not take the others' time."""
+    scheduler = FrameScheduler()
+    scheduler.served(20.0)
+    first = frame(0, 100.0)
+    due = [
+        WaitingFrame(stream=i, deadline_ns=NOW + 100 * MS, priority=0, earliest_ms=10.0,
+                     received_ns=NOW + MS)
+        for i in (1, 2)
+    ]  # fmt: skip
+    choice = scheduler.choose([first], NOW, expected=due)
+    assert choice.frame.stream == 0 and choice.planned_ms(NOW) == pytest.approx(60.0)
+    assert (choice.waiting, choice.reserved_for) == (0, 2)
+    # A frame due after this one's deadline cannot be held up by it.
+    late = WaitingFrame(1, NOW + 300 * MS, 0, 10.0, received_ns=NOW + 150 * MS)
+    assert scheduler.choose([first], NOW, expected=[late]).planned_ms(NOW) == 100.0
+
+
+def test_arrival_clock_follows_a_cameras_rhythm() -> None:
+    clock = ArrivalClock(alpha=0.5)
+    assert clock.next_origin_ns(NOW) is None
+    clock.frame(NOW)
+    assert clock.next_origin_ns(NOW) is None  # one frame says nothing of the period
+    clock.frame(NOW + 100 * MS)
+    assert clock.next_origin_ns(NOW + 100 * MS) == NOW + 200 * MS
+    clock.frame(NOW + 220 * MS)  # a late frame moves the period half-way
+    assert clock.next_origin_ns(NOW + 220 * MS) == NOW + 330 * MS
+    clock.frame(NOW + 220 * MS)  # the same frame again changes nothing
+    assert clock.next_origin_ns(NOW + 220 * MS) == NOW + 330 * MS
+    # Overdue by more than half a period: the camera is no longer waited for.
+    assert clock.next_origin_ns(NOW + 380 * MS) == NOW + 330 * MS
+    assert clock.next_origin_ns(NOW + 390 * MS) is None
+    # After a long pause the period is measured again from scratch.
+    clock.frame(NOW + 5_000 * MS)
+    assert clock.next_origin_ns(NOW + 5_000 * MS) is None
+    clock.frame(NOW + 5_050 * MS)
+    assert clock.next_origin_ns(NOW + 5_050 * MS) == NOW + 5_100 * MS
 
 
 def test_service_time_follows_recent_frames() -> None:
