@@ -191,6 +191,8 @@ def running_nodes(
 ) -> Iterator[list[ManagedProcess]]:
     """The node(s) of ``setup``; always stopped by PID, also on failure."""
     overrides: dict[str, Any] = {"deadline.deadline_ms": args.deadline_ms}
+    if args.threads:
+        overrides["engine.num_threads"] = args.threads
     env = ros_environment(args.domain_id)
     tag = setup.replace(" ", "_")
     with ExitStack() as stack:
@@ -479,6 +481,7 @@ def main(args: argparse.Namespace) -> int:
         f"{NAME}: {args.size[1]}x{args.size[0]} rgb8 at {args.rate:g} Hz per camera, cameras "
         f"triggered together, deadline {args.deadline_ms:g} ms, {args.seconds:g} s per run, "
         f"node parameters {args.params_file}"
+        + (f", engine.num_threads {args.threads}" if args.threads else "")
     )
     pools = camera_pools(max(args.camera_counts), args.size)
     results = []
@@ -498,6 +501,7 @@ def main(args: argparse.Namespace) -> int:
             "seconds": args.seconds,
             "warmup_s": args.warmup,
             "client_niceness": args.client_niceness,
+            "threads": args.threads,
             "params_file": str(args.params_file),
         },
         "runs": [
@@ -527,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second per camera")
     parser.add_argument("--deadline-ms", type=float, default=100.0, help="after each stamp")
     parser.add_argument("--size", dest="size_text", default="480x640", help="HEIGHTxWIDTH")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="engine.num_threads of every node (0: the file's)"
+    )
     parser.add_argument(
         "--client-niceness", type=int, default=-15, help="of this measuring process"
     )
