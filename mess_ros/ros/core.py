@@ -102,6 +102,7 @@ from mess_ros.ros.params import (
     parameter_sources,
     undeclared_problem,
 )
+from mess_ros.ros.reception import ReceptionAwareShare
 from mess_ros.ros.stats import (
     DROP_ENGINE_ERROR,
     DROP_INACTIVE,
@@ -240,8 +241,10 @@ class SegmentationCore:
 
     def configure(self) -> None:
         """Load the model and create the topics; the node is ready but not processing."""
+        # Several cameras: the node's own reception of their frames competes with inference.
+        others = ReceptionAwareShare() if len(self._config.cameras.names) > 1 else None
         try:
-            self._engine = SegmentationEngine(self._config)
+            self._engine = SegmentationEngine(self._config, others_cpu_share=others)
         except MessError as err:
             raise NodeStartupError(f"the segmentation engine could not be built: {err}") from err
         node, cfg = self._node, self._config.node
