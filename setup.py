@@ -23,7 +23,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", files("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", files("config/*.yaml", "config/*.xml")),
+        (f"share/{PACKAGE}/config", files("config/*.yaml", "config/*.xml", "config/*.json")),
         # A robot's parameter file names its checkpoint and latency table relative to itself:
         # those files are installed beside it when mess_configure wrote them there.
         (

@@ -2,14 +2,19 @@
 
     ros2 launch mess_ros segmentation.launch.py robot:=jetson_orin image_topic:=/camera/image_raw
     ros2 launch mess_ros segmentation.launch.py params_file:=/path/to/params.yaml deadline_ms:=50.0
+    ros2 launch mess_ros segmentation.launch.py cameras:="[front, left, right]"
 
 Arguments:
 
 * ``robot``: selects ``config/robots/<robot>.yaml``; empty uses ``config/default.yaml``.
 * ``params_file``: a parameter file that replaces the robot's.
-* ``namespace``, ``image_topic`` (``image`` is remapped to it; ``camera_info`` to the
-  ``camera_info`` beside it, as image_transport names them), ``device``, ``deadline_ms``,
-  ``use_sim_time``, ``log_level``.
+* ``cameras``: several cameras served by one node and one model, ``[front, left, right]``
+  (or ``front,left,right``): each reads ``<name>/image`` and ``<name>/camera_info`` and
+  publishes ``<name>/mask``, ``<name>/mask_color``, ``<name>/mask_overlay`` and
+  ``<name>/exit_info`` (parameter ``cameras.names``); empty keeps the file's.
+* ``namespace``, ``image_topic`` (single camera: ``image`` is remapped to it; ``camera_info``
+  to the ``camera_info`` beside it, as image_transport names them; with ``cameras``, remap
+  each ``<name>/image`` instead), ``device``, ``deadline_ms``, ``use_sim_time``, ``log_level``.
 * ``dds_profile``: Fast DDS profile for camera-sized messages (the bundled one by default;
   empty keeps the environment's ``FASTDDS_DEFAULT_PROFILES_FILE``). Give the camera driver
   the same profile, or ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: best-effort VGA frames
@@ -35,6 +40,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
+
 from mess_ros.config import ConfigError, SegmentationConfig
 
 PACKAGE: Final = "mess_ros"
@@ -46,6 +53,11 @@ PROFILE_VARIABLE: Final = "FASTDDS_DEFAULT_PROFILES_FILE"
 ARGUMENTS: Final[dict[str, tuple[str, str]]] = {
     "robot": ("", "Robot whose config/robots/<robot>.yaml to load; empty: config/default.yaml"),
     "params_file": ("", "Parameter file to load instead of the robot's"),
+    "cameras": (
+        "",
+        "Cameras one node serves, e.g. [front, left, right] (topics <name>/image, "
+        "<name>/mask ...); empty keeps the parameter file's",
+    ),
     "namespace": ("", "Namespace of the node and its relative topics"),
     "image_topic": ("image", "Image topic to segment (camera_info is taken beside it)"),
     "device": ("", "Override engine.device: cpu, cuda or cuda:N"),
@@ -104,6 +116,32 @@ def parameter_overrides(device: str, deadline_ms: str, use_sim_time: str) -> dic
             "deadline_ms", "deadline.deadline_ms", value
         )
     return overrides
+
+
+def camera_overrides(cameras: str, image_topic: str) -> dict[str, Any]:
+    """``cameras:=[front, left, right]`` (or ``front,left,right``) as ``cameras.names``.
+
+    A single ``image_topic`` remapping cannot say which camera it is meant
+    for, so it is refused together with cameras.
+    """
+    text = cameras.strip()
+    if not text:
+        return {}
+    try:
+        value = yaml.safe_load(text) if text.startswith("[") else text.split(",")
+    except yaml.YAMLError as err:
+        raise LaunchArgumentError(f"cameras:={cameras!r} is not a list of names") from err
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        msg = f"cameras:={cameras!r} must be a list of names, e.g. [front, left, right]"
+        raise LaunchArgumentError(msg)
+    names = [v.strip() for v in value if v.strip()]
+    if image_topic not in ("", "image"):
+        msg = (
+            f"image_topic:={image_topic!r} remaps the single camera's topic; with cameras, "
+            "remap each <name>/image instead"
+        )
+        raise LaunchArgumentError(msg)
+    return {"cameras.names": check_parameter("cameras", "cameras.names", names)}
 
 
 def check_parameter(argument: str, name: str, value: Any) -> Any:
@@ -170,6 +208,7 @@ def generate_launch_description() -> Any:
 
         params_file = select_params_file(arg("robot"), arg("params_file"))
         overrides = parameter_overrides(arg("device"), arg("deadline_ms"), arg("use_sim_time"))
+        overrides.update(camera_overrides(arg("cameras"), arg("image_topic")))
         actions: list[Any] = [
             SetEnvironmentVariable(name, value)
             for name, value in environment(arg("dds_profile")).items()

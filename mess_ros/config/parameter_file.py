@@ -69,18 +69,18 @@ def text(
     lines.append(f"{json.dumps(node_name)}:")
     lines.append(f"  {ROS_PARAMETERS_KEY}:")
     params = config.to_parameters()
-    section = ""
-    for spec in SPECS:
-        if spec.section != section:
-            section = spec.section
-            lines.append(f"    {section}:")
-        if describe:
-            lines.append(f"      # {spec.description} Allowed: {spec.constraints}.")
-        value = params[spec.name]
-        if isinstance(value, list) and not value:
-            lines.append(f"      # {spec.attr}: []  (empty: the declared default applies)")
-        else:
-            lines.append(f"      {spec.attr}: {_yaml_value(value)}")
+    for section in dict.fromkeys(spec.section for spec in SPECS):
+        specs = [spec for spec in SPECS if spec.section == section]
+        written = [spec for spec in specs if params[spec.name] != []]
+        # A section of empty lists only would be an empty mapping, which rcl refuses.
+        lines.append(f"    {section}:" if written else f"    # {section}:")
+        for spec in specs:
+            if describe:
+                lines.append(f"      # {spec.description} Allowed: {spec.constraints}.")
+            if spec in written:
+                lines.append(f"      {spec.attr}: {_yaml_value(params[spec.name])}")
+            else:
+                lines.append(f"      # {spec.attr}: []  (empty: the declared default applies)")
     return "\n".join(lines) + "\n"
 
 

@@ -288,6 +288,18 @@ class NodeConfig:
         True,
         "Publish mask_color (rgb8 palette image) when someone subscribes to it.",
     )
+    publish_overlay: bool = parameter(
+        True,
+        "Publish mask_overlay (the camera image blended with the colour mask, rgb8) when "
+        "someone subscribes to it.",
+    )
+    overlay_alpha: float = parameter(
+        0.5,
+        "Weight of the colour mask in mask_overlay (0: the camera image alone, 1: the colour "
+        "mask alone).",
+        min_value=0.0,
+        max_value=1.0,
+    )
     max_image_pixels: int = parameter(
         16_777_216,
         "Frames with more pixels than this are dropped as absurd (protects memory).",
@@ -320,11 +332,56 @@ class NodeConfig:
     )
 
 
+CAMERA_NAME_PATTERN: Final = r"[A-Za-z][A-Za-z0-9_]*"
+CAMERA_PRIORITY_RANGE: Final = (-100, 100)
+
+
+@dataclass
+class CamerasConfig:
+    """Several cameras in one node: one model, one device, one scheduler for all of them."""
+
+    names: list[str] = parameter(
+        [],
+        "Cameras this node segments, e.g. [front, left, right]: each reads <name>/image "
+        "(or <name>/image/compressed) and <name>/camera_info and publishes <name>/mask, "
+        "<name>/mask_color, <name>/mask_overlay, <name>/mask/camera_info and "
+        "<name>/exit_info; one inference thread serves them all, earliest deadline first. "
+        "Empty: one camera on image, mask, ... (the single-camera topics).",
+        read_only=True,
+        pattern=CAMERA_NAME_PATTERN,
+        pattern_text="a ROS name token (letters, digits and '_', a letter first)",
+    )
+    deadlines_ms: list[float] = parameter(
+        [],
+        "Time budget per frame of each camera, in the order of names (0: no deadline for "
+        "that camera). Empty: every camera uses deadline.deadline_ms.",
+        min_value=0.0,
+        max_value=3_600_000.0,
+    )
+    priorities: list[int] = parameter(
+        [],
+        "Priority of each camera, in the order of names: a waiting frame of a higher "
+        "priority runs first and plans its exit without leaving time to lower ones; "
+        "cameras of equal priority share the accelerator by earliest deadline. Empty: all "
+        "equal.",
+        min_value=CAMERA_PRIORITY_RANGE[0],
+        max_value=CAMERA_PRIORITY_RANGE[1],
+    )
+
+    def deadline_ms(self, index: int, shared_ms: float) -> float:
+        """Deadline of camera ``index`` (0: none): its own, else the shared ``shared_ms``."""
+        return self.deadlines_ms[index] if self.deadlines_ms else shared_ms
+
+    def priority(self, index: int) -> int:
+        return self.priorities[index] if self.priorities else 0
+
+
 _SECTIONS: Final[dict[str, type[Any]]] = {
     "engine": EngineConfig,
     "policy": PolicyConfig,
     "deadline": DeadlineConfig,
     "node": NodeConfig,
+    "cameras": CamerasConfig,
 }
 
 
@@ -374,6 +431,7 @@ class SegmentationConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     deadline: DeadlineConfig = field(default_factory=DeadlineConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
+    cameras: CamerasConfig = field(default_factory=CamerasConfig)
 
     # --- flat ROS parameters -------------------------------------------------------------
 
@@ -536,6 +594,35 @@ class SegmentationConfig:
                     f"expected one of the active exits: {', '.join([*intermediate, 'final'])}",
                 )
             )
+        return problems + self._camera_problems()
+
+    def _camera_problems(self) -> list[str]:
+        """Per-camera lists must match the camera names one to one."""
+        cameras = self.cameras
+        problems = []
+        repeated = sorted({n for n in cameras.names if cameras.names.count(n) > 1})
+        if repeated:
+            problems.append(
+                parameter_problem(
+                    "cameras.names",
+                    cameras.names,
+                    f"each camera may appear once, repeated: {', '.join(repeated)}",
+                )
+            )
+        count = len(cameras.names)
+        for name, values in (
+            ("cameras.deadlines_ms", cameras.deadlines_ms),
+            ("cameras.priorities", cameras.priorities),
+        ):
+            if values and len(values) != count:
+                expected = (
+                    f"one value per camera of cameras.names ({count}: "
+                    f"{', '.join(cameras.names)}) or none"
+                    if count
+                    else "empty while cameras.names is empty (a single camera uses the "
+                    "deadline.* parameters)"
+                )
+                problems.append(parameter_problem(name, values, f"expected {expected}"))
         return problems
 
     def validate(self) -> None:

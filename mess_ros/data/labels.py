@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -83,6 +84,10 @@ class LabelSet:
         colored: npt.NDArray[np.uint8] = palette[ids]
         return colored
 
+    def hex_colors(self) -> list[str]:
+        """The colours as ``#rrggbb`` strings, the form visualisers and style sheets take."""
+        return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in self.colors]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (lists, not tuples) for checkpoints and reports."""
         return {
@@ -113,6 +118,25 @@ class LabelSet:
             )
         except (TypeError, ValueError) as err:
             raise DataError(f"malformed label set description {dict(data)!r}: {err}") from err
+
+
+def overlay(
+    image: npt.NDArray[np.uint8], colored: npt.NDArray[np.uint8], alpha: float
+) -> npt.NDArray[np.uint8]:
+    """``image`` with a colour mask of its size laid over it, for people to look at.
+
+    ``(1 - alpha) * image + alpha * colored``, rounded to the nearest
+    integer: ``alpha`` 0 gives the image, 1 the colour mask.
+    """
+    if image.shape != colored.shape:
+        raise DataError(
+            f"an overlay needs an image and a colour mask of one size, got {image.shape} and "
+            f"{colored.shape}"
+        )
+    # OpenCV refuses views with negative strides (a bgr8 frame read as RGB is one).
+    pixels = np.ascontiguousarray(image)
+    blended = cv2.addWeighted(pixels, 1.0 - alpha, colored, alpha, 0.0)
+    return np.asarray(blended, dtype=np.uint8)  # OpenCV's typing widens its uint8 result
 
 
 def _rgb(value: Sequence[Any]) -> RGB:

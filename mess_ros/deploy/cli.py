@@ -271,6 +271,11 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(v.strip() for v in text.split(",") if v.strip())
 
 
+def _camera_names(text: str) -> tuple[str, ...]:
+    """``front,left,right`` (or ``[front, left, right]``) as camera names."""
+    return tuple(n.strip() for n in text.strip().strip("[]").split(",") if n.strip())
+
+
 def _decisions(text: str) -> tuple[DecisionName, ...]:
     names = [v.strip() for v in text.split(",") if v.strip()]
     unknown = [n for n in names if n not in DECISIONS]
@@ -374,6 +379,12 @@ def configure_parser() -> argparse.ArgumentParser:
         "--base-params", type=Path, help="parameter file whose other settings are kept"
     )
     output.add_argument(
+        "--cameras",
+        type=_camera_names,
+        help="cameras one node serves with the model, e.g. front,left,right (cameras.names; "
+        "default: the base file's, else one camera on the plain topics)",
+    )
+    output.add_argument(
         "--param-model-path",
         help="engine.model_path written in the file (default: the pruned checkpoint's path)",
     )
@@ -463,6 +474,7 @@ def _configure(args: argparse.Namespace) -> int:
         holdout_share=args.holdout_share,
         exit_tolerance=args.exit_tolerance,
         base=SegmentationConfig.from_yaml(args.base_params) if args.base_params else None,
+        cameras=args.cameras,
         param_model_path=args.param_model_path or "",
         param_latency_table=args.param_latency_table or "",
         param_exit_model=args.param_exit_model or "",

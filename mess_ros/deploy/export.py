@@ -37,11 +37,14 @@ def apply_configuration(
     latency_table_path: str = "",
     base: SegmentationConfig | None = None,
     exit_model_path: str = "",
+    cameras: Sequence[str] | None = None,
 ) -> SegmentationConfig:
     """Node parameters that run ``config`` with the confidence policy on the table's device.
 
     The learnt decision names its exit model file (``exit_model_path``), the
-    class decision writes its per-class thresholds.
+    class decision writes its per-class thresholds. ``cameras`` (when given)
+    become ``cameras.names``: one node then serves them all with one model;
+    per-camera deadlines or priorities of ``base`` must match their number.
 
     Engine settings that the latency depends on (device, backend, input size,
     precision, memory format, CPU threads when recorded) come from the latency
@@ -76,6 +79,8 @@ def apply_configuration(
         policy.image_thresholds = thresholds[:1] if config.shared_threshold else thresholds
     else:
         policy.name = "final"
+    if cameras is not None:
+        params.cameras.names = list(cameras)
     params.validate()
     return params
 

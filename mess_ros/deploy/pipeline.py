@@ -71,6 +71,7 @@ class RobotRequest:
     holdout_share: float = DEFAULT_HOLDOUT_SHARE
     exit_tolerance: float = DEFAULT_TOLERANCE
     base: SegmentationConfig | None = None
+    cameras: Sequence[str] | None = None  # cameras.names of the file (None: the base's)
     param_model_path: str = ""
     param_latency_table: str = ""
     param_exit_model: str = ""
@@ -195,6 +196,7 @@ def _export(
         latency_table_path=request.param_latency_table or final.artefact_path(final.latency_table),
         base=request.base,
         exit_model_path=exit_model,
+        cameras=request.cameras,
     )
     header = header_comment(
         request.robot,

@@ -6,7 +6,9 @@ the one place that does it. A :class:`NodeClient` has its own rclpy context
 on the node's domain and spins it on a thread of its own, so a caller can
 publish at a steady rate while every mask is time-stamped the moment it
 arrives. Masks and ``exit_info`` reports are matched to the frame they
-answer by header stamp (:class:`FrameTrace`).
+answer by camera and header stamp (:class:`FrameTrace`). A client of a node
+serving several cameras names them (``cameras``) and talks to each on its
+own topics (``<camera>/image``, ``<camera>/mask``, ``<camera>/exit_info``).
 
 Arrival times are taken on two clocks: ``time.monotonic_ns`` (for durations
 inside this process) and the system clock that ROS stamps are written on
@@ -16,6 +18,7 @@ deadline`` is measured where a subscriber would measure it.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +32,7 @@ from rclpy.client import Client
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import MessageInfo
 from rosgraph_msgs.msg import Clock
@@ -54,6 +58,7 @@ class FrameTrace:
     """One frame sent to the node and what came back for it (None: nothing yet).
 
     ``sent_monotonic_ns`` is None for frames another process published (a camera).
+    ``camera`` is "" for a single-camera node.
     """
 
     stamp_ns: int
@@ -62,6 +67,7 @@ class FrameTrace:
     mask_system_ns: int | None = None
     mask_dds_ns: int | None = None  # when DDS had the mask here, on the system clock
     exit_info: ExitInfo | None = None
+    camera: str = ""
 
     @property
     def answered(self) -> bool:
@@ -116,6 +122,7 @@ class NodeClient:
         clock: bool = False,
         on_mask: MaskCallback | None = None,
         track_all: bool = False,
+        cameras: Sequence[str] = (),
     ) -> None:
         join_ros_environment()
         self.context = Context()
@@ -138,21 +145,33 @@ class NodeClient:
         self._on_mask = on_mask
         self._track_all = track_all
         self._lock = threading.Lock()
-        self._frames: dict[int, FrameTrace] = {}
+        self._frames: dict[tuple[str, int], FrameTrace] = {}
         self._last_stamp_ns = 0
         self._last_arrival_ns = 0
         self._services: dict[str, Client[Any, Any]] = {}
         out = qos.output_qos(depth=output_depth)
-        self._mask_sub = self.node.create_subscription(Image, "mask", self._on_mask_msg, out)
-        self._exit_sub = self.node.create_subscription(
-            DiagnosticArray, "exit_info", self._on_exit_info, out
-        )
         image_qos = qos.image_qos(image_reliability, image_depth)
-        self.image_pub = (
-            self.node.create_publisher(CompressedImage, "image/compressed", image_qos)
-            if compressed
-            else self.node.create_publisher(Image, "image", image_qos)
-        )
+        self.image_pubs: dict[str, Publisher[Any]] = {}
+        self._answer_topics: list[str] = []
+        for camera in cameras or [""]:
+            prefix = f"{camera}/" if camera else ""
+            subscriptions = (
+                self.node.create_subscription(
+                    Image, f"{prefix}mask", functools.partial(self._on_mask_msg, camera), out
+                ),
+                self.node.create_subscription(
+                    DiagnosticArray,
+                    f"{prefix}exit_info",
+                    functools.partial(self._on_exit_info, camera),
+                    out,
+                ),
+            )
+            self._answer_topics += [sub.topic_name for sub in subscriptions]
+            self.image_pubs[camera] = (
+                self.node.create_publisher(CompressedImage, f"{prefix}image/compressed", image_qos)
+                if compressed
+                else self.node.create_publisher(Image, f"{prefix}image", image_qos)
+            )
         self.load_pub = self.node.create_publisher(Float32, "system_load", qos.output_qos())
         self.clock_pub = (
             self.node.create_publisher(Clock, "/clock", qos.output_qos(qos.SMALL_TOPIC_DEPTH))
@@ -193,31 +212,35 @@ class NodeClient:
         """The node takes this client's frames (and ``/clock``) and publishes its answers."""
         if self.clock_pub is not None and self.clock_pub.get_subscription_count() == 0:
             return False
-        return (
-            self.image_pub.get_subscription_count() > 0
-            and self.node.count_publishers(self._mask_sub.topic_name) > 0
-            and self.node.count_publishers(self._exit_sub.topic_name) > 0
+        return all(pub.get_subscription_count() > 0 for pub in self.image_pubs.values()) and all(
+            self.node.count_publishers(topic) > 0 for topic in self._answer_topics
         )
 
     # --- frames --------------------------------------------------------------------------
 
-    def _sent(self, stamp_ns: int | None) -> FrameTrace:
+    @property
+    def image_pub(self) -> Publisher[Any]:
+        """The image publisher of a single-camera node."""
+        return self.image_pubs[""]
+
+    def _sent(self, stamp_ns: int | None, camera: str) -> FrameTrace:
         """The trace of a frame about to be published: ``stamp_ns``, or now made unique."""
         with self._lock:
             if stamp_ns is None:
                 stamp_ns = max(time.time_ns(), self._last_stamp_ns + 1)
             self._last_stamp_ns = max(self._last_stamp_ns, stamp_ns)
-            trace = FrameTrace(stamp_ns, time.monotonic_ns())
-            self._frames[stamp_ns] = trace
+            trace = FrameTrace(stamp_ns, time.monotonic_ns(), camera=camera)
+            self._frames[(camera, stamp_ns)] = trace
         return trace
 
     def publish_image(
-        self, image: Image | CompressedImage, stamp_ns: int | None = None
+        self, image: Image | CompressedImage, stamp_ns: int | None = None, camera: str = ""
     ) -> FrameTrace:
         """Stamp ``image`` (``stamp_ns``, else now on the system clock, unique) and publish it."""
-        trace = self._sent(stamp_ns)
+        publisher = self.image_pubs[camera]
+        trace = self._sent(stamp_ns, camera)
         image.header.stamp = ns_to_stamp(trace.stamp_ns)
-        self.image_pub.publish(image)
+        publisher.publish(image)
         return trace
 
     def publish_serialized(self, message: bytes, stamp_ns: int) -> FrameTrace:
@@ -227,7 +250,7 @@ class NodeClient:
         message object; restamping them is the caller's (e.g.
         :func:`mess_ros.eval.messages.restamp`).
         """
-        trace = self._sent(stamp_ns)
+        trace = self._sent(stamp_ns, "")
         self.image_pub.publish(message)
         return trace
 
@@ -240,17 +263,17 @@ class NodeClient:
             raise RosError("this client was created without clock=True; it cannot publish /clock")
         self.clock_pub.publish(Clock(clock=ns_to_stamp(time_ns)))
 
-    def trace(self, stamp_ns: int) -> FrameTrace | None:
+    def trace(self, stamp_ns: int, camera: str = "") -> FrameTrace | None:
         with self._lock:
-            return self._frames.get(stamp_ns)
+            return self._frames.get((camera, stamp_ns))
 
-    def expect(self, stamp_ns: int) -> FrameTrace:
+    def expect(self, stamp_ns: int, camera: str = "") -> FrameTrace:
         """The trace of a frame another process published (created at first sight)."""
         with self._lock:
-            return self._frames.setdefault(stamp_ns, FrameTrace(stamp_ns))
+            return self._frames.setdefault((camera, stamp_ns), FrameTrace(stamp_ns, camera=camera))
 
-    def _traced(self, stamp_ns: int) -> FrameTrace | None:
-        trace = self.expect(stamp_ns) if self._track_all else self.trace(stamp_ns)
+    def _traced(self, stamp_ns: int, camera: str) -> FrameTrace | None:
+        trace = self.expect(stamp_ns, camera) if self._track_all else self.trace(stamp_ns, camera)
         if trace is not None:
             self._last_arrival_ns = time.monotonic_ns()
         return trace
@@ -260,11 +283,11 @@ class NodeClient:
         with self._lock:
             return list(self._frames.values())
 
-    def forget(self, stamps: Iterable[int]) -> None:
+    def forget(self, stamps: Iterable[int], camera: str = "") -> None:
         """Drop the records of frames nobody needs any more (long runs)."""
         with self._lock:
             for stamp in stamps:
-                self._frames.pop(stamp, None)
+                self._frames.pop((camera, stamp), None)
 
     @property
     def last_arrival_ns(self) -> int:
@@ -280,9 +303,9 @@ class NodeClient:
             time.sleep(0.005)
         return predicate()
 
-    def _on_mask_msg(self, msg: Image, info: MessageInfo) -> None:
+    def _on_mask_msg(self, camera: str, msg: Image, info: MessageInfo) -> None:
         monotonic_ns, system_ns = time.monotonic_ns(), time.time_ns()  # first: it is here now
-        trace = self._traced(header_stamp_ns(msg))
+        trace = self._traced(header_stamp_ns(msg), camera)
         if trace is None or trace.answered:
             return
         trace.mask_monotonic_ns, trace.mask_system_ns = monotonic_ns, system_ns
@@ -291,12 +314,12 @@ class NodeClient:
         if self._on_mask is not None:
             self._on_mask(trace, msg)
 
-    def _on_exit_info(self, msg: DiagnosticArray) -> None:
+    def _on_exit_info(self, camera: str, msg: DiagnosticArray) -> None:
         try:
             info = ExitInfo.from_message(msg)
         except ValueError:
             return
-        trace = self._traced(info.stamp_ns)
+        trace = self._traced(info.stamp_ns, camera)
         if trace is not None:
             trace.exit_info = info
 
@@ -386,10 +409,13 @@ class FrameStream:
     replace the first before it is taken.
     """
 
-    def __init__(self, client: NodeClient, frames: Sequence[Image], rate_hz: float) -> None:
+    def __init__(
+        self, client: NodeClient, frames: Sequence[Image], rate_hz: float, camera: str = ""
+    ) -> None:
         if not frames or rate_hz <= 0:
             raise RosError("a frame stream needs at least one frame and a rate above 0 Hz")
         self.client = client
+        self.camera = camera
         self.frames = list(frames)
         self.period_ns = round(NS_PER_S / rate_hz)
         self.published = 0
@@ -422,4 +448,4 @@ class FrameStream:
         self._next_ns += self.period_ns
         frame = self.frames[self.published % len(self.frames)]
         self.published += 1
-        return self.client.publish_image(frame)
+        return self.client.publish_image(frame, camera=self.camera)

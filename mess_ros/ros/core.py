@@ -4,16 +4,23 @@ It is a component held by a node rather than a node subclass, so the plain
 node can configure and activate it at once while the lifecycle node maps
 the same steps to its transitions.
 
-Topics (relative names, remappable):
+Topics (relative names, remappable), per camera (the plain names for a
+single camera, ``<name>/...`` for each of ``cameras.names``; see
+:mod:`mess_ros.ros.camera_stream`):
 
 * in: ``image`` (``sensor_msgs/Image``; or ``<image>/compressed`` with
-  ``node.use_compressed``), ``camera_info``, ``system_load`` (``std_msgs/Float32``,
-  share of the machine used by others, 0..1);
+  ``node.use_compressed``), ``camera_info``;
 * out: ``mask`` (``mono8`` class ids, input header copied), ``mask_color``
   (``rgb8``, only while someone subscribes and ``node.publish_color_mask``),
-  ``mask/camera_info`` (the latest camera info scaled to the mask and stamped
-  like it), ``exit_info`` (see :mod:`mess_ros.ros.diagnostics`) and
-  ``/diagnostics`` every ``node.diagnostics_period_s``.
+  ``mask_overlay`` (the image blended with the colour mask, ``rgb8``, only while
+  someone subscribes and ``node.publish_overlay``), ``mask/camera_info`` (the
+  latest camera info scaled to the mask and stamped like it), ``exit_info``
+  (see :mod:`mess_ros.ros.diagnostics`);
+
+and once per node: ``system_load`` in (``std_msgs/Float32``, share of the
+machine used by others, 0..1), ``labels`` out (the label set, latched; see
+:mod:`mess_ros.ros.label_topic`) and ``/diagnostics`` every
+``node.diagnostics_period_s`` (the node's status, then one per camera).
 
 A frame's deadline counts from its header stamp (so transport delay counts),
 carried over to the monotonic clock through the frame's age on the node's
@@ -23,10 +30,14 @@ Threads and why:
 
 * ROS callbacks (images, load, camera info, parameters, timer) run on the
   executor thread and never wait for inference: an image callback converts
-  the message (a view or one copy) and drops it into a one-place slot.
-* one inference thread takes the newest frame from the slot, runs the
-  engine and publishes. A frame replaced in the slot before inference
-  started is counted as a ``stale`` drop. Publishing the masks is the
+  the message (a view or one copy) and drops it into its camera's one-place
+  slot.
+* one inference thread serves every camera: of the newest frame waiting per
+  camera, the scheduler (:mod:`mess_ros.runtime.frame_scheduler`) picks the
+  one to run (earliest deadline first) and the deadline its exits plan for,
+  which leaves time to the frames waiting behind it. A frame replaced in its
+  slot before inference started is counted as a ``stale`` drop; a camera
+  that sends nothing, or only malformed frames, holds up no other. Publishing the masks is the
   engine's last stage of the frame (its ``deliver``): it is timed and
   learnt like the network's stages, every deadline decision budgets for
   it, and a deadline counts as met only when the mask has been published.
@@ -58,8 +69,8 @@ from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Float32, Header
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float32, Header, String
 
 from mess_ros.common.stamps import time_ns
 from mess_ros.config import ConfigError, ParameterSpec, ParamValue, SegmentationConfig
@@ -67,16 +78,17 @@ from mess_ros.data.errors import DECODE_ERRORS, ImageFormatError
 from mess_ros.data.image_codec import U8Array
 from mess_ros.errors import MessError
 from mess_ros.ros import qos
-from mess_ros.ros.conversions import (
-    compressed_to_rgb,
-    image_to_rgb,
-    mask_to_image,
-    rgb_to_image,
-    scale_camera_info,
-)
-from mess_ros.ros.diagnostics import exit_info_message, health_message
+from mess_ros.ros.camera_stream import CameraStream
+from mess_ros.ros.conversions import compressed_to_rgb, image_to_rgb
+from mess_ros.ros.diagnostics import CameraHealth, exit_info_message, health_message
 from mess_ros.ros.errors import NodeStartupError
-from mess_ros.ros.frame_slot import LatestSlot
+from mess_ros.ros.frame_slot import LatestFrames
+from mess_ros.ros.label_topic import (
+    LABEL_PARAMETERS,
+    LABELS_TOPIC,
+    declare_label_parameters,
+    labels_message,
+)
 from mess_ros.ros.params import (
     anchor_to_sources,
     as_declared_types,
@@ -86,6 +98,7 @@ from mess_ros.ros.params import (
     parameter_sources,
     undeclared_problem,
 )
+from mess_ros.ros.reception import ReceptionAwareShare
 from mess_ros.ros.stats import (
     DROP_ENGINE_ERROR,
     DROP_INACTIVE,
@@ -94,7 +107,8 @@ from mess_ros.ros.stats import (
     NodeStatistics,
 )
 from mess_ros.ros.throttle import WarningThrottle
-from mess_ros.runtime.engine import EnginePlan, SegmentationEngine, SegmentationResult
+from mess_ros.runtime.engine import EnginePlan, SegmentationEngine
+from mess_ros.runtime.frame_scheduler import FrameScheduler, ScheduleChoice, WaitingFrame
 from mess_ros.runtime.scheduling import apply_scheduling, describe
 
 BAD_INPUT_CAUSES: Final = frozenset(cls.cause for cls in DECODE_ERRORS)
@@ -128,10 +142,15 @@ class PendingChange:
 class PendingFrame:
     """A converted frame waiting for the inference thread."""
 
+    stream: int  # index of its camera
     header: Header
     image: U8Array
     received_ns: int  # time.monotonic_ns() when the callback got it
     origin_ns: int  # monotonic instant the frame's time budget starts (its stamp, if usable)
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
 
 
 def budget_origin_ns(stamp_ns: int, clock_now_ns: int, received_ns: int) -> tuple[int, str | None]:
@@ -176,18 +195,16 @@ class SegmentationCore:
         self._engine: SegmentationEngine | None = None
         self._stats = NodeStatistics(bad_input_causes=BAD_INPUT_CAUSES)
         self._throttle = WarningThrottle()
-        self._slot: LatestSlot[PendingFrame] | None = None
+        self._slots: LatestFrames[PendingFrame] | None = None
+        self._scheduler = FrameScheduler()
         self._worker: threading.Thread | None = None
-        self._camera_info: CameraInfo | None = None
+        self._streams: list[CameraStream] = []
         self._subscriptions: list[Subscription[Any]] = []
         self._timer: Timer | None = None
-        self._mask_pub: Publisher[Image] | None = None
-        self._color_pub: Publisher[Image] | None = None
-        self._info_pub: Publisher[CameraInfo] | None = None
-        self._exit_pub: Publisher[DiagnosticArray] | None = None
+        self._labels_pub: Publisher[String] | None = None
         self._health_pub: Publisher[DiagnosticArray] | None = None
         self._status_name = f"{node.get_fully_qualified_name()}: segmentation"
-        self._exit_status_name = f"{node.get_fully_qualified_name()}: exit"
+        self._declaring: frozenset[str] = frozenset()  # read-only facts being declared now
         node.add_pre_set_parameters_callback(lambda ps: as_declared_types(ps, self._specs))
         self._pending: dict[int, PendingChange] = {}
         node.add_on_set_parameters_callback(self._validate_parameters)
@@ -206,7 +223,12 @@ class SegmentationCore:
 
     @property
     def active(self) -> bool:
-        return self._slot is not None and not self._slot.closed
+        return self._slots is not None and not self._slots.closed
+
+    @property
+    def cameras(self) -> list[str]:
+        """The camera names served ("" for the single camera), in stream order."""
+        return [stream.name for stream in self._streams]
 
     @property
     def hardware_id(self) -> str:
@@ -216,40 +238,38 @@ class SegmentationCore:
 
     def configure(self) -> None:
         """Load the model and create the topics; the node is ready but not processing."""
+        # Several cameras: the node's own reception of their frames competes with inference.
+        others = ReceptionAwareShare() if len(self._config.cameras.names) > 1 else None
         try:
-            self._engine = SegmentationEngine(self._config)
+            self._engine = SegmentationEngine(self._config, others_cpu_share=others)
         except MessError as err:
             raise NodeStartupError(f"the segmentation engine could not be built: {err}") from err
         node, cfg = self._node, self._config.node
-        out = qos.output_qos()
-        self._mask_pub = node.create_publisher(Image, "mask", out)
-        self._color_pub = node.create_publisher(Image, "mask_color", out)
-        self._info_pub = node.create_publisher(CameraInfo, "mask/camera_info", out)
-        self._exit_pub = node.create_publisher(DiagnosticArray, "exit_info", out)
-        self._health_pub = node.create_publisher(DiagnosticArray, "/diagnostics", out)
-        image_qos = qos.image_qos(cfg.image_qos_reliability, cfg.image_qos_depth)
-        if cfg.use_compressed:
-            topic = node.resolve_topic_name("image") + "/compressed"
-            self._subscriptions.append(
-                node.create_subscription(CompressedImage, topic, self._on_compressed, image_qos)
-            )
-        else:
-            self._subscriptions.append(
-                node.create_subscription(Image, "image", self._on_image, image_qos)
-            )
-        small = qos.small_input_qos()
+        self._health_pub = node.create_publisher(DiagnosticArray, "/diagnostics", qos.output_qos())
+        names = self._config.cameras.names or [""]
+        self._streams = [
+            CameraStream(node, index, name, self._stats, BAD_INPUT_CAUSES)
+            for index, name in enumerate(names)
+        ]
+        for stream in self._streams:
+            stream.create_topics(cfg, self._on_image, self._on_compressed)
         self._subscriptions.append(
-            node.create_subscription(Float32, "system_load", self._on_load, small)
+            node.create_subscription(Float32, "system_load", self._on_load, qos.small_input_qos())
         )
-        self._subscriptions.append(
-            node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, small)
-        )
+        labels = self._engine.labels
+        self._declaring = LABEL_PARAMETERS
+        try:
+            declare_label_parameters(node, labels)
+        finally:
+            self._declaring = frozenset()
+        self._labels_pub = node.create_publisher(String, LABELS_TOPIC, qos.latched_qos())
+        self._labels_pub.publish(labels_message(labels))
         self._timer = node.create_timer(cfg.diagnostics_period_s, self._publish_health)
         self._log.info(
             f"ready: device {self.hardware_id}, backend {self._engine.backend}, "
             f"policy {self._config.policy.name}, "
             f"deadline {self._config.deadline.deadline_ms:g} ms, "
-            f"listening on {self._subscriptions[0].topic_name}"
+            f"listening on {', '.join(stream.image_topic for stream in self._streams)}"
         )
 
     def activate(self) -> None:
@@ -258,18 +278,19 @@ class SegmentationCore:
             raise NodeStartupError("activate() before configure(): no engine is loaded")
         if self.active:
             return
-        slot: LatestSlot[PendingFrame] = LatestSlot()
-        self._slot = slot
+        slots: LatestFrames[PendingFrame] = LatestFrames(len(self._streams))
+        self._slots = slots
         self._worker = threading.Thread(
-            target=self._inference_loop, args=(slot,), name="mess_inference", daemon=True
+            target=self._inference_loop, args=(slots,), name="mess_inference", daemon=True
         )
         self._worker.start()
 
     def deactivate(self) -> None:
         """Stop the inference thread after its current frame; waiting frames are dropped."""
-        slot, worker = self._slot, self._worker
-        if slot is not None and slot.close() is not None:
-            self._stats.frame_dropped(DROP_INACTIVE)
+        slots, worker = self._slots, self._worker
+        if slots is not None:
+            for frame in slots.close():
+                self._streams[frame.stream].stats.frame_dropped(DROP_INACTIVE)
         if worker is not None:
             worker.join(WORKER_JOIN_S)
             if worker.is_alive():
@@ -282,60 +303,72 @@ class SegmentationCore:
         """Destroy topics and release the model (the reverse of :meth:`configure`)."""
         self.deactivate()
         node = self._node
+        for stream in self._streams:
+            stream.destroy_topics()
+        self._streams = []
         for sub in self._subscriptions:
             node.destroy_subscription(sub)
         self._subscriptions.clear()
         if self._timer is not None:
             node.destroy_timer(self._timer)
             self._timer = None
-        for pub in (self._mask_pub, self._color_pub, self._info_pub, self._exit_pub):
+        for pub in (self._health_pub, self._labels_pub):
             if pub is not None:
                 node.destroy_publisher(pub)
-        if self._health_pub is not None:
-            node.destroy_publisher(self._health_pub)
-        self._mask_pub = self._color_pub = self._info_pub = None
-        self._exit_pub = self._health_pub = None
+        self._health_pub = self._labels_pub = None
         self._engine = None
 
     # --- callbacks (executor thread; never block) ----------------------------------------
 
-    def _on_image(self, msg: Image) -> None:
-        self._receive(msg, image_to_rgb)
+    def _on_image(self, stream: CameraStream, msg: Image) -> None:
+        self._receive(stream, msg, image_to_rgb)
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._receive(msg, compressed_to_rgb)
+    def _on_compressed(self, stream: CameraStream, msg: CompressedImage) -> None:
+        self._receive(stream, msg, compressed_to_rgb)
 
-    def _receive(self, msg: _ImageMsg, convert: Callable[[_ImageMsg, int], U8Array]) -> None:
+    def _receive(
+        self,
+        stream: CameraStream,
+        msg: _ImageMsg,
+        convert: Callable[[_ImageMsg, int], U8Array],
+    ) -> None:
         """Count, convert and offer one image; both image flavours differ only in ``convert``."""
         received_ns = time.monotonic_ns()
-        self._stats.frame_received()
+        stats = stream.stats
+        stats.frame_received()
         if not self.active:
-            self._stats.frame_dropped(DROP_INACTIVE)
+            stats.frame_dropped(DROP_INACTIVE)
             return
         try:
             image = convert(msg, self._config.node.max_image_pixels)
         except ImageFormatError as err:
-            self._drop_bad_input(err)
+            stats.frame_dropped(err.cause)
+            where = f" on {stream.image_topic}" if stream.name else ""
+            self._warn(err.cause, f"dropped a malformed image{where} ({err.cause}): {err}")
             return
-        self._offer(msg.header, image, received_ns)
+        self._offer(stream, msg.header, image, received_ns)
 
-    def _drop_bad_input(self, err: ImageFormatError) -> None:
-        self._stats.frame_dropped(err.cause)
-        self._warn(err.cause, f"dropped a malformed image ({err.cause}): {err}")
-
-    def _offer(self, header: Header, image: U8Array, received_ns: int) -> None:
+    def _offer(
+        self, stream: CameraStream, header: Header, image: U8Array, received_ns: int
+    ) -> None:
         stamp_ns = time_ns(header.stamp)
         now_ns = self._node.get_clock().now().nanoseconds
         origin_ns, why_not_stamp = budget_origin_ns(stamp_ns, now_ns, received_ns)
-        if why_not_stamp is not None and self._config.deadline.deadline_ms > 0:
+        config = self._config
+        if why_not_stamp is not None and config.cameras.deadline_ms(
+            stream.index, config.deadline.deadline_ms
+        ):
             self._warn(STAMP_UNUSABLE, f"deadline counts from reception: {why_not_stamp}")
-        slot = self._slot
-        if slot is None:
-            self._stats.frame_dropped(DROP_INACTIVE)
+        slots = self._slots
+        if slots is None:
+            stream.stats.frame_dropped(DROP_INACTIVE)
             return
-        replaced = slot.put(PendingFrame(header, image, received_ns, origin_ns))
+        frame = PendingFrame(stream.index, header, image, received_ns, origin_ns)
+        stream.arrivals.frame(origin_ns)
+        stream.size_hw = frame.size_hw
+        replaced = slots.put(stream.index, frame)
         if replaced is not None:
-            self._stats.frame_dropped(DROP_INACTIVE if slot.closed else DROP_STALE)
+            stream.stats.frame_dropped(DROP_INACTIVE if slots.closed else DROP_STALE)
 
     def _on_load(self, msg: Float32) -> None:
         load = float(msg.data)
@@ -354,13 +387,12 @@ class SegmentationCore:
             return
         self._stats.load_accepted(load)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
-
     def _validate_parameters(self, parameters: Sequence[Parameter[Any]]) -> SetParametersResult:
         """On-set callback: accept or refuse the change as a whole; applies nothing."""
         # A list whose commit failed in rclpy never reached post-set: its id may be reused.
         self._pending.pop(id(parameters), None)
+        if parameters and all(p.name in self._declaring for p in parameters):
+            return SetParametersResult(successful=True)  # the model's label set, declared here
         undeclared = undeclared_problem(parameters, self._node, self._specs)
         if undeclared is not None:
             self._log.warning(f"rejected parameter change: {undeclared}")
@@ -414,6 +446,26 @@ class SegmentationCore:
             ("deadline_ms", f"{config.deadline.deadline_ms:g}"),
             ("active", str(self.active).lower()),
         ]
+        cameras = []
+        if config.cameras.names:
+            extra.append(("cameras", ",".join(config.cameras.names)))
+            node_name = self._node.get_fully_qualified_name()
+            cameras = [
+                CameraHealth(
+                    f"{node_name}: camera {stream.name}",
+                    stream.stats.snapshot(),
+                    [
+                        ("camera", stream.name),
+                        ("image_topic", stream.image_topic),
+                        (
+                            "deadline_ms",
+                            f"{config.cameras.deadline_ms(i, config.deadline.deadline_ms):g}",
+                        ),
+                        ("priority", str(config.cameras.priority(i))),
+                    ],
+                )
+                for i, stream in enumerate(self._streams)
+            ]
         snapshot = self._stats.snapshot()
         publisher.publish(
             health_message(
@@ -422,6 +474,7 @@ class SegmentationCore:
                 status_name=self._status_name,
                 hardware_id=self.hardware_id,
                 extra=extra,
+                cameras=cameras,
             )
         )
 
@@ -455,43 +508,97 @@ class SegmentationCore:
                 f"threads run at {describe(node.scheduling_policy, node.scheduling_priority)}"
             )
 
-    def _inference_loop(self, slot: LatestSlot[PendingFrame]) -> None:
+    def _inference_loop(self, slots: LatestFrames[PendingFrame]) -> None:
         self._apply_scheduling(announce=True)
         first = True
         while True:
-            frame = slot.take(WORKER_POLL_S)
-            if frame is None:
-                if slot.closed:
+            waiting = slots.wait(WORKER_POLL_S)
+            if not waiting:
+                if slots.closed:
                     return
                 continue
+            frame: PendingFrame | None = None
             try:
-                self._process(frame)
+                config = self._config  # one configuration for the choice and the frame
+                choice = self._choose(waiting, config)
+                frame = waiting[choice.frame.stream]
+                if not slots.take(frame.stream, frame):
+                    continue  # replaced by a newer frame of its camera meanwhile: choose again
+                self._process(frame, choice, config)
                 if first:
                     first = False
                     self._apply_scheduling(announce=False)
             except Exception as err:
                 # Whatever one frame does, the node must keep serving the next ones.
-                if slot.closed:
+                if slots.closed:
                     return
-                self._stats.frame_dropped(DROP_ENGINE_ERROR)
+                stats = self._streams[frame.stream].stats if frame is not None else self._stats
+                stats.frame_dropped(DROP_ENGINE_ERROR)
                 detail = "".join(traceback.format_exception(err))
                 self._warn(DROP_ENGINE_ERROR, f"frame failed and was dropped: {err}\n{detail}")
 
-    def _process(self, frame: PendingFrame) -> None:
+    def _choose(
+        self, waiting: dict[int, PendingFrame], config: SegmentationConfig
+    ) -> ScheduleChoice:
+        """The frame to run next and the deadline its exits plan for.
+
+        Cameras with no frame waiting but one due soon are planned for too.
+        """
+        cameras, shared_ms = config.cameras, config.deadline.deadline_ms
+        now_ns = time.monotonic_ns()
+        # A single camera's frame plans for its own deadline: no other frame's cost is needed.
+        engine = self._engine if len(self._streams) > 1 else None
+        costs: dict[tuple[int, int], float] = {}
+
+        def candidate(
+            index: int, origin_ns: int, size_hw: tuple[int, int], received_ns: int
+        ) -> WaitingFrame:
+            if engine is not None and size_hw not in costs:
+                costs[size_hw] = engine.earliest_exit_ms(size_hw)
+            deadline_ms = cameras.deadline_ms(index, shared_ms)
+            return WaitingFrame(
+                stream=index,
+                deadline_ns=origin_ns + round(deadline_ms * 1e6) if deadline_ms > 0 else None,
+                priority=cameras.priority(index),
+                earliest_ms=costs.get(size_hw, 0.0),
+                received_ns=received_ns,
+            )
+
+        candidates = [
+            candidate(i, frame.origin_ns, frame.size_hw, frame.received_ns)
+            for i, frame in waiting.items()
+        ]
+        expected = []
+        for stream in self._streams:
+            due_ns = stream.arrivals.next_origin_ns(now_ns)
+            if stream.index not in waiting and due_ns is not None and stream.size_hw is not None:
+                expected.append(candidate(stream.index, due_ns, stream.size_hw, due_ns))
+        return self._scheduler.choose(candidates, now_ns, expected)
+
+    def _process(
+        self, frame: PendingFrame, choice: ScheduleChoice, config: SegmentationConfig
+    ) -> None:
         engine = self._engine
+        stream = self._streams[frame.stream]
         if engine is None:
-            self._stats.frame_dropped(DROP_INACTIVE)
+            stream.stats.frame_dropped(DROP_INACTIVE)
             return
-        config = self._config
-        deadline_ms = config.deadline.deadline_ms
-        deadline_ns = frame.origin_ns + round(deadline_ms * 1e6) if deadline_ms > 0 else None
         start_ns = time.monotonic_ns()
         changes = engine.thread_changes
 
-        def publish(mask: U8Array) -> None:
-            self._publish_masks(frame.header, mask)
+        outputs: list[str] = []
 
-        result = engine.infer(frame.image, deadline_ns=deadline_ns, deliver=publish)
+        def publish(mask: U8Array) -> None:
+            outputs.extend(
+                stream.publish_masks(frame.header, frame.image, mask, engine.labels, config.node)
+            )
+
+        result = engine.infer(
+            frame.image,
+            deadline_ns=choice.frame.deadline_ns,
+            deliver=publish,
+            plan_deadline_ns=choice.plan_deadline_ns,
+        )
         if engine.thread_changes != changes and engine.last_thread_change is not None:
             change = engine.last_thread_change
             self._log.info(f"inference on {change.threads} thread(s): {change.reason}")
@@ -499,55 +606,28 @@ class SegmentationCore:
         end_to_end_ms = (result.done_ns - frame.origin_ns) / 1e6
         queue_ms = (start_ns - frame.received_ns) / 1e6
         if result.dropped:
-            self._stats.frame_dropped(DROP_LATE, infeasible=result.infeasible)
+            stream.stats.frame_dropped(DROP_LATE, infeasible=result.infeasible)
         else:
-            self._stats.frame_published(
+            stream.stats.frame_published(
                 result.exit_id,
                 result.measured_ms,
                 end_to_end_ms,
                 result.met_deadline,
                 result.infeasible,
             )
-        self._publish_exit_info(frame.header, result, config, queue_ms, end_to_end_ms)
-
-    def _publish_masks(self, header: Header, mask: U8Array) -> None:
-        if self._mask_pub is None:
-            return
-        self._mask_pub.publish(mask_to_image(mask, header))
-        height, width = int(mask.shape[0]), int(mask.shape[1])
-        info = self._camera_info
-        if info is not None and self._info_pub is not None:
-            # A fresh message (scaled when sizes differ) stamped like the mask it describes.
-            scaled = scale_camera_info(info, height, width)
-            scaled.header = header
-            self._info_pub.publish(scaled)
-        color_pub, engine = self._color_pub, self._engine
-        if (
-            self._config.node.publish_color_mask
-            and color_pub is not None
-            and engine is not None
-            and color_pub.get_subscription_count() > 0
-        ):
-            color_pub.publish(rgb_to_image(engine.labels.colorize(mask), header))
-
-    def _publish_exit_info(
-        self,
-        header: Header,
-        result: SegmentationResult,
-        config: SegmentationConfig,
-        queue_ms: float,
-        end_to_end_ms: float,
-    ) -> None:
-        if self._exit_pub is None:
-            return
-        self._exit_pub.publish(
+        stream.publish_exit_info(
             exit_info_message(
-                header,
+                frame.header,
                 result,
-                status_name=self._exit_status_name,
+                status_name=f"{self._node.get_fully_qualified_name()}: {stream.topic('exit')}",
                 hardware_id=self.hardware_id,
-                policy=config.policy.name,
+                policy=result.policy,
                 queue_ms=queue_ms,
                 end_to_end_ms=end_to_end_ms,
+                camera=stream.name,
+                waiting=choice.waiting,
+                outputs=outputs,
             )
         )
+        # What a frame takes the one inference thread, reports included: what the next reserve.
+        self._scheduler.served((time.monotonic_ns() - start_ns) / 1e6)

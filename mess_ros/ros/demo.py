@@ -16,11 +16,18 @@ What happens, in about 30 seconds after the model has loaded:
    ``exit_info`` is recorded. All children are stopped by PID (SIGINT, then
    SIGKILL), also when something fails, and a summary is printed and written
    with plots to ``reports/demo/``.
+
+With ``--cameras N`` (N > 1) the node serves N synthetic cameras at once
+(``cameras.names`` ``cam0`` ... ``camN-1``, one camera process each in the
+namespace of its name, scenes of different seeds): one model and one
+inference thread for all of them, and the summary counts every camera
+together and then each alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import threading
@@ -89,6 +96,12 @@ class DemoOptions:
     load_processes: int = 0
     out_dir: Path = Path("reports/demo")
     domain_id: int = 0
+    cameras: int = 1
+
+    @property
+    def camera_names(self) -> list[str]:
+        """``cameras.names`` of the node: none for one camera (the plain topics)."""
+        return [f"cam{i}" for i in range(self.cameras)] if self.cameras > 1 else []
 
 
 class DemoRecorder:
@@ -101,10 +114,21 @@ class DemoRecorder:
     answered are counted too.
     """
 
-    def __init__(self, domain_id: int, num_classes: int, node_pid: int) -> None:
-        self.client = NodeClient(domain_id, name="mess_demo", track_all=True, on_mask=self._on_mask)
+    def __init__(
+        self, domain_id: int, num_classes: int, node_pid: int, cameras: Sequence[str] = ()
+    ) -> None:
+        self.client = NodeClient(
+            domain_id, name="mess_demo", track_all=True, on_mask=self._on_mask, cameras=cameras
+        )
         node = self.client.node
-        node.create_subscription(Image, "mask_gt", self._on_gt, qos.output_qos(depth=30))
+        for camera in cameras or [""]:
+            node.create_subscription(
+                Image,
+                f"{camera}/mask_gt" if camera else "mask_gt",
+                functools.partial(self._on_gt, camera),
+                qos.output_qos(depth=30),
+            )
+        self.cameras = list(cameras)
         self.num_classes = num_classes
         self.phase = "warmup"
         self.t0_ns: int | None = None
@@ -114,11 +138,16 @@ class DemoRecorder:
             for phase in ("warmup", "idle", "loaded", "done")
         }
         self.scored = dict.fromkeys(self.confusion, 0)
+        # Per camera, over the measured phases (idle and loaded).
+        self.camera_confusion = {
+            camera: np.zeros((num_classes, num_classes), dtype=np.int64) for camera in cameras
+        }
+        self.camera_scored = dict.fromkeys(cameras, 0)
         self.unscorable = 0
         self._lock = threading.Lock()
-        self._phase_of_stamp: dict[int, str] = {}
-        self._pending_masks: dict[int, npt.NDArray[np.uint8]] = {}
-        self._pending_gt: dict[int, npt.NDArray[np.uint8]] = {}
+        self._phase_of_stamp: dict[tuple[str, int], str] = {}
+        self._pending_masks: dict[tuple[str, int], npt.NDArray[np.uint8]] = {}
+        self._pending_gt: dict[tuple[str, int], npt.NDArray[np.uint8]] = {}
         self._monitor = CpuShareMonitor(process=psutil.Process(node_pid))
         self._monitor.others_share()
         node.create_timer(LOAD_PERIOD_S, self._report_load)
@@ -140,7 +169,7 @@ class DemoRecorder:
         origin = self.t0_ns or 0
         records = []
         for trace in sorted(self.client.traces(), key=lambda t: t.stamp_ns):
-            phase = phases.get(trace.stamp_ns)
+            phase = phases.get((trace.camera, trace.stamp_ns))
             if phase is None:
                 continue  # a mask whose ground truth never came: not a frame of the camera's
             info = trace.exit_info
@@ -163,6 +192,7 @@ class DemoRecorder:
                     load=info.load if info is not None else None,
                     dropped=not trace.answered,
                     infeasible=info is not None and info.infeasible,
+                    camera=trace.camera,
                 )
             )
         return records
@@ -180,34 +210,42 @@ class DemoRecorder:
 
     # --- callbacks (the client's spin thread) --------------------------------------------
 
-    def _on_gt(self, msg: Image) -> None:
+    def _on_gt(self, camera: str, msg: Image) -> None:
         stamp = header_stamp_ns(msg)
-        self.client.expect(stamp)
+        self.client.expect(stamp, camera)
+        key = (camera, stamp)
         with self._lock:
             if self.t0_ns is None:
                 self.t0_ns = stamp
-            self._phase_of_stamp[stamp] = self.phase
-            self._pending_gt[stamp] = np.array(image_to_array(msg), dtype=np.uint8)
-            self._score(stamp)
+            self._phase_of_stamp[key] = self.phase
+            self._pending_gt[key] = np.array(image_to_array(msg), dtype=np.uint8)
+            self._score(key)
 
     def _on_mask(self, trace: FrameTrace, msg: Image) -> None:
+        key = (trace.camera, trace.stamp_ns)
         with self._lock:
-            self._pending_masks[trace.stamp_ns] = np.array(image_to_array(msg), dtype=np.uint8)
-            self._score(trace.stamp_ns)
+            self._pending_masks[key] = np.array(image_to_array(msg), dtype=np.uint8)
+            self._score(key)
 
-    def _score(self, stamp: int) -> None:
-        if stamp in self._pending_masks and stamp in self._pending_gt:
-            pred, gt = self._pending_masks.pop(stamp), self._pending_gt.pop(stamp)
-            phase = self._phase_of_stamp.get(stamp, self.phase)
+    def _score(self, key: tuple[str, int]) -> None:
+        if key in self._pending_masks and key in self._pending_gt:
+            pred, gt = self._pending_masks.pop(key), self._pending_gt.pop(key)
+            phase = self._phase_of_stamp.get(key, self.phase)
             try:
-                self.confusion[phase] += confusion_matrix(gt, pred, self.num_classes)
-                self.scored[phase] += 1
+                confusion = confusion_matrix(gt, pred, self.num_classes)
             except ValueError:
                 self.unscorable += 1
+            else:
+                self.confusion[phase] += confusion
+                self.scored[phase] += 1
+                camera = key[0]
+                if camera in self.camera_confusion and phase in ("idle", "loaded"):
+                    self.camera_confusion[camera] += confusion
+                    self.camera_scored[camera] += 1
         # Ground truth of frames the node dropped never gets a mask: forget old entries.
-        horizon = stamp - 10_000_000_000
+        horizon = key[1] - 10_000_000_000
         for pending in (self._pending_gt, self._pending_masks):
-            for old in [s for s in pending if s < horizon]:
+            for old in [k for k in pending if k[1] < horizon]:
                 del pending[old]
 
     def _report_load(self) -> None:
@@ -249,11 +287,14 @@ def node_overrides(options: DemoOptions) -> list[str]:
         overrides.append(parameter_override("policy.name", options.policy))
     if options.deadline_ms > 0:
         overrides.append(parameter_override("deadline.deadline_ms", options.deadline_ms))
+    if options.camera_names:
+        overrides.append(parameter_override("cameras.names", list(options.camera_names)))
     return overrides
 
 
-def camera_argv(options: DemoOptions) -> list[str]:
-    return python_module_argv(
+def camera_argv(options: DemoOptions, camera: str = "", index: int = 0) -> list[str]:
+    """The synthetic camera ``index``; a named one runs in the namespace of its name."""
+    argv = python_module_argv(
         "mess_ros.ros.synthetic_camera",
         "--rate",
         f"{options.rate_hz:g}",
@@ -262,8 +303,11 @@ def camera_argv(options: DemoOptions) -> list[str]:
         "--width",
         str(options.width),
         "--seed",
-        str(options.seed),
+        str(options.seed + index),
     )
+    if camera:
+        argv += ["--frame-id", f"{camera}_optical_frame", "--ros-args", "-r", f"__ns:=/{camera}"]
+    return argv
 
 
 @dataclass(frozen=True)
@@ -298,8 +342,14 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRu
                 extra_env={"OMP_NUM_THREADS": env["OMP_NUM_THREADS"]},
                 processes=processes,
             )
-            recorder = DemoRecorder(options.domain_id, SYNTHETIC_LABELS.num_classes, node.pid)
-            processes.start("synthetic_camera", camera_argv(options), env, logs / "camera.log")
+            cameras = options.camera_names
+            recorder = DemoRecorder(
+                options.domain_id, SYNTHETIC_LABELS.num_classes, node.pid, cameras
+            )
+            for index, camera in enumerate(cameras or [""]):
+                name = f"synthetic_camera_{camera}" if camera else "synthetic_camera"
+                argv = camera_argv(options, camera, index)
+                processes.start(name, argv, env, logs / f"{name.replace('synthetic_', '')}.log")
             log("waiting for the node to load and profile the model ...")
             _wait_for_first_mask(recorder, node, START_TIMEOUT_S)
             log(f"first mask received; warming up for {options.warmup_s:g} s")
@@ -372,6 +422,15 @@ def _summary(
         recorder.confusion["idle"] + recorder.confusion["loaded"],
         recorder.scored["idle"] + recorder.scored["loaded"],
     )
+    cameras = [
+        summarize_phase(
+            camera,
+            [r for r in measured if r.camera == camera],
+            recorder.camera_confusion[camera],
+            recorder.camera_scored[camera],
+        )
+        for camera in recorder.cameras
+    ]
     return DemoSummary(
         duration_s=options.duration_s,
         rate_hz=options.rate_hz,
@@ -387,6 +446,7 @@ def _summary(
         phases=phases,
         overall=overall,
         exit_codes=exit_codes,
+        cameras=cameras,
     )
 
 
@@ -428,6 +488,12 @@ def _parse_options(argv: Sequence[str]) -> DemoOptions:
     parser.add_argument(
         "--load-processes", type=int, default=0, help="busy processes (default: one per CPU)"
     )
+    parser.add_argument(
+        "--cameras",
+        type=int,
+        default=defaults.cameras,
+        help="synthetic cameras, all served by the one node (cameras.names cam0, cam1 ...)",
+    )
     parser.add_argument("--out", type=Path, default=defaults.out_dir, help="report folder")
     parser.add_argument(
         "--domain-id",
@@ -443,6 +509,8 @@ def _parse_options(argv: Sequence[str]) -> DemoOptions:
             parser.error(str(err))
     if args.duration <= 0 or args.rate <= 0 or args.warmup < 0:
         parser.error("--duration and --rate must be positive, --warmup not negative")
+    if args.cameras < 1:
+        parser.error(f"--cameras must be 1 or more, got {args.cameras}")
     if not 0 <= args.domain_id <= 232:
         parser.error("--domain-id must be in 0..232")
     for item in args.overrides:
@@ -464,6 +532,7 @@ def _parse_options(argv: Sequence[str]) -> DemoOptions:
         load_processes=args.load_processes,
         out_dir=args.out,
         domain_id=args.domain_id,
+        cameras=args.cameras,
     )
 
 

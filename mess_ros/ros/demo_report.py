@@ -28,7 +28,8 @@ class FrameRecord:
 
     ``end_to_end_ms`` runs from the frame's stamp to its mask at the
     subscriber (NaN when no mask came: ``dropped``); ``met_deadline`` is
-    judged there too. Times are relative to the first frame.
+    judged there too. Times are relative to the first frame. ``camera`` is
+    "" with one camera.
     """
 
     t_s: float
@@ -43,6 +44,7 @@ class FrameRecord:
     load: float | None
     dropped: bool
     infeasible: bool = False
+    camera: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,11 @@ class DemoSummary:
     phases: list[PhaseSummary]
     overall: PhaseSummary
     exit_codes: dict[str, int] = field(default_factory=dict)
+    cameras: list[PhaseSummary] = field(default_factory=list)  # per camera, when several
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for phase in [*data["phases"], data["overall"]]:
+        for phase in [*data["phases"], data["overall"], *data["cameras"]]:
             phase["miss_rate"] = (
                 phase["deadline_misses"] / phase["deadline_frames"]
                 if phase["deadline_frames"]
@@ -144,7 +147,9 @@ def summarize_phase(
 def format_summary(summary: DemoSummary) -> str:
     """The text the demo prints at the end."""
     lines = [
-        f"mess_demo: {summary.duration_s:.0f} s at {summary.rate_hz:g} Hz, policy "
+        f"mess_demo: {summary.duration_s:.0f} s at {summary.rate_hz:g} Hz"
+        + (f" per camera, {len(summary.cameras)} cameras" if summary.cameras else "")
+        + f", policy "
         f"{summary.policy}, device {summary.device}, deadline {summary.deadline_ms:.1f} ms "
         f"({summary.deadline_source})",
         f"frames published {summary.frames_published}, masks received "
@@ -161,7 +166,7 @@ def format_summary(summary: DemoSummary) -> str:
         f"{'phase':<8} {'masks':>6} {'p50 ms':>7} {'p90 ms':>7} {'e2e p50':>8} {'e2e p95':>8} "
         f"{'misses':>9} {'infeas.':>7} {'avoid.':>6} {'load':>5} {'mIoU':>6}  exits used",
     ]
-    for phase in [*summary.phases, summary.overall]:
+    for phase in [*summary.phases, summary.overall, *summary.cameras]:
         exits = ", ".join(f"{k} {v}" for k, v in phase.exits.items()) or "-"
         lines.append(
             f"{phase.name:<8} {phase.masks:>6} {_f(phase.latency_p50_ms):>7} "
@@ -176,7 +181,8 @@ def format_summary(summary: DemoSummary) -> str:
         "p50/p90: engine time in the node; e2e: stamp to mask at this subscriber. A frame misses "
         "when its mask arrives here after stamp + deadline, or never. infeas.: misses no exit "
         "could have avoided (the node found the earliest exit too slow before running it); "
-        "avoid.: the others.",
+        "avoid.: the others."
+        + (" The last rows count each camera alone." if summary.cameras else ""),
     ]
     return "\n".join(lines)
 
@@ -278,7 +284,7 @@ def _markdown(summary: DemoSummary, plots: Sequence[str]) -> str:
         "| infeasible | avoidable | mean load | mIoU % | exits used |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for phase in [*summary.phases, summary.overall]:
+    for phase in [*summary.phases, summary.overall, *summary.cameras]:
         exits = ", ".join(f"`{k}` {v}" for k, v in phase.exits.items()) or "-"
         rows.append(
             f"| {phase.name} | {phase.masks} | {_f(phase.latency_p50_ms)} | "

@@ -28,12 +28,23 @@ Keys of ``exit_info`` (one ``DiagnosticStatus`` per frame, in this order):
 ``queue_ms``       time the frame waited between reception and the start of inference
 ``end_to_end_ms``  from the frame's stamp to the mask published (from reception for frames
                    without a usable stamp)
+``camera``         the camera of ``cameras.names`` the frame came from (empty: single camera)
+``planned_ms``     budget the exit decisions planned with when inference started: the
+                   deadline's, less where frames of other cameras waited behind it; ``none``
+                   without a deadline
+``waiting``        frames of other cameras waiting when inference started
+``outputs``        topics the frame was published on, comma-separated: ``mask``, and
+                   ``mask/camera_info``, ``mask_color``, ``mask_overlay`` when published
 ``stage.<name>``   time of each stage in ms (backbone segments, heads, output, and
                    ``deliver:<h>x<w>``: converting and publishing the masks)
 =================  =====================================================================
 
 Level: OK when the deadline was met (or there is none), WARN when it was
 missed or the frame was dropped.
+
+``/diagnostics`` carries the node's status and, for a node with several
+cameras, one more status per camera with the same keys counted for that
+camera alone (WARN as well while the camera sends nothing).
 
 :class:`ExitInfo` reads such a message back into typed fields, for every
 consumer (demo, evaluation, benchmarks, tests).
@@ -73,6 +84,10 @@ EXIT_INFO_KEYS: Final = (
     "threads",
     "queue_ms",
     "end_to_end_ms",
+    "camera",
+    "planned_ms",
+    "waiting",
+    "outputs",
 )
 STAGE_KEY_PREFIX: Final = "stage."
 
@@ -89,6 +104,9 @@ def exit_info_message(
     policy: str,
     queue_ms: float,
     end_to_end_ms: float,
+    camera: str = "",
+    waiting: int = 0,
+    outputs: Sequence[str] = (),
 ) -> DiagnosticArray:
     """The ``exit_info`` report of one frame, with the frame's header copied unchanged."""
     values = [
@@ -108,6 +126,10 @@ def exit_info_message(
         ("threads", str(result.threads)),
         ("queue_ms", _fmt(queue_ms, 3)),
         ("end_to_end_ms", _fmt(end_to_end_ms, 3)),
+        ("camera", camera),
+        ("planned_ms", _fmt_optional(result.planned_ms, 3)),
+        ("waiting", str(waiting)),
+        ("outputs", ",".join(outputs)),
     ]
     values += [
         (f"{STAGE_KEY_PREFIX}{stage}", _fmt(ms, 3)) for stage, ms in result.stage_times_ms.items()
@@ -127,6 +149,15 @@ def exit_info_message(
     return array
 
 
+@dataclass(frozen=True)
+class CameraHealth:
+    """One camera's figures for :func:`health_message`."""
+
+    status_name: str
+    snapshot: StatisticsSnapshot
+    extra: Sequence[tuple[str, str]] = ()
+
+
 def health_message(
     stamp: Time,
     snapshot: StatisticsSnapshot,
@@ -134,15 +165,37 @@ def health_message(
     status_name: str,
     hardware_id: str,
     extra: Sequence[tuple[str, str]] = (),
+    cameras: Sequence[CameraHealth] = (),
 ) -> DiagnosticArray:
-    """The aggregate ``/diagnostics`` status for one period.
+    """The aggregate ``/diagnostics`` status for one period, then one status per camera.
 
     WARN when frames arrive but no mask leaves, when malformed frames were
     dropped in the period, or when too many recent frames missed their
-    deadline; the message names the first of these so an operator reading
-    ``rqt_runtime_monitor`` sees the reason without opening the values.
+    deadline (and, for a camera, while it sends nothing); the message names
+    the first of these so an operator reading ``rqt_runtime_monitor`` sees
+    the reason without opening the values.
     """
+    array = DiagnosticArray()
+    array.header.stamp = stamp
+    array.status = [_health_status(snapshot, status_name, hardware_id, extra)]
+    array.status += [
+        _health_status(c.snapshot, c.status_name, hardware_id, c.extra, camera=True)
+        for c in cameras
+    ]
+    return array
+
+
+def _health_status(
+    snapshot: StatisticsSnapshot,
+    status_name: str,
+    hardware_id: str,
+    extra: Sequence[tuple[str, str]],
+    *,
+    camera: bool = False,
+) -> DiagnosticStatus:
     problems: list[str] = []
+    if camera and snapshot.input_rate_hz == 0:
+        problems.append("no frames from this camera")
     if snapshot.input_rate_hz > 0 and snapshot.output_rate_hz == 0:
         problems.append("frames arrive but no mask is published")
     if snapshot.bad_input_in_period:
@@ -164,10 +217,7 @@ def health_message(
     )
     pairs = [*snapshot.key_values(), *extra]
     status.values = [KeyValue(key=key, value=value) for key, value in pairs]
-    array = DiagnosticArray()
-    array.header.stamp = stamp
-    array.status = [status]
-    return array
+    return status
 
 
 def key_values(status: DiagnosticStatus) -> dict[str, str]:
@@ -201,6 +251,10 @@ class ExitInfo:
     threads: int
     queue_ms: float
     end_to_end_ms: float
+    camera: str = ""
+    planned_ms: float | None = None
+    waiting: int = 0
+    outputs: tuple[str, ...] = ()
     hardware_id: str = ""
     stage_ms: dict[str, float] = field(default_factory=dict)
 
@@ -229,6 +283,10 @@ class ExitInfo:
             threads=_int(values.get("threads"), 0),
             queue_ms=_float(values.get("queue_ms")),
             end_to_end_ms=_float(values.get("end_to_end_ms")),
+            camera=values.get("camera", ""),
+            planned_ms=_optional_float(values.get("planned_ms")),
+            waiting=_int(values.get("waiting"), 0),
+            outputs=tuple(filter(None, values.get("outputs", "").split(","))),
             hardware_id=str(status.hardware_id),
             stage_ms={
                 key.removeprefix(STAGE_KEY_PREFIX): _float(value)

@@ -140,15 +140,29 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
             msg = f"parameter {spec.name} is out of range: {err}; expected {spec.constraints}"
             raise NodeStartupError(msg) from err
     # Arrays without an override, or with ``[]`` in a file, are still unset: give them the default.
-    unset: list[Parameter[Any]] = []
     for spec in specs:
         if spec.is_array and not _is_set(node, spec.name):
-            unset.append(Parameter(spec.name, PARAMETER_TYPES[spec.type_name], list(spec.default)))  # type: ignore[arg-type]
-    for result, parameter in zip(node.set_parameters(unset), unset, strict=True):
-        if not result.successful:
-            msg = f"cannot set the default of parameter {parameter.name}: {result.reason}"
-            raise NodeStartupError(msg)
+            _set_default(node, spec)
     return current_values(node, specs)
+
+
+def _set_default(node: Node, spec: ParameterSpec) -> None:
+    """Give a parameter declared by type its default value.
+
+    rclpy refuses any set of a read-only parameter once declared, its first
+    value included; with the parameter's own descriptor passed along, as its
+    declaration does, the descriptor is applied instead of checked.
+    """
+    default: Any = list(spec.default)  # type: ignore[arg-type]
+    parameter = Parameter(spec.name, PARAMETER_TYPES[spec.type_name], default)
+    if spec.read_only:
+        descriptors = {spec.name: node.describe_parameter(spec.name)}
+        result = node._set_parameters_atomically_common([parameter], descriptors)
+    else:
+        (result,) = node.set_parameters([parameter])
+    if not result.successful:
+        msg = f"cannot set the default of parameter {spec.name}: {result.reason}"
+        raise NodeStartupError(msg)
 
 
 def _is_set(node: Node, name: str) -> bool:

@@ -83,6 +83,21 @@ def join_ros_environment() -> None:
     os.environ.update(_dds_settings())
 
 
+def _sigint_ignored() -> bool:
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default disposition.
+
+    A shell starts background jobs (``make test &``, ``nohup``) with SIGINT
+    ignored and children inherit that; a Python child then never installs
+    its KeyboardInterrupt handler, so :meth:`ManagedProcess.stop`'s clean
+    path would end in SIGKILL.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class ManagedProcess:
     """One child process, its output in a log file.
 
@@ -112,6 +127,7 @@ class ManagedProcess:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_interruptible if _sigint_ignored() else None,
             )
         except OSError as err:
             self._log.close()

@@ -67,6 +67,19 @@ def output_qos(depth: int = OUTPUT_DEPTH) -> QoSProfile:
     )
 
 
+def latched_qos() -> QoSProfile:
+    """Facts that hold for the node's lifetime (``labels``): the last one reaches late joiners.
+
+    A subscriber must ask for ``transient_local`` durability to get it on joining.
+    """
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
 def small_input_qos() -> QoSProfile:
     """``system_load`` and ``camera_info`` inputs: best effort to accept any publisher."""
     return QoSProfile(

@@ -6,6 +6,9 @@ one lock; each update is a few dictionary operations, which keeps the
 callbacks cheap. Rates are measured between two consecutive snapshots (the
 diagnostics period); latency and deadline figures cover a sliding window of
 the most recent frames so a long run does not hide a recent regression.
+
+A node with several cameras keeps one instance per camera whose ``parent``
+is the node's own, so every frame counts for its camera and for the node.
 """
 
 from __future__ import annotations
@@ -111,7 +114,9 @@ class NodeStatistics:
         window: int = DEFAULT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
         bad_input_causes: frozenset[str] = frozenset(),
+        parent: NodeStatistics | None = None,
     ) -> None:
+        self._parent = parent
         self._lock = threading.Lock()
         self._clock = clock
         self._bad_input_causes = bad_input_causes
@@ -132,6 +137,8 @@ class NodeStatistics:
     def frame_received(self) -> None:
         with self._lock:
             self._received += 1
+        if self._parent is not None:
+            self._parent.frame_received()
 
     def frame_dropped(self, cause: str, *, infeasible: bool = False) -> None:
         """A frame without a mask; ``infeasible``: dropped for a deadline it could not meet."""
@@ -139,6 +146,8 @@ class NodeStatistics:
             self._dropped[cause] += 1
             if infeasible:
                 self._record(_FrameOutcome(math.nan, math.nan, False, True))
+        if self._parent is not None:
+            self._parent.frame_dropped(cause, infeasible=infeasible)
 
     def frame_published(
         self,
@@ -153,6 +162,10 @@ class NodeStatistics:
             self._published += 1
             self._exits[exit_id] += 1
             self._record(_FrameOutcome(measured_ms, end_to_end_ms, met_deadline, infeasible))
+        if self._parent is not None:
+            self._parent.frame_published(
+                exit_id, measured_ms, end_to_end_ms, met_deadline, infeasible
+            )
 
     def _record(self, outcome: _FrameOutcome) -> None:
         self._recent.append(outcome)

@@ -141,6 +141,8 @@ class SegmentationResult:
     ``met_deadline`` is judged. ``infeasible`` marks frames that no exit
     could have brought in on time (late already, or the earliest exit
     predicted too slow), as opposed to misses the policy could have avoided.
+    ``planned_ms`` is the budget the exit decisions planned with: the
+    deadline's, or less where frames of other cameras wait behind this one.
     """
 
     mask: npt.NDArray[np.uint8]
@@ -160,6 +162,8 @@ class SegmentationResult:
     infeasible: bool = False
     done_ns: int = 0
     threads: int = 0
+    planned_ms: float | None = None
+    policy: str = ""  # the policy of the configuration the frame ran under
 
 
 @dataclass(frozen=True)
@@ -464,6 +468,7 @@ class SegmentationEngine:
         deadline_ns: int | None = None,
         now_ns: Clock | None = None,
         deliver: Deliver | None = None,
+        plan_deadline_ns: int | None = None,
     ) -> SegmentationResult:
         """Segment one HxWx3 uint8 RGB frame; the mask comes back at the frame's size.
 
@@ -478,10 +483,16 @@ class SegmentationEngine:
         stage, every deadline decision budgets for it, and the deadline is
         judged once it has returned, because a mask is on time when its
         consumers have it, not when the network is done.
+
+        ``plan_deadline_ns`` (several cameras, one engine): an earlier instant
+        the exit decisions plan for, so that frames waiting behind this one
+        keep their time (:mod:`mess_ros.runtime.frame_scheduler`); whether the
+        frame is late, infeasible or met its deadline is still judged against
+        ``deadline_ns``.
         """
         clock = now_ns or self._clock
         with self._infer_lock:
-            return self._infer(image, deadline_ns, clock, deliver)
+            return self._infer(image, deadline_ns, clock, deliver, plan_deadline_ns)
 
     def _infer(
         self,
@@ -489,6 +500,7 @@ class SegmentationEngine:
         deadline_ns: int | None,
         clock: Clock,
         deliver: Deliver | None,
+        plan_deadline_ns: int | None = None,
     ) -> SegmentationResult:
         plan = self._plan  # this frame's configuration, whatever reconfigure does meanwhile
         _check_image(image)
@@ -502,14 +514,18 @@ class SegmentationEngine:
         if deadline_ns is None and deadline_ms > 0:
             deadline_ns = start_ns + round(deadline_ms * 1e6)
         remaining_at_start = None if deadline_ns is None else (deadline_ns - start_ns) / 1e6
+        decide_ns = deadline_ns
+        if deadline_ns is not None and plan_deadline_ns is not None:
+            decide_ns = min(deadline_ns, plan_deadline_ns)
+        planned_ms = None if decide_ns is None else (decide_ns - start_ns) / 1e6
         output_scale = (frame_hw[0] * frame_hw[1]) / (self.input_hw[0] * self.input_hw[1])
         frame = latency.begin_frame(load, output_scale, regime=self._threads)
         delivery = deliver_key(frame_hw)
         tail_keys = (delivery,) if deliver is not None else ()
-        run = _FrameRun(self._executor, plan, frame, deadline_ns, clock, tail_keys)
+        run = _FrameRun(self._executor, plan, frame, decide_ns, clock, tail_keys)
         earliest_ms = None
         if plan.policy.plans_for_deadline:
-            earliest_ms = frame.typical_ms(run.earliest_path_keys())
+            earliest_ms = frame.typical_ms(_earliest_path_keys(plan, tail_keys))
         late = late_frame_decision(
             remaining_at_start, plan.config.policy.late_frame_action, earliest_ms
         )
@@ -532,6 +548,8 @@ class SegmentationEngine:
                 infeasible=True,
                 done_ns=done_ns,
                 threads=self._threads,
+                planned_ms=planned_ms,
+                policy=plan.policy.name,
             )
         mask, position, confidence, decision = run.execute(image, self.input_hw, late)
         end_ns = clock()
@@ -557,7 +575,22 @@ class SegmentationEngine:
             infeasible=late is not None,
             done_ns=done_ns,
             threads=self._threads,
+            planned_ms=planned_ms,
+            policy=plan.policy.name,
         )
+
+    def earliest_exit_ms(self, frame_hw: tuple[int, int]) -> float:
+        """Typical time from the start of a ``frame_hw`` frame to its delivered earliest-exit mask.
+
+        The least a frame waiting for the engine needs, at the load and
+        thread count in force now; a scheduler of several cameras reserves
+        it for the frames behind the one that runs.
+        """
+        plan = self._plan
+        latency = self.latency_model
+        scale = (frame_hw[0] * frame_hw[1]) / (self.input_hw[0] * self.input_hw[1])
+        frame = latency.begin_frame(latency.load_at(self._clock()), scale, regime=self._threads)
+        return frame.typical_ms(_earliest_path_keys(plan, (deliver_key(frame_hw),)))
 
     # --- threads -------------------------------------------------------------------------
 
@@ -653,12 +686,6 @@ class _FrameRun:
         self.evaluated: list[str] = []
         self._tick_ms = 0.0
 
-    def earliest_path_keys(self) -> list[str]:
-        """Stages from the raw frame to the earliest active exit's delivered mask."""
-        first = self.plan.exits[0]
-        keys = [PREPROCESS_KEY, *(segment_key(p) for p in self.plan.exit_segments[0])]
-        return [*keys, head_key(first), output_key(first), *self.costs.tail_keys]
-
     def deliver(self, deliver: Deliver, mask: npt.NDArray[np.uint8], key: str) -> None:
         """Hand the mask over, timed as the frame's last stage."""
         deliver(mask)
@@ -735,6 +762,13 @@ class _FrameRun:
                 self._record(output_key(exit_id))
                 return mask, position, confidence, decision
         raise EngineError(f"policy {plan.policy.name!r} never stopped, not even at the last exit")
+
+
+def _earliest_path_keys(plan: EnginePlan, tail_keys: tuple[str, ...]) -> list[str]:
+    """Stages from the raw frame to the earliest active exit's mask, then ``tail_keys``."""
+    first = plan.exits[0]
+    keys = [PREPROCESS_KEY, *(segment_key(p) for p in plan.exit_segments[0])]
+    return [*keys, head_key(first), output_key(first), *tail_keys]
 
 
 def _check_image(image: object) -> None:

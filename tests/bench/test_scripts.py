@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(path.stem for path in (REPO / "bench").glob("*.py") if path.stem[0] != "_")
 # Scripts that talk to the node over DDS.
-ROS_SCRIPTS = frozenset({"deadline_e2e", "node_latency"})
+ROS_SCRIPTS = frozenset({"deadline_e2e", "multicamera", "node_latency"})
 
 
 def test_the_scripts_are_found() -> None:

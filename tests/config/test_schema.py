@@ -31,6 +31,9 @@ def custom_config() -> SegmentationConfig:
     config.deadline.deadline_ms = 66.5
     config.deadline.ewma_alpha = 1e-2
     config.node.publish_color_mask = False
+    config.cameras.names = ["front", "left"]
+    config.cameras.deadlines_ms = [50.0, 80.0]
+    config.cameras.priorities = [1, 0]
     return config
 
 
@@ -139,6 +142,39 @@ def test_cross_field_rules() -> None:
     assert any("policy.image_thresholds" in p for p in config.problems())
 
 
+def test_camera_lists_match_the_camera_names() -> None:
+    config = SegmentationConfig.from_parameters(
+        {"cameras.names": ["front", "left", "right"], "cameras.deadlines_ms": [40, 60, 60]}
+    )
+    assert [config.cameras.deadline_ms(i, 99.0) for i in range(3)] == [40.0, 60.0, 60.0]
+    assert config.cameras.priority(2) == 0
+    shared = SegmentationConfig.from_parameters({"cameras.names": ["front", "left"]})
+    assert shared.cameras.deadline_ms(1, 99.0) == 99.0  # deadline.deadline_ms for every camera
+
+    with pytest.raises(ConfigError) as info:
+        SegmentationConfig.from_parameters(
+            {
+                "cameras.names": ["front", "left", "front"],
+                "cameras.deadlines_ms": [40.0],
+                "cameras.priorities": [1, 0, 0, 2],
+            }
+        )
+    problems = info.value.problems
+    assert any("repeated: front" in p for p in problems)
+    assert any(
+        p.startswith("cameras.deadlines_ms") and "one value per camera" in p for p in problems
+    )
+    assert any(p.startswith("cameras.priorities") for p in problems)
+    with pytest.raises(ConfigError, match=r"empty while cameras\.names is empty"):
+        SegmentationConfig.from_parameters({"cameras.priorities": [1]})
+    with pytest.raises(ConfigError, match="a ROS name token"):
+        SegmentationConfig.from_parameters({"cameras.names": ["front", "rear/left"]})
+    with pytest.raises(ConfigError, match=r"cameras.deadlines_ms.*\[0, 3600000\]"):
+        SegmentationConfig.from_parameters(
+            {"cameras.names": ["front"], "cameras.deadlines_ms": [-1.0]}
+        )
+
+
 def test_parameter_specs_describe_every_parameter() -> None:
     specs = {s.name: s for s in SegmentationConfig.parameter_specs()}
     assert list(specs) == parameter_names()
@@ -152,6 +188,9 @@ def test_parameter_specs_describe_every_parameter() -> None:
     assert specs["policy.image_thresholds"].type_name == "double_array"
     assert specs["engine.input_width"].type_name == "integer"
     assert specs["deadline.deadline_ms"].type_name == "double"
+    assert specs["cameras.names"].read_only and specs["cameras.names"].type_name == "string_array"
+    assert not specs["cameras.deadlines_ms"].read_only
+    assert specs["cameras.priorities"].type_name == "integer_array"
     custom = {s.name: s for s in SegmentationConfig.parameter_specs(custom_config())}
     assert custom["deadline.deadline_ms"].default == 66.5
 

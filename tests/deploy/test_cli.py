@@ -126,11 +126,12 @@ def test_models_elsewhere_are_named_relative_to_the_parameter_file(
     out, models = tmp_path / "config" / "robots", tmp_path / "models"
     budget = tiny_run.table.path_ms([], FINAL_EXIT)
     argv = ["--budget-ms", f"{budget:.6f}", "--model-dir", str(models)]
-    assert configure(tiny_run, out, *argv) == 0
+    assert configure(tiny_run, out, *argv, "--cameras", "front,left,right") == 0
     text = (out / "tiny.yaml").read_text()
     assert 'model_path: "../../models/tiny.pt"' in text
     params = SegmentationConfig.from_yaml(out / "tiny.yaml")
     assert params.engine.model_path == str((models / "tiny.pt").resolve())
+    assert params.cameras.names == ["front", "left", "right"]
 
 
 def test_failed_verification_writes_nothing(

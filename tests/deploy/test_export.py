@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mess_ros.common.latency_table import LatencyStat, LatencyTable
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import ConfigError, SegmentationConfig
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.export import (
     Provenance,
@@ -99,6 +99,19 @@ def test_other_settings_come_from_the_base_file() -> None:
     assert params.node.image_qos_depth == 5
     assert params.deadline.deadline_ms == 33.0
     assert base.policy.active_exits == []  # the base is not modified
+
+
+def test_the_camera_list_is_written_over_the_base_file() -> None:
+    base = SegmentationConfig()
+    base.cameras.names = ["front", "rear"]
+    base.cameras.deadlines_ms = [50.0, 80.0]
+    assert apply_configuration(SHARED, table(), "m.pt", base=base).cameras == base.cameras
+    base.cameras.deadlines_ms = []
+    params = apply_configuration(SHARED, table(), "m.pt", base=base, cameras=["a", "b", "c"])
+    assert params.cameras.names == ["a", "b", "c"]
+    base.cameras.deadlines_ms = [50.0, 80.0]  # one per camera of the base, not of the new list
+    with pytest.raises(ConfigError, match=r"cameras\.deadlines_ms"):
+        apply_configuration(SHARED, table(), "m.pt", base=base, cameras=["a", "b", "c"])
 
 
 def test_only_the_confidence_policy_is_read_back() -> None:

@@ -10,20 +10,20 @@ import sys
 import time
 from typing import Any
 
-from mess_ros.ros import core, node
+from mess_ros.ros import camera_stream, node
 
 
 def main() -> int:
     args = sys.argv[1:]
     delay_s = float(args[args.index("--publish-delay-ms") + 1]) / 1000.0
     del args[args.index("--publish-delay-ms") : args.index("--publish-delay-ms") + 2]
-    publish = core.SegmentationCore._publish_masks
+    publish = camera_stream.CameraStream.publish_masks
 
-    def slow_publish(self: core.SegmentationCore, *payload: Any) -> None:
+    def slow_publish(self: camera_stream.CameraStream, *payload: Any) -> list[str]:
         time.sleep(delay_s)
-        publish(self, *payload)
+        return publish(self, *payload)
 
-    core.SegmentationCore._publish_masks = slow_publish  # type: ignore[method-assign]
+    camera_stream.CameraStream.publish_masks = slow_publish  # type: ignore[method-assign]
     return node.main([sys.argv[0], *args])
 
 

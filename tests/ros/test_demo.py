@@ -115,7 +115,8 @@ def test_report_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.ros
-def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
+@pytest.mark.parametrize("cameras", [1, 2])
+def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path, cameras: int) -> None:
     out = tmp_path / "demo"
     # config/default.yaml names exits of the bundled model; the tiny model has others.
     params_file = tmp_path / "params.yaml"
@@ -139,6 +140,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
         "--load-processes", "1",
         "--out", str(out),
         "--domain-id", str(next_domain_id()),
+        "--cameras", str(cameras),
     ]  # fmt: skip
     result = subprocess.run(
         argv, env=ros_env(0), capture_output=True, text=True, timeout=240, check=False
@@ -159,8 +161,17 @@ def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
     assert 0.0 <= summary["overall"]["miou"] <= 1.0
     # Every process the demo started was stopped and reaped; node and camera cleanly.
     codes = summary["exit_codes"]
-    assert set(codes) == {"segmentation_node", "synthetic_camera", "cpu_load_0"}
+    camera_processes = (
+        {f"synthetic_camera_cam{i}" for i in range(cameras)}
+        if cameras > 1
+        else {"synthetic_camera"}
+    )
+    assert set(codes) == {"segmentation_node", "cpu_load_0", *camera_processes}
     assert codes["segmentation_node"] == 0, (out / "logs" / "node.log").read_text()
-    assert codes["synthetic_camera"] == 0
+    assert all(codes[name] == 0 for name in camera_processes)
+    # With several cameras, each is summarised alone too, and every one was served.
+    per_camera = summary["cameras"]
+    assert [c["name"] for c in per_camera] == ([f"cam{i}" for i in range(cameras)] * (cameras > 1))
+    assert all(c["masks"] > 0 and c["scored_masks"] > 0 for c in per_camera)
     for name in ("report.md", "timeline.png", "exits.png", "logs/node.log"):
         assert (out / name).is_file(), name

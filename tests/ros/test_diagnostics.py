@@ -5,10 +5,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
 from std_msgs.msg import Header
 
-from mess_ros.ros.diagnostics import EXIT_INFO_KEYS, ExitInfo, exit_info_message
+from mess_ros.ros.diagnostics import (
+    EXIT_INFO_KEYS,
+    CameraHealth,
+    ExitInfo,
+    exit_info_message,
+    health_message,
+    key_values,
+)
+from mess_ros.ros.stats import NodeStatistics
 from mess_ros.runtime.engine import SegmentationResult
+from tests.clock import ManualClock
 
 
 def result(**changes: object) -> SegmentationResult:
@@ -28,6 +38,7 @@ def result(**changes: object) -> SegmentationResult:
         "dropped": False,
         "infeasible": True,
         "threads": 1,
+        "planned_ms": 9.5,
     }
     values.update(changes)
     return SegmentationResult(**values)  # type: ignore[arg-type]
@@ -48,6 +59,9 @@ def test_exit_info_reads_back_what_was_written() -> None:
         policy="hybrid",
         queue_ms=0.5,
         end_to_end_ms=14.0,
+        camera="front",
+        waiting=2,
+        outputs=["mask", "mask_overlay"],
     )
     assert [kv.key for kv in message.status[0].values][: len(EXIT_INFO_KEYS)] == list(
         EXIT_INFO_KEYS
@@ -61,6 +75,8 @@ def test_exit_info_reads_back_what_was_written() -> None:
     assert info.met_deadline is False and info.infeasible and not info.dropped
     assert (info.load, info.threads, info.queue_ms, info.end_to_end_ms) == (0.9, 1, 0.5, 14.0)
     assert info.hardware_id == "cpu"
+    assert (info.camera, info.planned_ms, info.waiting) == ("front", 9.5, 2)
+    assert info.outputs == ("mask", "mask_overlay")
     assert info.stage_ms == {"preprocess": 1.25, "segment:layer1_0": 3.5, "deliver:480x640": 2.0}
 
 
@@ -77,3 +93,31 @@ def test_unknown_values_read_as_nan_and_none() -> None:
     info = ExitInfo.from_message(message)
     assert math.isnan(info.confidence)
     assert info.deadline_ms is None and info.met_deadline is None and info.load is None
+    assert info.camera == "" and info.waiting == 0 and info.outputs == ()
+
+
+def test_health_has_one_status_per_camera_after_the_node_status() -> None:
+    clock = ManualClock()
+    node = NodeStatistics(clock=clock)
+    front, rear = NodeStatistics(clock=clock, parent=node), NodeStatistics(clock=clock, parent=node)
+    front.frame_received()
+    front.frame_published("final", 10.0, 12.0, True)
+    clock.now_s += 1.0
+    message = health_message(
+        header().stamp,
+        node.snapshot(),
+        status_name="node: segmentation",
+        hardware_id="cpu",
+        extra=[("cameras", "front,rear")],
+        cameras=[
+            CameraHealth("node: camera front", front.snapshot(), [("camera", "front")]),
+            CameraHealth("node: camera rear", rear.snapshot(), [("camera", "rear")]),
+        ],
+    )
+    whole, first, second = message.status
+    assert whole.name == "node: segmentation" and whole.level == DiagnosticStatus.OK
+    assert key_values(whole)["cameras"] == "front,rear"
+    assert key_values(first)["frames_published"] == "1" and first.level == DiagnosticStatus.OK
+    # A camera that sends nothing is a warning of its own; the node itself is fine.
+    assert second.level == DiagnosticStatus.WARN and second.message == "no frames from this camera"
+    assert key_values(second)["camera"] == "rear"

@@ -40,6 +40,7 @@ def test_arguments_are_the_documented_ones(launch: ModuleType) -> None:
     assert set(launch.ARGUMENTS) == {
         "robot",
         "params_file",
+        "cameras",
         "namespace",
         "image_topic",
         "device",
@@ -99,6 +100,23 @@ def test_overrides_are_validated_before_anything_starts(
     """Checked against the node's own parameter schema, as log_level is checked."""
     with pytest.raises(launch.LaunchArgumentError, match=expected):
         launch.parameter_overrides(device, deadline_ms, "")
+
+
+@pytest.mark.parametrize("text", ["[front, left, right]", "front,left,right", "[front,left,right]"])
+def test_cameras_become_the_camera_names(launch: ModuleType, text: str) -> None:
+    assert launch.camera_overrides(text, "image") == {"cameras.names": ["front", "left", "right"]}
+
+
+def test_cameras_are_checked_before_anything_starts(launch: ModuleType) -> None:
+    assert launch.camera_overrides("", "/camera/image_raw") == {}  # the file's cameras
+    with pytest.raises(launch.LaunchArgumentError, match="repeated: front"):
+        launch.camera_overrides("[front, front]", "image")
+    with pytest.raises(launch.LaunchArgumentError, match="a ROS name token"):
+        launch.camera_overrides("[front, rear/left]", "image")
+    with pytest.raises(launch.LaunchArgumentError, match="a list of names"):
+        launch.camera_overrides("[front, {a: 1}]", "image")
+    with pytest.raises(launch.LaunchArgumentError, match="remap each <name>/image"):
+        launch.camera_overrides("[front, left]", "/camera/image_raw")
 
 
 def test_log_level_is_checked_before_launch(launch: ModuleType) -> None:

@@ -260,7 +260,7 @@ def test_default_yaml_keys_equal_declared_parameters(serving: NodeUnderTest) -> 
     declared = {
         name
         for name in serving.client.list_parameters()
-        if name.split(".")[0] in ("engine", "policy", "deadline", "node")
+        if name.split(".")[0] in ("engine", "policy", "deadline", "node", "cameras")
     }
     document = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
     ros_params = document["/**"]["ros__parameters"]

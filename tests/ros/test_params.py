@@ -50,6 +50,12 @@ def test_declared_defaults_equal_the_config(context: Context) -> None:
         values = declare_parameters(node, SPECS)
         assert SegmentationConfig.from_parameters(values) == SegmentationConfig()
         assert node.get_parameter("policy.active_exits").type_ == Parameter.Type.STRING_ARRAY
+        # A read-only array gets its (empty) default and its type all the same.
+        cameras = node.get_parameter("cameras.names")
+        assert cameras.type_ == Parameter.Type.STRING_ARRAY and list(cameras.value) == []
+        assert node.describe_parameter("cameras.names").read_only
+        (refused,) = node.set_parameters([Parameter("cameras.names", value=["front"])])
+        assert not refused.successful
         described = node.describe_parameter("engine.model_path")
         assert described.read_only
         assert described.description.startswith("Checkpoint file")

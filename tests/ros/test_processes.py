@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +51,33 @@ def test_children_stopped_on_failure(tmp_path: Path) -> None:
     # SIGINT first: the children ran their own clean-up and exited normally.
     assert processes.exit_codes == {"sleeper_1": 0, "sleeper_0": 0}
     assert "stopped cleanly" in (tmp_path / "0.log").read_text()
+
+
+STOPPER = f"""
+import json, sys, time
+from pathlib import Path
+from mess_ros.ros.processes import ProcessSet
+with ProcessSet() as processes:
+    child = processes.start("sleeper", [sys.executable, "-c", {SLEEPER!r}], {{}}, Path(sys.argv[1]))
+    while "ready" not in child.tail():
+        time.sleep(0.05)
+    child.stop_timeout_s = 10.0
+print(json.dumps(processes.exit_codes))
+"""
+
+
+def test_children_stop_cleanly_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A launcher run as a background job (SIGINT ignored) still stops its children cleanly."""
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPER, str(tmp_path / "sleeper.log")],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {"sleeper": 0}
+    assert "stopped cleanly" in (tmp_path / "sleeper.log").read_text()
 
 
 ECHO = """

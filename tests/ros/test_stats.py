@@ -84,3 +84,26 @@ def test_misses_split_into_infeasible_and_avoidable() -> None:
     keys = dict(snap.key_values())
     assert keys["deadline_infeasible_rate"] == "0.4000"
     assert keys["deadline_avoidable_miss_rate"] == "0.2000"
+
+
+def test_a_camera_counts_for_itself_and_for_the_node() -> None:
+    clock = ManualClock()
+    node = NodeStatistics(clock=clock)
+    front = NodeStatistics(clock=clock, parent=node)
+    rear = NodeStatistics(clock=clock, parent=node)
+    for camera in (front, front, rear):
+        camera.frame_received()
+    front.frame_published("final", 10.0, 12.0, True)
+    front.frame_dropped("late", infeasible=True)
+    rear.frame_published("layer1_0:linear", 5.0, 30.0, False)
+    clock.now_s += 1.0
+    mine, whole = front.snapshot(), node.snapshot()
+    assert (mine.frames_received, mine.frames_published, mine.dropped) == (2, 1, {"late": 1})
+    assert mine.exit_histogram == {"final": 1}
+    assert (mine.deadline_misses_total, mine.deadline_infeasible_total) == (1, 1)
+    assert (whole.frames_received, whole.frames_published) == (3, 2)
+    assert whole.exit_histogram == {"final": 1, "layer1_0:linear": 1}
+    # The node's misses: the infeasible drop of front and the avoidable miss of rear.
+    assert (whole.deadline_misses_total, whole.deadline_infeasible_total) == (2, 1)
+    assert whole.deadline_avoidable_miss_rate == pytest.approx(1 / 3)
+    assert rear.snapshot().deadline_avoidable_miss_rate == pytest.approx(1.0)

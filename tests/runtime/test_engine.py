@@ -505,3 +505,27 @@ def test_fixed_exit_must_be_an_exit_of_the_model_whatever_the_policy(
     engine = make_engine(checkpoint, name="confidence", fixed_exit=EXITS[0])
     with pytest.raises(ConfigError, match=r"policy\.fixed_exit"):
         engine.reconfigure(make_config(name="final", fixed_exit="layer9_9:nope"))
+
+
+def test_a_planning_deadline_shapes_exits_but_not_the_judgement(
+    checkpoint: Checkpoint, image: npt.NDArray[np.uint8]
+) -> None:
+    """Frames of other cameras waiting behind: exits plan for less, met is judged as before."""
+    # Planned with 160 ms, the earliest exit (130 ms) fits, one more (at p90) does not.
+    table = constructed_table(100.0, 20.0, 10.0, spread=0.5)
+    engine = make_engine(checkpoint, table, name="deadline")
+    # The earliest exit's path, output at the frame size, as the scheduler reserves it.
+    assert engine.earliest_exit_ms(image.shape[:2]) == pytest.approx(129.8, abs=0.1)
+    now = time.monotonic_ns()
+    planned = engine.infer(image, deadline_ns=now + 2000 * MS, plan_deadline_ns=now + 160 * MS)
+    assert planned.exit_id == EXITS[0] and planned.reason.startswith("deadline: next exit needs")
+    assert planned.planned_ms == pytest.approx(160, abs=5)
+    assert planned.deadline_ms == pytest.approx(2000, abs=5)
+    assert planned.met_deadline is True and not planned.infeasible
+    # A planning deadline below the earliest exit does not make a feasible frame infeasible.
+    now = time.monotonic_ns()
+    squeezed = engine.infer(image, deadline_ns=now + 2000 * MS, plan_deadline_ns=now + 50 * MS)
+    assert squeezed.exit_id == EXITS[0] and not squeezed.infeasible
+    # Without one, the frame's own deadline is planned for.
+    alone = engine.infer(image, deadline_ns=time.monotonic_ns() + 2000 * MS)
+    assert alone.exit_id == "final" and alone.planned_ms == pytest.approx(2000, abs=5)
