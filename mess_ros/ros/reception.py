@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from pathlib import Path
 from typing import Final
 
 import psutil
 
-from mess_ros.runtime.contention import MONITOR_WINDOW_S, CpuShareMonitor
+from mess_ros.runtime.contention import MONITOR_WINDOW_S, CpuShareMonitor, CpuShareWindow
 
 DDS_THREAD_PREFIX: Final = "dds."
 """Fast DDS names its threads (``dds.udp.7400``, ``dds.shm.7401``, ``dds.ev.0`` ...)."""
@@ -35,11 +34,9 @@ class ReceptionAwareShare:
 
     def __init__(self, window_s: float = MONITOR_WINDOW_S) -> None:
         self._others = CpuShareMonitor(window_s)
-        self._window_s = window_s
         self._process = psutil.Process()
         self._names: dict[int, str] = {}
-        self._samples: deque[tuple[float, float]] = deque()
-        self._share = 0.0
+        self._window = CpuShareWindow(window_s, self._others.cores)
 
     def __call__(self) -> float | None:
         others = self._others.others_share()
@@ -49,16 +46,8 @@ class ReceptionAwareShare:
 
     def reception_share(self) -> float:
         """Share of all cores this process's main and DDS threads used over the last window."""
-        now = (time.monotonic(), self.reception_cpu_s())
-        self._samples.append(now)
-        while len(self._samples) > 2 and now[0] - self._samples[1][0] >= self._window_s:
-            self._samples.popleft()
-        start = self._samples[0]
-        elapsed_s = now[0] - start[0]
-        if elapsed_s >= self._window_s:
-            used = (now[1] - start[1]) / (elapsed_s * self._others.cores)
-            self._share = min(max(used, 0.0), 1.0)
-        return self._share
+        share = self._window.update(time.monotonic(), self.reception_cpu_s())
+        return 0.0 if share is None else share
 
     def reception_cpu_s(self) -> float:
         """CPU seconds this process's main thread and DDS threads have used so far."""

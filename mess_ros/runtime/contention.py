@@ -50,6 +50,34 @@ FREE_CORE_MARGIN: Final = 0.35
 """Share of a core that other processes may use before it no longer counts as free."""
 
 
+class CpuShareWindow:
+    """Share (0..1) of ``cores`` that a cumulative CPU-time counter grew by over a sliding window.
+
+    The window ends at the latest sample and starts at the oldest one still
+    at least ``window_s`` before it, so the share always covers a whole
+    window; until one has passed it keeps its last value (None at first).
+    """
+
+    def __init__(self, window_s: float, cores: int) -> None:
+        self.window_s = window_s
+        self.cores = cores
+        self.share: float | None = None
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def update(self, now_s: float, cpu_s: float) -> float | None:
+        """Add a reading of the counter (``cpu_s`` seconds so far) at ``now_s``; the share."""
+        samples = self._samples
+        samples.append((now_s, cpu_s))
+        while len(samples) > 2 and now_s - samples[1][0] >= self.window_s:
+            samples.popleft()
+        start_s, start_cpu_s = samples[0]
+        elapsed_s = now_s - start_s
+        if elapsed_s >= self.window_s:
+            used = (cpu_s - start_cpu_s) / (elapsed_s * self.cores)
+            self.share = min(max(used, 0.0), 1.0)
+        return self.share
+
+
 class CpuShareMonitor:
     """Share (0..1) of all cores' time that processes other than ``process`` used recently.
 
@@ -63,10 +91,8 @@ class CpuShareMonitor:
         self, window_s: float = MONITOR_WINDOW_S, process: psutil.Process | None = None
     ) -> None:
         self.cores = psutil.cpu_count() or 1
-        self._window_s = window_s
         self._process = process or psutil.Process()
-        self._samples: deque[tuple[float, float, float]] = deque()
-        self._share: float | None = None
+        self._window = CpuShareWindow(window_s, self.cores)
 
     def _sample(self) -> tuple[float, float, float]:
         times = psutil.cpu_times()
@@ -82,16 +108,8 @@ class CpuShareMonitor:
 
     def others_share(self) -> float | None:
         """The latest measurement; None until a whole window has passed since the first call."""
-        now = self._sample()
-        self._samples.append(now)
-        while len(self._samples) > 2 and now[0] - self._samples[1][0] >= self._window_s:
-            self._samples.popleft()
-        start = self._samples[0]
-        elapsed_s = now[0] - start[0]
-        if elapsed_s >= self._window_s:
-            others = (now[1] - start[1]) - (now[2] - start[2])
-            self._share = min(max(others / (elapsed_s * self.cores), 0.0), 1.0)
-        return self._share
+        now_s, busy_s, mine_s = self._sample()
+        return self._window.update(now_s, busy_s - mine_s)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from mess_ros.runtime.contention import (
     PROBE_BACKOFF_S,
     RESTORE_AFTER_S,
     CpuShareMonitor,
+    CpuShareWindow,
     ThreadGovernor,
 )
 from tests.clock import ManualClock
@@ -88,3 +89,14 @@ def test_monitor_sees_a_busy_process() -> None:
     assert share is not None
     # one busy process on this machine's cores: at least most of one core's share
     assert share >= 0.8 / monitor.cores - 0.05
+
+
+def test_share_window_covers_a_whole_window_and_forgets_older_samples() -> None:
+    window = CpuShareWindow(window_s=1.0, cores=2)
+    assert window.update(0.0, 0.0) is None
+    assert window.update(0.5, 0.5) is None  # half a window: no figure yet
+    assert window.update(1.0, 1.0) == pytest.approx(0.5)  # 1 CPU second of 2 cores over 1 s
+    # Idle from here on: once the busy second has left the window, the share falls to 0.
+    assert window.update(1.5, 1.0) == pytest.approx(0.5 / 2)  # (1.0 - 0.5) over 1.0 s, 2 cores
+    assert window.update(3.0, 1.0) == pytest.approx(0.0)
+    assert window.update(3.5, 5.0) == 1.0  # more than the cores could do: capped
