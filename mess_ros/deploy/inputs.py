@@ -69,14 +69,6 @@ def run_paths(run_dir: Path) -> tuple[Path, Path]:
     return run.checkpoint_path, run.calibration_path
 
 
-def load_run(run_dir: Path, table_path: Path, *, allow_other_weights: bool = False) -> DeployInputs:
-    """The checkpoint and cache of a training run with a latency table, checked together."""
-    checkpoint_path, cache_path = run_paths(run_dir)
-    return load_inputs(
-        checkpoint_path, cache_path, table_path, allow_other_weights=allow_other_weights
-    )
-
-
 def _require_file(path: Path, what: str, how: str) -> None:
     if not path.is_file():
         raise DeployError(f"{what} {str(path)!r} does not exist; {how}")

@@ -164,10 +164,6 @@ class MESSNet(nn.Module):
         """Every block in depth order: the candidate points, then the final point."""
         return [*self.points, self.final_point]
 
-    def point_info(self, point: str) -> PointInfo:
-        """Stride and channels of the features after ``point``."""
-        return self._point_info[self._check_block(point)]
-
     def exit_spec(self, exit_id: str) -> ExitSpec:
         """The spec of an intermediate exit (the final exit has none: see ``spec.final_head``)."""
         try:

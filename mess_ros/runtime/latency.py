@@ -178,7 +178,6 @@ class OnlineLatencyModel:
         self._initial_spread = max(table.relative_spread(), _MIN_SPREAD)
         self._curves: dict[int, _LoadCurve] = {}
         self._regime_priors: dict[int, float] = {}
-        self._frames = 0
         self._load_report: tuple[float, int] | None = None
         self._stale_report: tuple[float, int] | None = None
         self._lock = threading.Lock()
@@ -259,10 +258,6 @@ class OnlineLatencyModel:
         """Relative standard deviation of frame times around the prediction at ``load``."""
         return self._curve(regime).spread(load or 0.0)
 
-    @property
-    def frames_observed(self) -> int:
-        return self._frames
-
     def expected_ms(
         self, key: str, load: float | None, output_scale: float = 1.0, regime: int = 0
     ) -> float:
@@ -311,7 +306,6 @@ class OnlineLatencyModel:
             if expected[key] > 0:
                 relative = (ms / expected[key]) / ratio
                 self._correction[key] = _clamp(self._correction[key] * (1 + alpha * (relative - 1)))
-        self._frames += 1
         return ratio
 
 

@@ -174,9 +174,6 @@ class CalibrationCache:
             return float("nan")
         return mean_iou(self.exit_confusion(exit_id, images))
 
-    def miou_by_exit(self, difficulty: int | None = None) -> dict[str, float]:
-        return {exit_id: self.exit_miou(exit_id, difficulty) for exit_id in self.exit_ids}
-
     def metrics(self) -> dict[str, Any]:
         """Per-exit mIoU and pixel accuracy, overall and per difficulty level (JSON-able).
 
