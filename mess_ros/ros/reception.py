@@ -8,7 +8,7 @@ thread, which spins rclpy and converts the images) and the DDS threads
 (``dds.*``) copy some thirty VGA frames a second on the same cores. The
 governor took that for free cores, returned to two threads every second or
 so, and the frames then ran twice as slow as usual (measured with three
-cameras on two cores: ``bench/multicamera.py``), making the camera last in
+cameras on two cores: ``python -m bench.multicamera``), making the camera last in
 line miss its deadline. :class:`ReceptionAwareShare` adds the share of those
 threads to what other processes use, so the governor sees the cores as they
 are.
