@@ -73,7 +73,7 @@ from mess_ros.ros.processes import (
     start_node,
 )
 from mess_ros.ros.synthetic_camera import render_pool
-from mess_ros.runtime.scheduling import apply_scheduling
+from mess_ros.runtime.scheduling import apply_scheduling, freeze_heap
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -435,6 +435,7 @@ def main(args: argparse.Namespace) -> int:
     warnings = apply_scheduling("other", args.client_niceness)
     for warning in warnings:
         print(f"warning: the measuring client keeps its priority: {warning}", file=sys.stderr)
+    freeze_heap()  # arrival times are taken in Python: no long collection in between
     print(
         f"{NAME}: {args.size[1]}x{args.size[0]} rgb8 at {args.rate:g} Hz, {args.seconds:g} s per "
         f"run (hog in the middle third: {args.hog_kind}), node parameters {args.params_file}"

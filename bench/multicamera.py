@@ -69,7 +69,7 @@ from mess_ros.ros.processes import (
     start_node,
 )
 from mess_ros.ros.synthetic_camera import render_pool
-from mess_ros.runtime.scheduling import apply_scheduling
+from mess_ros.runtime.scheduling import apply_scheduling, freeze_heap
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -482,6 +482,7 @@ def main(args: argparse.Namespace) -> int:
         + (f", engine.num_threads {args.threads}" if args.threads else "")
     )
     pools = camera_pools(max(args.camera_counts), args.size)
+    freeze_heap()  # arrival times are taken in Python: no long collection in between
     results = []
     with sigterm_as_interrupt():
         for count in args.camera_counts:

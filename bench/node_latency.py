@@ -100,6 +100,7 @@ from mess_ros.ros.processes import (
     start_node,
 )
 from mess_ros.ros.synthetic_camera import render_pool
+from mess_ros.runtime.scheduling import freeze_heap
 
 NAME: Final = "node_latency"
 MAX_OVERHEAD_P50_MS: Final = 5.0
@@ -398,6 +399,7 @@ def main(args: argparse.Namespace) -> int:
     )
     threads_env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads > 0 else {}
     frames = [image for image, _ in render_pool(args.pool, frame_hw, seed=SCENE_SEED)]
+    freeze_heap()  # arrival times are taken in Python: no long collection in between
     results: dict[str, Any] = {}
     client: NodeClient | None = None
     with sigterm_as_interrupt(), ProcessSet() as processes:

@@ -110,7 +110,7 @@ from mess_ros.ros.stats import (
 from mess_ros.ros.throttle import WarningThrottle
 from mess_ros.runtime.engine import EnginePlan, SegmentationEngine
 from mess_ros.runtime.frame_scheduler import FrameScheduler, ScheduleChoice, WaitingFrame
-from mess_ros.runtime.scheduling import apply_scheduling, describe
+from mess_ros.runtime.scheduling import apply_scheduling, describe, freeze_heap
 
 BAD_INPUT_CAUSES: Final = frozenset(cls.cause for cls in DECODE_ERRORS)
 LOAD_REJECTED: Final = "bad_load"
@@ -279,11 +279,7 @@ class SegmentationCore:
             raise NodeStartupError("activate() before configure(): no engine is loaded")
         if self.active:
             return
-        # A full collection walks every object the model and rclpy left after start-up
-        # (about 200,000 for the bundled model: 76 ms on the reference CPU), and while it runs
-        # no frame moves. Frozen, they are left out: the collector sees only what frames make.
-        gc.collect()
-        gc.freeze()
+        freeze_heap()  # a full collection over the model's objects would stall a frame
         slots: LatestFrames[PendingFrame] = LatestFrames(len(self._streams))
         self._slots = slots
         self._worker = threading.Thread(

@@ -71,6 +71,7 @@ from mess_ros.ros.processes import (
     start_node,
 )
 from mess_ros.runtime.contention import CpuShareMonitor
+from mess_ros.runtime.scheduling import freeze_heap
 
 LOAD_PERIOD_S: Final = 0.2
 START_TIMEOUT_S: Final = 300.0
@@ -352,6 +353,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRu
                 processes.start(name, argv, env, logs / f"{name.replace('synthetic_', '')}.log")
             log("waiting for the node to load and profile the model ...")
             _wait_for_first_mask(recorder, node, START_TIMEOUT_S)
+            freeze_heap()  # arrival times are taken in Python: no long collection in between
             log(f"first mask received; warming up for {options.warmup_s:g} s")
             time.sleep(options.warmup_s)
             if deadline_ms <= 0:

@@ -38,6 +38,7 @@ from mess_ros.ros import qos
 from mess_ros.ros.conversions import array_to_image, rgb_to_encoding
 from mess_ros.ros.errors import RosError
 from mess_ros.ros.startup import fatal_logger, ignore_further_signals, start_ros
+from mess_ros.runtime.scheduling import freeze_heap
 
 NODE_NAME: Final = "synthetic_camera"
 LOAD_PERIOD_S: Final = 0.1
@@ -250,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     camera: SyntheticCamera | None = None
     try:
         camera = SyntheticCamera(start.options)
+        freeze_heap()  # a collection between stamping and publishing a frame would delay it
         start.stop.spin(camera, until=lambda: camera is not None and camera.done)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
