@@ -431,6 +431,11 @@ def median(values: Sequence[float]) -> float:
     return quantile(values, 0.5)
 
 
+def percent(value: float) -> str:
+    """A share as a table cell ("  1.3 %"); NaN (nothing to count) as a dash."""
+    return "   -" if math.isnan(value) else f"{100 * value:5.1f} %"
+
+
 def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
     """Mean, median, p90, p99 and max of a series of latencies in ms."""
     if not values_ms:

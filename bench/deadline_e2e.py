@@ -60,6 +60,7 @@ from bench._common import (
     BenchError,
     HogProcess,
     environment,
+    percent,
     print_target,
     run_main,
     write_json,
@@ -326,10 +327,6 @@ def summarize(
 # --------------------------------------------------------------------------------------------
 
 
-def pct(value: float) -> str:
-    return "   -" if math.isnan(value) else f"{100 * value:5.1f} %"
-
-
 def print_table(results: Sequence[RunResult], deadline_ms: float) -> None:
     print(f"\nmisses at the subscriber, deadline {deadline_ms:.1f} ms:")
     header = (
@@ -340,10 +337,10 @@ def print_table(results: Sequence[RunResult], deadline_ms: float) -> None:
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.label:<22} {r.priority:<12} {r.frames:>6} {pct(r.miss_rate):>8} "
-            f"{pct(r.outside_rate):>8} {pct(r.during_rate):>8} "
-            f"{pct(r.rate(r.infeasible, r.frames)):>8} {r.mean_exit_index:>5.2f} "
-            f"{pct(r.rate(r.single_thread_frames, r.answered)):>6} "
+            f"{r.label:<22} {r.priority:<12} {r.frames:>6} {percent(r.miss_rate):>8} "
+            f"{percent(r.outside_rate):>8} {percent(r.during_rate):>8} "
+            f"{percent(r.rate(r.infeasible, r.frames)):>8} {r.mean_exit_index:>5.2f} "
+            f"{percent(r.rate(r.single_thread_frames, r.answered)):>6} "
             f"{r.latency_p50_ms:>7.1f} {r.latency_p95_ms:>7.1f}"
         )
 
@@ -358,7 +355,7 @@ def check_targets(results: Sequence[RunResult]) -> None:
             print_target(
                 f"final misses nearly all ({priority})",
                 final.miss_rate >= MIN_FINAL_MISS,
-                f"{pct(final.miss_rate).strip()} (target >= {MIN_FINAL_MISS:.0%})",
+                f"{percent(final.miss_rate).strip()} (target >= {MIN_FINAL_MISS:.0%})",
             )
         if hybrid is None:
             continue
@@ -366,12 +363,12 @@ def check_targets(results: Sequence[RunResult]) -> None:
             print_target(
                 "hybrid with load, outside the hog",
                 hybrid.outside_rate <= MAX_OUTSIDE_MISS,
-                f"{pct(hybrid.outside_rate).strip()} (target <= {MAX_OUTSIDE_MISS:.0%})",
+                f"{percent(hybrid.outside_rate).strip()} (target <= {MAX_OUTSIDE_MISS:.0%})",
             )
             print_target(
                 "hybrid with load, during the hog",
                 hybrid.during_rate <= MAX_DURING_MISS,
-                f"{pct(hybrid.during_rate).strip()} (target <= {MAX_DURING_MISS:.0%})",
+                f"{percent(hybrid.during_rate).strip()} (target <= {MAX_DURING_MISS:.0%})",
             )
         if ignored is not None:
             print_target(
@@ -397,8 +394,8 @@ def plot(results: Sequence[RunResult], deadline_ms: float, path: Path, seconds: 
         ax.set_ylabel("ms")
         ax.set_ylim(0, 3 * deadline_ms)
         ax.set_title(
-            f"{r.label}, {r.priority} priority: misses {pct(r.miss_rate).strip()} "
-            f"(hog {pct(r.during_rate).strip()})",
+            f"{r.label}, {r.priority} priority: misses {percent(r.miss_rate).strip()} "
+            f"(hog {percent(r.during_rate).strip()})",
             fontsize=9,
         )
     axes[0].legend(loc="upper right", fontsize=7, ncol=5)

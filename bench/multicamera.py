@@ -55,7 +55,15 @@ import psutil
 from sensor_msgs.msg import Image
 from tqdm import tqdm
 
-from bench._common import REPORT_DIR, BenchError, environment, print_target, run_main, write_json
+from bench._common import (
+    REPORT_DIR,
+    BenchError,
+    environment,
+    percent,
+    print_target,
+    run_main,
+    write_json,
+)
 from mess_ros.common.metrics import confusion_matrix, mean_iou
 from mess_ros.common.stamps import header_stamp_ns
 from mess_ros.data.labels import SYNTHETIC_LABELS
@@ -357,10 +365,6 @@ def summarize(
 # --------------------------------------------------------------------------------------------
 
 
-def pct(value: float) -> str:
-    return "   -" if math.isnan(value) else f"{100 * value:5.1f} %"
-
-
 def print_table(results: Sequence[RunResult], deadline_ms: float) -> None:
     print(f"\nat the subscriber, deadline {deadline_ms:g} ms after each frame's stamp:")
     header = (
@@ -372,7 +376,7 @@ def print_table(results: Sequence[RunResult], deadline_ms: float) -> None:
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.cameras:>7} {r.setup:<11} {r.frames:>6} {pct(r.miss_rate):>8} "
+            f"{r.cameras:>7} {r.setup:<11} {r.frames:>6} {percent(r.miss_rate):>8} "
             f"{r.infeasible:>7} {100 * r.miou:>6.2f} {r.mean_exit_index:>5.2f} "
             f"{r.cpu_ms_per_mask:>11.1f} {r.rss_mib:>8.0f} {r.latency_p50_ms:>7.1f} "
             f"{r.latency_p95_ms:>7.1f}  {r.per_camera_misses}"
@@ -393,8 +397,8 @@ def check_targets(results: Sequence[RunResult]) -> None:
         saving = 1.0 - one.cpu_ms_per_mask / per.cpu_ms_per_mask
         print(
             f"{count} camera(s): one node {saving:+.1%} less CPU per mask than one per camera, "
-            f"mIoU {100 * (one.miou - per.miou):+.2f} points, misses {pct(one.miss_rate).strip()} "
-            f"vs {pct(per.miss_rate).strip()}"
+            f"mIoU {100 * (one.miou - per.miou):+.2f} points, "
+            f"misses {percent(one.miss_rate).strip()} vs {percent(per.miss_rate).strip()}"
         )
     final = max(counts)
     one, per = by_key.get(("one node", final)), by_key.get(("per camera", final))
@@ -405,7 +409,7 @@ def check_targets(results: Sequence[RunResult]) -> None:
     print_target(
         "one node, 3 cameras: misses",
         one.miss_rate <= MAX_MISS,
-        f"{pct(one.miss_rate).strip()} (target <= {MAX_MISS:.0%})",
+        f"{percent(one.miss_rate).strip()} (target <= {MAX_MISS:.0%})",
     )
     print_target(
         "one node vs one per camera, 3 cameras: CPU time per mask",
