@@ -68,7 +68,7 @@ from mess_ros.common.metrics import confusion_matrix, mean_iou
 from mess_ros.common.stamps import header_stamp_ns
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.package_files import package_data_file
-from mess_ros.ros.client import FrameTrace, NodeClient
+from mess_ros.ros.client import FrameTrace, NodeClient, TickGrid
 from mess_ros.ros.conversions import image_to_array
 from mess_ros.ros.processes import (
     ManagedProcess,
@@ -249,17 +249,11 @@ class Rig:
         self.client = client
         self.pools = pools
         self.scorer = scorer
-        self.period_ns = round(1e9 / rate_hz)
+        self.grid = TickGrid(rate_hz)
         self.ticks = 0
-        self._next_ns: int | None = None
 
     def tick(self) -> list[FrameTrace]:
-        now_ns = time.monotonic_ns()
-        if self._next_ns is None or now_ns - self._next_ns > self.period_ns:
-            self._next_ns = now_ns
-        elif now_ns < self._next_ns:
-            time.sleep((self._next_ns - now_ns) / 1e9)
-        self._next_ns += self.period_ns
+        self.grid.wait()
         traces = []
         for pool in self.pools:
             index = self.ticks % len(pool.images)

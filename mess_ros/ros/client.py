@@ -399,15 +399,33 @@ class NodeClient:
         return self.set_parameters(parameters, timeout_s)
 
 
-class FrameStream:
-    """Publishes prebuilt frames through a :class:`NodeClient` at a steady rate, like a camera.
+class TickGrid:
+    """A camera's trigger: ticks on a fixed grid of ``rate_hz`` from the first one.
 
-    Ticks lie on a fixed grid from the first one. When the caller falls
-    behind by more than a period (a busy machine), the missed ticks are
-    skipped rather than sent in a burst, as a camera driver would: two
-    frames back to back would make the node's keep-last-1 subscription
-    replace the first before it is taken.
+    When the caller falls behind by more than a period (a busy machine), the
+    missed ticks are skipped rather than sent in a burst, as a camera driver
+    would: two frames back to back would make the node's keep-last-1
+    subscription replace the first before it is taken.
     """
+
+    def __init__(self, rate_hz: float) -> None:
+        if rate_hz <= 0:
+            raise RosError(f"a camera rate must be above 0 Hz, got {rate_hz:g}")
+        self.period_ns = round(NS_PER_S / rate_hz)
+        self._next_ns: int | None = None
+
+    def wait(self) -> None:
+        """Return at the next tick (at once on the first, or after falling behind)."""
+        now_ns = time.monotonic_ns()
+        if self._next_ns is None or now_ns - self._next_ns > self.period_ns:
+            self._next_ns = now_ns  # first tick, or fell behind: restart the grid from now
+        elif now_ns < self._next_ns:
+            time.sleep((self._next_ns - now_ns) / 1e9)
+        self._next_ns += self.period_ns
+
+
+class FrameStream:
+    """Publishes prebuilt frames through a :class:`NodeClient` at a steady rate, like a camera."""
 
     def __init__(
         self, client: NodeClient, frames: Sequence[Image], rate_hz: float, camera: str = ""
@@ -417,9 +435,8 @@ class FrameStream:
         self.client = client
         self.camera = camera
         self.frames = list(frames)
-        self.period_ns = round(NS_PER_S / rate_hz)
+        self.grid = TickGrid(rate_hz)
         self.published = 0
-        self._next_ns: int | None = None
 
     def until_answered(self, node: ManagedProcess, timeout_s: float) -> float:
         """Stream until ``node`` answers a frame (model loaded, topics matched); seconds taken.
@@ -440,12 +457,7 @@ class FrameStream:
 
     def tick(self) -> FrameTrace:
         """Wait for the next tick of the grid, then publish the next frame of the pool."""
-        now_ns = time.monotonic_ns()
-        if self._next_ns is None or now_ns - self._next_ns > self.period_ns:
-            self._next_ns = now_ns  # first tick, or fell behind: restart the grid from now
-        elif now_ns < self._next_ns:
-            time.sleep((self._next_ns - now_ns) / 1e9)
-        self._next_ns += self.period_ns
+        self.grid.wait()
         frame = self.frames[self.published % len(self.frames)]
         self.published += 1
         return self.client.publish_image(frame, camera=self.camera)
