@@ -221,7 +221,15 @@ class NodeClient:
     @property
     def image_pub(self) -> Publisher[Any]:
         """The image publisher of a single-camera node."""
-        return self.image_pubs[""]
+        return self._publisher("")
+
+    def _publisher(self, camera: str) -> Publisher[Any]:
+        try:
+            return self.image_pubs[camera]
+        except KeyError as err:
+            known = ", ".join(repr(name) for name in self.image_pubs)
+            msg = f"this client publishes no images for camera {camera!r}; it has {known}"
+            raise RosError(msg) from err
 
     def _sent(self, stamp_ns: int | None, camera: str) -> FrameTrace:
         """The trace of a frame about to be published: ``stamp_ns``, or now made unique."""
@@ -237,7 +245,7 @@ class NodeClient:
         self, image: Image | CompressedImage, stamp_ns: int | None = None, camera: str = ""
     ) -> FrameTrace:
         """Stamp ``image`` (``stamp_ns``, else now on the system clock, unique) and publish it."""
-        publisher = self.image_pubs[camera]
+        publisher = self._publisher(camera)
         trace = self._sent(stamp_ns, camera)
         image.header.stamp = ns_to_stamp(trace.stamp_ns)
         publisher.publish(image)

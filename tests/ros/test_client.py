@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from sensor_msgs.msg import Image
 
-from mess_ros.ros.client import TickGrid
+from mess_ros.ros.client import NodeClient, TickGrid
 from mess_ros.ros.errors import RosError
+from tests.ros.conftest import next_domain_id
 
 PERIOD_S = 0.02  # 50 Hz
 
@@ -28,3 +30,12 @@ def test_ticks_lie_a_period_apart_and_a_stall_is_not_made_up_in_a_burst() -> Non
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(RosError, match="above 0 Hz"):
         TickGrid(0.0)
+
+
+def test_an_unknown_camera_is_named_in_the_error() -> None:
+    with NodeClient(next_domain_id(), name="mess_camera_check", cameras=["front"]) as client:
+        with pytest.raises(RosError, match=r"camera 'rear'.*'front'"):
+            client.publish_image(Image(), camera="rear")
+        with pytest.raises(RosError, match=r"camera ''"):
+            _ = client.image_pub  # a client of several cameras has no plain topic
+        assert client.publish_image(Image(), camera="front").camera == "front"
