@@ -208,9 +208,7 @@ def calibrate_deadline_ms(args: argparse.Namespace, domain_id: int) -> tuple[flo
         camera.until_answered(node, START_TIMEOUT_S)
         stream(camera, args.warmup, node, "calibration warm-up", args.progress)
         frames = stream(camera, args.calibration_seconds, node, "calibration", args.progress)
-    latencies = [
-        (t.mask_system_ns - t.stamp_ns) / 1e6 for t in frames if t.mask_system_ns is not None
-    ]
+    latencies = [ms for t in frames if (ms := t.end_to_end_ms) is not None]
     if len(latencies) < 10:
         raise BenchError(f"only {len(latencies)} masks came back during the calibration")
     median_ms = float(np.median(latencies))
@@ -285,14 +283,12 @@ def summarize(
     during = [start <= t.stamp_ns < end for t in frames]
     missed = [not t.met(deadline_ms) for t in frames]
     reports = [t.exit_info for t in frames if t.exit_info is not None]
-    latencies = np.array(
-        [(t.mask_system_ns - t.stamp_ns) / 1e6 for t in frames if t.mask_system_ns is not None]
-    )
+    latencies = np.array([ms for t in frames if (ms := t.end_to_end_ms) is not None])
     origin = frames[0].stamp_ns if frames else 0
     timeline = [
         (
             (t.stamp_ns - origin) / 1e9,
-            (t.mask_system_ns - t.stamp_ns) / 1e6 if t.mask_system_ns is not None else math.nan,
+            math.nan if t.end_to_end_ms is None else t.end_to_end_ms,
             bool(t.exit_info is not None and t.exit_info.infeasible),
             t.exit_info.exit_index if t.exit_info is not None else -1,
         )

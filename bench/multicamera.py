@@ -330,9 +330,7 @@ def summarize(
     missed = [not t.met(deadline_ms) for t in traces]
     reports = [t.exit_info for t in traces if t.exit_info is not None and t.answered]
     served = [r for r in reports if not r.dropped]
-    latencies = np.array(
-        [(t.mask_system_ns - t.stamp_ns) / 1e6 for t in traces if t.mask_system_ns is not None]
-    )
+    latencies = np.array([ms for t in traces if (ms := t.end_to_end_ms) is not None])
     return RunResult(
         setup=setup,
         cameras=len(cameras),

@@ -73,11 +73,17 @@ class FrameTrace:
     def answered(self) -> bool:
         return self.mask_monotonic_ns is not None
 
-    def lateness_ms(self, deadline_ms: float) -> float | None:
-        """How long after ``stamp + deadline`` the mask arrived (negative: early; None: no mask)."""
+    @property
+    def end_to_end_ms(self) -> float | None:
+        """From the frame's stamp to its mask at this subscriber (None: no mask)."""
         if self.mask_system_ns is None:
             return None
-        return (self.mask_system_ns - self.stamp_ns) / 1e6 - deadline_ms
+        return (self.mask_system_ns - self.stamp_ns) / 1e6
+
+    def lateness_ms(self, deadline_ms: float) -> float | None:
+        """How long after ``stamp + deadline`` the mask arrived (negative: early; None: no mask)."""
+        end_to_end = self.end_to_end_ms
+        return None if end_to_end is None else end_to_end - deadline_ms
 
     def met(self, deadline_ms: float) -> bool:
         """The mask reached this subscriber by ``stamp + deadline`` (a missing mask misses)."""

@@ -174,11 +174,7 @@ class DemoRecorder:
             if phase is None:
                 continue  # a mask whose ground truth never came: not a frame of the camera's
             info = trace.exit_info
-            latency_ms = (
-                (trace.mask_system_ns - trace.stamp_ns) / 1e6
-                if trace.mask_system_ns is not None
-                else math.nan
-            )
+            latency_ms = math.nan if trace.end_to_end_ms is None else trace.end_to_end_ms
             records.append(
                 FrameRecord(
                     t_s=(trace.stamp_ns - origin) / 1e9,

@@ -7,7 +7,7 @@ import time
 import pytest
 from sensor_msgs.msg import Image
 
-from mess_ros.ros.client import NodeClient, TickGrid
+from mess_ros.ros.client import FrameTrace, NodeClient, TickGrid
 from mess_ros.ros.errors import RosError
 from tests.ros.conftest import next_domain_id
 
@@ -39,3 +39,13 @@ def test_an_unknown_camera_is_named_in_the_error() -> None:
         with pytest.raises(RosError, match=r"camera ''"):
             _ = client.image_pub  # a client of several cameras has no plain topic
         assert client.publish_image(Image(), camera="front").camera == "front"
+
+
+def test_a_frame_is_judged_by_its_mask_at_this_subscriber() -> None:
+    trace = FrameTrace(stamp_ns=5_000_000_000, mask_system_ns=5_030_000_000)
+    assert trace.end_to_end_ms == pytest.approx(30.0)
+    assert trace.lateness_ms(25.0) == pytest.approx(5.0)
+    assert trace.met(30.0) and not trace.met(29.9)
+    lost = FrameTrace(stamp_ns=5_000_000_000)
+    assert lost.end_to_end_ms is None and lost.lateness_ms(25.0) is None
+    assert not lost.met(1e9)  # a mask that never came misses
