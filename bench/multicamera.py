@@ -65,7 +65,6 @@ from bench._common import (
     write_json,
 )
 from mess_ros.common.metrics import confusion_matrix, mean_iou
-from mess_ros.common.stamps import header_stamp_ns
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.package_files import package_data_file
 from mess_ros.ros.client import FrameTrace, NodeClient, TickGrid
@@ -165,7 +164,7 @@ class Scorer:
             self._truths[(trace.camera, trace.stamp_ns)] = truth
 
     def on_mask(self, trace: FrameTrace, msg: Image) -> None:
-        key = (trace.camera, header_stamp_ns(msg))
+        key = (trace.camera, trace.stamp_ns)
         with self._lock:
             truth = self._truths.pop(key, None)
         if truth is None:
