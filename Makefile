@@ -61,9 +61,12 @@ bench: setup
 	$(PY) -m bench.convert --threads 1
 	$(PY) -m bench.node_latency
 	$(PY) -m bench.backends
+	$(PY) -m bench.multicamera
+	$(PY) -m bench.batching
 
 # On a machine with an NVIDIA GPU: CUDA tests, per-exit latency of torch and TensorRT, the deadline
-# benchmark under a GPU hog, CUDA graphs per stage; one JSON file (reports/bench/gpu_check.json).
+# benchmark under a GPU hog, CUDA graphs per stage, batching three frames; one JSON file
+# (reports/bench/gpu_check.json).
 GPU_VENV := .venv-gpu
 GPU_PY := $(GPU_VENV)/bin/python
 gpu-check:

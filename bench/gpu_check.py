@@ -20,7 +20,10 @@ JSON file of results (``--out``) and prints one line per section:
    ``bench/gpu_hog.py`` keeps the GPU busy from another process and reports
    its share, which is passed to the engine as the node's ``system_load``;
 6. ``stage_graphs``: per stage at 512x1024, eager against a CUDA graph replay
-   and ``torch.compile``: where either pays (at least 10 % faster).
+   and ``torch.compile``: where either pays (at least 10 % faster);
+7. ``batching``: each exit path at 512x1024 with three frames as one batch
+   against one at a time (``bench/batching.py``): wall and CPU time per
+   frame, whether batching several cameras' frames would pay on the GPU.
 
 A section that cannot run says why (no GPU, a runtime missing and what to
 install, the time budget spent) and the others go on. Exit status 1 when a
@@ -53,6 +56,7 @@ import numpy as np
 import torch
 
 from bench._common import REPO_ROOT, REPORT_DIR, HogProcess, latency_summary, test_split, write_json
+from bench.batching import decide, measure_paths, settings_dict
 from mess_ros.common.latency_table import LatencyTable
 from mess_ros.config import SegmentationConfig
 from mess_ros.model import FINAL_EXIT, MESSNet, load_checkpoint
@@ -376,6 +380,23 @@ def stage_graphs(section: Section, setup: Setup, checkpoint_path: Path, budget: 
         print(f"  {precision}: graphs or compile pay for {len(paying)}/{len(rows)} stages")
 
 
+def batching(section: Section, setup: Setup, checkpoint_path: Path, repeats: int) -> None:
+    """Three frames per batch against one at a time, per exit path, at the first size."""
+    model = load_checkpoint(checkpoint_path).model
+    settings = measure_paths(
+        model, list(model.exit_ids), setup.device, setup.sizes[0], 3, [1], repeats, False
+    )
+    decisions = decide(settings, list(model.exit_ids), 3)
+    section.results["settings"] = settings_dict(settings, list(model.exit_ids), 3)
+    section.results["decisions"] = decisions
+    for backend, decision in decisions.items():
+        walls = [1 - v["wall_ms_batched"] / v["wall_ms_one"] for v in decision["per_exit"].values()]
+        print(
+            f"  {backend}: batch 3 saves {decision['mean_saving']:.0%} CPU and "
+            f"{float(np.mean(walls)):.0%} wall time per frame on average"
+        )
+
+
 def deadline(
     section: Section, setup: Setup, checkpoint_path: Path, seconds: float, rate_hz: float
 ) -> None:
@@ -561,6 +582,15 @@ def main(argv: list[str] | None = None) -> int:
             40,
             no_gpu,
             lambda s: stage_graphs(s, setup, checkpoint, budget),
+        )
+    )
+    sections.append(
+        run_section(
+            "batching",
+            budget,
+            40,
+            no_gpu,
+            lambda s: batching(s, setup, checkpoint, 3 if args.smoke else 20),
         )
     )
     failed = [s.name for s in sections if s.status == "failed"]
