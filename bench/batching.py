@@ -67,6 +67,7 @@ from mess_ros.config import parameter_file
 from mess_ros.model.messnet import MESSNet
 from mess_ros.package_files import package_data_file
 from mess_ros.runtime.backends import ONNXRUNTIME, runtime_available
+from mess_ros.runtime.backends.ort_executor import session_options
 from mess_ros.runtime.engine import SegmentationEngine
 
 NAME: Final = "batching"
@@ -145,12 +146,7 @@ def onnx_runner(path: ExitPath, folder: Path, threads: int, input_hw: tuple[int,
                 output_names=["logits"],
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = session_options(ort, threads)
     session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
 
     def run(batch: np.ndarray[Any, Any]) -> object:

@@ -79,6 +79,22 @@ def session_providers(
     return [*providers, (CPU_PROVIDER, {})]
 
 
+def session_options(ort: Any, threads: int) -> Any:
+    """Options of every session: ``threads`` intra-op threads that sleep between stages.
+
+    ``ort`` is the imported ``onnxruntime`` module (imported by the caller,
+    which knows whether it is installed).
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: the CPU provider's fallbacks are expected
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxRuntimeExecutor:
     """Runs the exported stages with ONNX Runtime (see the module docstring)."""
 
@@ -137,17 +153,10 @@ class OnnxRuntimeExecutor:
         self, path: Path, threads: int, providers: list[tuple[str, dict[str, str]]]
     ) -> Any:
         ort = self._ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: the CPU provider's fallbacks are expected
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(
                 str(path),
-                options,
+                session_options(ort, threads),
                 providers=[name for name, _ in providers],
                 provider_options=[opts for _, opts in providers],
             )
