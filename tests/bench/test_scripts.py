@@ -30,6 +30,8 @@ def test_script_prints_its_help(
     if name in ROS_SCRIPTS:
         pytest.importorskip("rclpy")
     monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", "--help"])
+    # Run as a fresh __main__ even where another test or script imported the module already.
+    monkeypatch.delitem(sys.modules, f"bench.{name}", raising=False)
     with pytest.raises(SystemExit) as stop:
         runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)
     assert stop.value.code == 0
