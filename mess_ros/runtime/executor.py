@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import platform
-import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,8 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from mess_ros.config import DEVICE_PATTERN, PRECISIONS
+from mess_ros.config import PRECISIONS
+from mess_ros.devices import cuda_problem, parse_device
 from mess_ros.model import MESSNet, class_confidence_histogram, confident_share, logits_to_mask
 from mess_ros.runtime.errors import EngineError
 
@@ -49,24 +49,15 @@ def resolve_device(name: str, require_cuda: bool = False, precision: str = "fp32
     engine warns and runs on the CPU so the robot still gets masks; with
     ``require_cuda`` it fails at start, where the mistake is cheapest to see.
     """
-    if not re.fullmatch(DEVICE_PATTERN, name):
+    parsed = parse_device(name)
+    if parsed is None:
         raise EngineError(f"device {name!r} is not valid; expected cpu, cuda or cuda:N")
     if precision not in PRECISIONS:
         raise EngineError(f"precision {precision!r} is not valid; expected one of {PRECISIONS}")
     warnings: list[str] = []
-    if name.startswith("cuda"):
-        index = int(name.partition(":")[2] or 0)
-        problem = ""
-        if not torch.cuda.is_available():
-            problem = (
-                f"device {name!r} requested but CUDA is not available "
-                f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'})"
-            )
-        elif index >= torch.cuda.device_count():
-            problem = (
-                f"device {name!r} requested but this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s)"
-            )
+    if parsed.kind == "cuda":
+        index = parsed.index or 0
+        problem = cuda_problem(name, index)
         if not problem:
             if precision == "bf16" and not torch.cuda.is_bf16_supported():
                 raise EngineError(f"precision 'bf16' is not supported by CUDA device {index}")

@@ -8,44 +8,29 @@ and failures say what this machine actually has.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 
 import torch
 
+from mess_ros.devices import cuda_problem, parse_device
 from mess_ros.train.errors import TrainError
 
 AMP_MODES = ("off", "bf16", "fp16")
-_DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 
 
 def resolve_device(name: str) -> torch.device:
     """Turn ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a usable device, or explain why not."""
-    match = _DEVICE_RE.match(name.strip())
-    if match is None:
-        msg = f"device {name!r} is not valid; expected 'cpu', 'cuda' or 'cuda:N'"
-        raise TrainError(msg)
-    kind, index = match.group(1), match.group(2)
-    if kind == "cpu":
-        if index is not None:
-            raise TrainError(f"device {name!r} is not valid; the CPU device takes no index")
+    parsed = parse_device(name)
+    if parsed is None:
+        raise TrainError(f"device {name!r} is not valid; expected 'cpu', 'cuda' or 'cuda:N'")
+    if parsed.kind == "cpu":
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        msg = (
-            f"device {name!r} requested but CUDA is not available "
-            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); "
-            "use --device cpu"
-        )
-        raise TrainError(msg)
-    count = torch.cuda.device_count()
-    ordinal = int(index) if index is not None else torch.cuda.current_device()
-    if ordinal >= count:
-        msg = (
-            f"device {name!r} requested but this machine has {count} CUDA device(s) "
-            f"(0..{count - 1})"
-        )
-        raise TrainError(msg)
-    return torch.device("cuda", ordinal)
+    problem = cuda_problem(name, parsed.index or 0)
+    if problem:
+        raise TrainError(f"{problem}; use --device cpu")
+    # A bare "cuda" is the current device: the one a distributed launcher gave this process.
+    index = parsed.index if parsed.index is not None else torch.cuda.current_device()
+    return torch.device("cuda", index)
 
 
 def check_amp(amp: str, device: torch.device) -> None:
