@@ -59,7 +59,7 @@ from bench._common import (
     write_json,
 )
 from mess_ros.common.latency_table import LatencyTable
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.model import load_checkpoint
 from mess_ros.package_files import package_data_file
 from mess_ros.runtime.backends import ONNXRUNTIME, TORCH
@@ -81,7 +81,7 @@ MIN_SAME_EXIT: Final = 0.99
 
 def deployment(path: str, backend: str, threads: int) -> SegmentationConfig:
     """A robot's parameter file on ``backend``, governor off, no deadline."""
-    config = SegmentationConfig.from_yaml(package_data_file(path))
+    config = parameter_file.read(package_data_file(path))
     config.engine.backend = backend
     config.engine.num_threads = threads
     config.engine.adaptive_threads = False

@@ -58,7 +58,7 @@ import torch
 from bench._common import REPO_ROOT, REPORT_DIR, HogProcess, latency_summary, test_split, write_json
 from bench.batching import decide, measure_paths, settings_dict
 from mess_ros.common.latency_table import LatencyTable
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.model import FINAL_EXIT, MESSNet, load_checkpoint
 from mess_ros.runtime.backends import TENSORRT, TORCH, create_executor, runtime_available
 from mess_ros.runtime.backends.base import RUNTIME_PACKAGES
@@ -211,7 +211,7 @@ def cuda_tests(section: Section) -> None:
 
 def work_checkpoint(work: Path) -> Path:
     """The robot's pruned checkpoint copied to ``work``, so exports and engines land there."""
-    params = SegmentationConfig.from_yaml(ROBOT_PARAMS)
+    params = parameter_file.read(ROBOT_PARAMS)
     source = resolve_model_path(params.engine.model_path)
     work.mkdir(parents=True, exist_ok=True)
     target = work / source.name
@@ -403,7 +403,7 @@ def deadline(
     size = setup.sizes[0]
     backend = TENSORRT if setup.cuda and runtime_available("tensorrt") else TORCH
     precision = setup.precisions[-1]
-    base = SegmentationConfig.from_yaml(ROBOT_PARAMS)
+    base = parameter_file.read(ROBOT_PARAMS)
     updates: dict[str, object] = {
         "engine.model_path": str(checkpoint_path),
         "engine.latency_table": "",

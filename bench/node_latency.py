@@ -87,7 +87,7 @@ from bench._common import (
     write_json,
 )
 from mess_ros.common.stamps import NS_PER_S
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import parameter_file
 from mess_ros.ros.client import FrameStream, FrameTrace, NodeClient
 from mess_ros.ros.diagnostics import ExitInfo
 from mess_ros.ros.processes import (
@@ -320,7 +320,7 @@ def load_node_model(args: argparse.Namespace) -> LoadedModel:
     params = Path(args.params_file)
     if not params.is_file():
         raise BenchError(f"parameter file {str(params)!r} does not exist")
-    engine = SegmentationConfig.from_yaml(params, node_name=f"/{NODE_NAME}").engine
+    engine = parameter_file.read(params, node_name=f"/{NODE_NAME}").engine
     size = args.input_size
     if not size and engine.input_height and engine.input_width:
         size = f"{engine.input_height}x{engine.input_width}"
@@ -336,7 +336,9 @@ def node_parameters_file(args: argparse.Namespace, model: LoadedModel, path: Pat
     config.node.publish_color_mask = False
     config.validate()
     path.parent.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(path, header_comment="segmentation_node parameters of bench/node_latency.py")
+    parameter_file.write(
+        config, path, header_comment="segmentation_node parameters of bench/node_latency.py"
+    )
     return path
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mess_ros.common.errors import LatencyTableError
 from mess_ros.common.latency_table import LatencyTable
-from mess_ros.config import ConfigError, SegmentationConfig
+from mess_ros.config import ConfigError, parameter_file
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.data.errors import DatasetError
 from mess_ros.errors import MessError
@@ -39,7 +39,7 @@ def test_every_reader_of_user_files_reports_binary_content(tmp_path: Path) -> No
     with pytest.raises(LatencyTableError, match=f"latency table {binary} is not UTF-8"):
         LatencyTable.load(binary)
     with pytest.raises(ConfigError, match=f"parameter file {binary} is not UTF-8"):
-        SegmentationConfig.from_yaml(binary)
+        parameter_file.read(binary)
     with pytest.raises(TrainError, match="is not UTF-8"):
         load_config(binary)
     root = tmp_path / "data"

@@ -5,9 +5,8 @@ the launch file and the CLIs. The writer produces text that PyYAML and rcl's
 own parser read back to exactly the same values; the reader reports every
 problem with the file's name instead of rcl's bare parser messages, picks the
 entry of one node as ROS does, and resolves the artefact files a parameter
-file names (checkpoint, latency table, exit model) beside the file itself.
-Use it through :meth:`SegmentationConfig.to_yaml` and
-:meth:`SegmentationConfig.from_yaml`.
+file names (checkpoint, latency table, exit model) beside the file itself:
+:func:`write` and :func:`text` for a configuration, :func:`read` for a file.
 """
 
 from __future__ import annotations

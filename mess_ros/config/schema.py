@@ -1,9 +1,8 @@
 """The node's configuration: the single source of truth for every parameter.
 
 The node declares its ROS parameters from :func:`parameter_specs`, the deploy
-tool writes per-robot parameter files with :meth:`SegmentationConfig.to_yaml`,
-and the CLIs read those files with :meth:`SegmentationConfig.from_yaml` (the
-file format itself is :mod:`mess_ros.config.parameter_file`). All of them
+tool writes per-robot parameter files and the CLIs read them
+(:mod:`mess_ros.config.parameter_file`, which builds on this module). All of them
 derive names, defaults, ranges and descriptions from the dataclass fields
 below, so a parameter cannot exist in one place and be missing in another.
 
@@ -21,7 +20,6 @@ import dataclasses
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 from mess_ros.common.exits import FINAL_EXIT, is_exit_id
@@ -649,38 +647,3 @@ class SegmentationConfig:
     def read_only_changes(self, other: SegmentationConfig) -> list[str]:
         """Changed parameters that only take effect after a restart."""
         return [n for n in self.changed_parameters(other) if _SPECS_BY_NAME[n].read_only]
-
-    # --- parameter files (the format lives in mess_ros.config.parameter_file) ------------
-
-    def to_yaml(
-        self,
-        path: str | Path,
-        node_name: str = WILDCARD_NODE,
-        header_comment: str = "",
-        *,
-        describe: bool = True,
-    ) -> None:
-        """Write a ROS 2 parameter file of this configuration (:func:`.parameter_file.write`)."""
-        from mess_ros.config import parameter_file  # the file format builds on this module
-
-        parameter_file.write(self, path, node_name, header_comment, describe=describe)
-
-    def to_yaml_text(
-        self, node_name: str = WILDCARD_NODE, header_comment: str = "", *, describe: bool = True
-    ) -> str:
-        """The text :meth:`to_yaml` writes."""
-        from mess_ros.config import parameter_file
-
-        return parameter_file.text(self, node_name, header_comment, describe=describe)
-
-    @classmethod
-    def from_yaml(
-        cls,
-        path: str | Path,
-        node_name: str | None = None,
-        base: SegmentationConfig | None = None,
-    ) -> SegmentationConfig:
-        """Read a ROS 2 parameter file (see :func:`.parameter_file.read`)."""
-        from mess_ros.config import parameter_file
-
-        return parameter_file.read(path, node_name, base)

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mess_ros.common.latency_table import LatencyTable
-from mess_ros.config import BACKEND_NAMES, SegmentationConfig
+from mess_ros.config import BACKEND_NAMES, parameter_file
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.deploy.decisions import DEFAULT_HOLDOUT_SHARE, DEFAULT_TOLERANCE
 from mess_ros.deploy.errors import DeployError, UnreachableTargetError
@@ -473,7 +473,7 @@ def _configure(args: argparse.Namespace) -> int:
         decisions=args.decisions,
         holdout_share=args.holdout_share,
         exit_tolerance=args.exit_tolerance,
-        base=SegmentationConfig.from_yaml(args.base_params) if args.base_params else None,
+        base=parameter_file.read(args.base_params) if args.base_params else None,
         cameras=args.cameras,
         param_model_path=args.param_model_path or "",
         param_latency_table=args.param_latency_table or "",

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.deploy.decisions import (
     DEFAULT_HOLDOUT_SHARE,
     DEFAULT_TOLERANCE,
@@ -208,7 +208,7 @@ def _export(
         str(final.checkpoint),
         fitted=chosen,
     )
-    params.to_yaml(staged.params, header_comment=header)
+    parameter_file.write(params, staged.params, header_comment=header)
     write_reports(staged, held.result, chosen, request.target, title)
     record = _held_out_record(held, chosen)
     write_summary(
@@ -224,7 +224,7 @@ def _verify(
     staged: ExportPaths,
 ) -> VerificationReport:
     """The written files run by the engine on the held-out calibration images."""
-    params = SegmentationConfig.from_yaml(staged.params)  # what the robot will read
+    params = parameter_file.read(staged.params)  # what the robot will read
     config = configuration_from_parameters(params)
     predicted = evaluate(held.held_out_problem, config)
     dataset = calibration_dataset(inputs.cache.dataset, f"calibration cache {inputs.cache_path}")

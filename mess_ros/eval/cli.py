@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.console import add_debug_option, console_main
 from mess_ros.data.labels import LabelSet, get_label_set
 from mess_ros.errors import MessError
@@ -100,7 +100,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
 def _base_config(args: argparse.Namespace) -> SegmentationConfig:
     """The parameter file (or defaults) with the command line's overrides, validated."""
     base = (
-        SegmentationConfig.from_yaml(args.params_file, node_name=args.node_name)
+        parameter_file.read(args.params_file, node_name=args.node_name)
         if args.params_file is not None
         else SegmentationConfig()
     )

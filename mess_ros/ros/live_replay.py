@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from mess_ros.common.metrics import ConfusionMatrix
 from mess_ros.common.stamps import NS_PER_S
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.data.labels import LabelSet
 from mess_ros.eval.bag_reader import BagFrame, BagReader
 from mess_ros.eval.errors import EvalError, FrameError, LiveError
@@ -451,7 +451,7 @@ def _node_for(
     )
     safe = "".join(c if c.isalnum() else "_" for c in spec.name)
     params_file = work_dir / f"params_{safe}.yaml"
-    config.to_yaml(params_file, describe=False)
+    parameter_file.write(config, params_file, describe=False)
     try:
         node = start_node(
             params_file,

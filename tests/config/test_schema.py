@@ -198,7 +198,7 @@ def test_parameter_specs_describe_every_parameter() -> None:
 def test_yaml_round_trip_and_layout(tmp_path: Path) -> None:
     config = custom_config()
     path = tmp_path / "robots" / "r1.yaml"
-    config.to_yaml(path, header_comment="robot r1\npredicted mIoU 61.2")
+    parameter_file.write(config, path, header_comment="robot r1\npredicted mIoU 61.2")
     text = path.read_text()
     assert text.startswith("# robot r1\n# predicted mIoU 61.2\n")
     data = yaml.safe_load(text)
@@ -206,18 +206,18 @@ def test_yaml_round_trip_and_layout(tmp_path: Path) -> None:
     assert params["policy"]["active_exits"] == config.policy.active_exits
     assert params["deadline"]["ewma_alpha"] == 0.01
     assert "deadline_ms: 66.5" in text
-    assert SegmentationConfig.from_yaml(path) == config
+    assert parameter_file.read(path) == config
 
 
 def test_yaml_leaves_empty_lists_to_the_declared_default(tmp_path: Path) -> None:
     config = SegmentationConfig()
     path = tmp_path / "default.yaml"
-    config.to_yaml(path, node_name="segmentation_node", describe=False)
+    parameter_file.write(config, path, node_name="segmentation_node", describe=False)
     text = path.read_text()
     assert "# active_exits: []" in text and "\n      active_exits:" not in text
     assert "deadline_ms: 0.0" in text  # floats keep their dot so ROS types them as double
-    assert SegmentationConfig.from_yaml(path) == config
-    assert SegmentationConfig.from_yaml(path, node_name="/segmentation_node") == config
+    assert parameter_file.read(path) == config
+    assert parameter_file.read(path, node_name="/segmentation_node") == config
 
 
 def test_from_yaml_accepts_dotted_keys_and_merges_node_over_wildcard(tmp_path: Path) -> None:
@@ -226,9 +226,9 @@ def test_from_yaml_accepts_dotted_keys_and_merges_node_over_wildcard(tmp_path: P
         "/**:\n  ros__parameters:\n    policy.name: final\n    deadline:\n      deadline_ms: 50\n"
         "seg:\n  ros__parameters:\n    policy.name: deadline\n"
     )
-    merged = SegmentationConfig.from_yaml(path, node_name="seg")
+    merged = parameter_file.read(path, node_name="seg")
     assert (merged.policy.name, merged.deadline.deadline_ms) == ("deadline", 50.0)
-    assert SegmentationConfig.from_yaml(path).policy.name == "final"
+    assert parameter_file.read(path).policy.name == "final"
 
 
 @pytest.mark.parametrize(
@@ -247,7 +247,7 @@ def test_from_yaml_errors_name_the_file(tmp_path: Path, content: str | None, exp
     if content is not None:
         path.write_text(content)
     with pytest.raises(ConfigError) as info:
-        SegmentationConfig.from_yaml(path)
+        parameter_file.read(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
 
@@ -268,7 +268,7 @@ def test_ros_reads_the_written_file(tmp_path: Path) -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     config = custom_config()
     path = tmp_path / "r1.yaml"
-    config.to_yaml(path, header_comment="written by the test")
+    parameter_file.write(config, path, header_comment="written by the test")
     context = rclpy.Context()
     rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context)
     try:
@@ -327,7 +327,7 @@ def test_parameter_file_shape_errors(tmp_path: Path, content: bytes, expected: s
     path = tmp_path / "bad.yaml"
     path.write_bytes(content)
     with pytest.raises(ConfigError) as info:
-        SegmentationConfig.from_yaml(path)
+        parameter_file.read(path)
     assert str(path) in str(info.value) and expected in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -346,7 +346,7 @@ def test_artefacts_are_found_beside_the_parameter_file(
     # A file of the same name in the current directory must not matter.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cpu_rover.latency.json").write_text("stray")
-    config = SegmentationConfig.from_yaml(path)
+    config = parameter_file.read(path)
     assert config.engine.model_path == str((robots / "rover.pt").resolve())
     # Not beside the file: kept as a name for the packaged models.
     assert config.engine.latency_table == "cpu_rover.latency.json"
@@ -363,8 +363,8 @@ def test_default_yaml_is_what_the_schema_writes() -> None:
         comment_lines.append(line[2:] if line.startswith("# ") else "")
     params = parameter_file.select(parameter_file.blocks(path), None)
     config = SegmentationConfig.from_parameters(params)
-    regenerated = config.to_yaml_text(header_comment="\n".join(comment_lines))
+    regenerated = parameter_file.text(config, header_comment="\n".join(comment_lines))
     assert regenerated == text, (
         "config/default.yaml differs from what the schema writes; regenerate it with "
-        "SegmentationConfig.from_parameters(...).to_yaml(path, header_comment=...)"
+        "parameter_file.write(SegmentationConfig.from_parameters(...), path, header_comment=...)"
     )

@@ -13,7 +13,7 @@ import torch
 
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyTable
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import parameter_file
 from mess_ros.deploy.cli import (
     EXIT_UNREACHABLE,
     EXIT_VERIFICATION_FAILED,
@@ -110,7 +110,7 @@ def test_configure_writes_a_robot_that_the_engine_runs(
     elsewhere.mkdir()
     (elsewhere / "tiny.pt").write_bytes(b"a stray file that must not be loaded")
     monkeypatch.chdir(elsewhere)
-    params = SegmentationConfig.from_yaml(out / "tiny.yaml")
+    params = parameter_file.read(out / "tiny.yaml")
     config = configuration_from_parameters(params)
     assert list(config.exits) == chosen["exits"]
     assert load_checkpoint(out / "tiny.pt").model.exit_ids == [*config.exits, FINAL_EXIT]
@@ -129,7 +129,7 @@ def test_models_elsewhere_are_named_relative_to_the_parameter_file(
     assert configure(tiny_run, out, *argv, "--cameras", "front,left,right") == 0
     text = (out / "tiny.yaml").read_text()
     assert 'model_path: "../../models/tiny.pt"' in text
-    params = SegmentationConfig.from_yaml(out / "tiny.yaml")
+    params = parameter_file.read(out / "tiny.yaml")
     assert params.engine.model_path == str((models / "tiny.pt").resolve())
     assert params.cameras.names == ["front", "left", "right"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mess_ros.config import ConfigError, SegmentationConfig
+from mess_ros.config import ConfigError, parameter_file
 from mess_ros.deploy.cli import configure_main
 from mess_ros.deploy.decisions import (
     class_threshold_grid,
@@ -206,7 +206,7 @@ def test_configure_with_the_learnt_decision_writes_its_exit_model(
     assert summary["chosen"]["decision"] == "learnt" and summary["chosen"]["exits"]
     text = (out / "tiny.yaml").read_text()
     assert 'exit_model: "tiny.exit_model.json"' in text  # beside the parameter file
-    config = SegmentationConfig.from_yaml(out / "tiny.yaml")
+    config = parameter_file.read(out / "tiny.yaml")
     assert Path(config.policy.exit_model) == (out / "tiny.exit_model.json").resolve()
     assert "held-out" in text
     assert ExitPredictor.load(out / "tiny.exit_model.json").checkpoint_fingerprint == (

@@ -12,7 +12,7 @@ import pytest
 from mess_ros.common.exits import FINAL_EXIT
 from mess_ros.common.latency_table import LatencyTable
 from mess_ros.common.metrics import mean_iou
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import parameter_file
 from mess_ros.deploy.cli import configure_main, profile_main
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.estimate import (
@@ -163,7 +163,7 @@ def test_estimate_cli_feeds_configure_and_marks_the_robot_file(
     assert header == [
         f"# ESTIMATED latencies, not measured on the robot: {table.notes['estimated']}"
     ]
-    params = SegmentationConfig.from_yaml(out / "gpu.yaml")
+    params = parameter_file.read(out / "gpu.yaml")
     assert params.engine.device == "cuda"
     assert (params.engine.input_height, params.engine.input_width) == INPUT_HW
     # The file runs here too: without a GPU the engine falls back to the CPU and says so.

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mess_ros.common.latency_table import LatencyStat, LatencyTable
-from mess_ros.config import ConfigError, SegmentationConfig
+from mess_ros.config import ConfigError, SegmentationConfig, parameter_file
 from mess_ros.deploy.errors import DeployError
 from mess_ros.deploy.export import (
     Provenance,
@@ -58,11 +58,11 @@ def test_parameter_file_round_trip(config: ExitConfiguration, tmp_path: Path) ->
         config, table(notes={"cpu_threads": 3}), "robots/r.pt", "robots/r.latency.json"
     )
     path = tmp_path / "robot.yaml"
-    params.to_yaml(path, header_comment="robot r\npredicted mIoU 50%")
+    parameter_file.write(params, path, header_comment="robot r\npredicted mIoU 50%")
     text = path.read_text()
     assert text.startswith("# robot r\n# predicted mIoU 50%\n")
 
-    loaded = SegmentationConfig.from_yaml(path)
+    loaded = parameter_file.read(path)
     assert loaded == params
     assert configuration_from_parameters(loaded) == config
     assert loaded.engine.model_path == "robots/r.pt"

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.data.sample import Sample
 from mess_ros.eval.bag_cli import main as bag_main
 from mess_ros.eval.bag_reader import load_frames
@@ -24,7 +24,7 @@ SMALL = ["--height", "48", "--width", "64", "--quiet"]
 
 def params_file(tmp_path: Path, config: SegmentationConfig) -> Path:
     path = tmp_path / "robot.yaml"
-    config.to_yaml(path)
+    parameter_file.write(config, path)
     return path
 
 

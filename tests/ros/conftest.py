@@ -29,7 +29,7 @@ from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters, Set
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.model import BackboneSpec, ExitSpec, HeadSpec, MESSNet, ModelSpec, save_checkpoint
 from mess_ros.ros import qos
@@ -102,7 +102,7 @@ def write_params(path: Path, checkpoint: Path, **overrides: Any) -> Path:
         "node.diagnostics_period_s": 0.5,
     }
     params.update({name.replace("__", "."): value for name, value in overrides.items()})
-    SegmentationConfig.from_parameters(params).to_yaml(path)
+    parameter_file.write(SegmentationConfig.from_parameters(params), path)
     return path
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from rclpy.parameter import Parameter
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import parameter_file
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.data.transforms import normalize_image
@@ -90,7 +90,7 @@ def serving(
 def test_node_serves_the_configured_exits_and_the_source_networks_final_masks(
     robot_params: Path, serving: NodeUnderTest
 ) -> None:
-    params = SegmentationConfig.from_yaml(robot_params)
+    params = parameter_file.read(robot_params)
     assert params.engine.model_path.endswith("converted.pt")
     client = serving.client
     images = build_dataset(TEST_IMAGES)

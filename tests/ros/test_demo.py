@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.ros.demo_report import (
     DemoSummary,
     FrameRecord,
@@ -120,7 +120,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, tiny_checkpoint: Path, cameras: in
     out = tmp_path / "demo"
     # config/default.yaml names exits of the bundled model; the tiny model has others.
     params_file = tmp_path / "params.yaml"
-    SegmentationConfig().to_yaml(params_file)
+    parameter_file.write(SegmentationConfig(), params_file)
     argv = [
         sys.executable,
         "-m",

@@ -90,12 +90,12 @@ def test_installed_robots_run_from_another_directory(tmp_path: Path) -> None:
     check = (
         "import pathlib, sys\n"
         "import mess_ros\n"
-        "from mess_ros.config import SegmentationConfig\n"
+        "from mess_ros.config import parameter_file\n"
         "from mess_ros.runtime.engine import resolve_model_path, resolve_package_file\n"
         "assert pathlib.Path(mess_ros.__file__).is_relative_to(sys.argv[1]), mess_ros.__file__\n"
         "robots = pathlib.Path(sys.argv[1], 'share/mess_ros/config/robots')\n"
         "for path in sorted(robots.glob('*.yaml')):\n"
-        "    engine = SegmentationConfig.from_yaml(path).engine\n"
+        "    engine = parameter_file.read(path).engine\n"
         "    print(resolve_model_path(engine.model_path))\n"
         "    print(resolve_package_file(engine.latency_table, 'engine.latency_table'))\n"
     )

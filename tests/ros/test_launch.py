@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 
 LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "segmentation.launch.py"
 
@@ -30,9 +30,9 @@ def launch() -> ModuleType:
 def share(tmp_path: Path) -> Path:
     """A package share directory with a default and two robot files."""
     (tmp_path / "config" / "robots").mkdir(parents=True)
-    SegmentationConfig().to_yaml(tmp_path / "config" / "default.yaml")
+    parameter_file.write(SegmentationConfig(), tmp_path / "config" / "default.yaml")
     for robot in ("rover", "arm"):
-        SegmentationConfig().to_yaml(tmp_path / "config" / "robots" / f"{robot}.yaml")
+        parameter_file.write(SegmentationConfig(), tmp_path / "config" / "robots" / f"{robot}.yaml")
     return tmp_path
 
 

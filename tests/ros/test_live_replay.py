@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.data.sample import Sample
 from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
@@ -131,7 +131,7 @@ def test_running_node_gets_each_configuration_through_its_parameters(
     base_config.policy.image_thresholds = [0.0]
     base_config.node.image_qos_reliability = "reliable"
     params = tmp_path / "node.yaml"
-    base_config.to_yaml(params)
+    parameter_file.write(base_config, params)
     live_options = options(tmp_path, start_node=False)
     assert live_options.domain_id is not None
     (tmp_path / "logs").mkdir()
@@ -170,7 +170,7 @@ def test_evaluate_command_live(
     tmp_path: Path, small_bag: Path, base_config: SegmentationConfig, checkpoint_path: Path
 ) -> None:
     params = tmp_path / "robot.yaml"
-    base_config.to_yaml(params)
+    parameter_file.write(base_config, params)
     out = tmp_path / "report"
     argv = [str(small_bag), "--model", str(checkpoint_path), "--params-file", str(params)]
     argv += ["--live", "--domain-id", str(next_domain_id()), "--max-frames", "4", "--rate", "2"]

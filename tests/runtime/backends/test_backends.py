@@ -23,7 +23,7 @@ import torch
 
 from mess_ros.common.exits import exit_point
 from mess_ros.common.latency_table import LatencyTable
-from mess_ros.config import ConfigError, SegmentationConfig
+from mess_ros.config import ConfigError, SegmentationConfig, parameter_file
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.data.transforms import normalize_image
 from mess_ros.deploy.verify import BACKEND_DECISION_SHARE
@@ -87,7 +87,7 @@ def test_every_exit_of_onnxruntime_matches_torch(
 def rover(tmp_path_factory: pytest.TempPathFactory) -> SegmentationConfig:
     """The bundled cpu_rover robot (a pruned checkpoint, its exits and thresholds), copied."""
     folder = tmp_path_factory.mktemp("rover")
-    params = SegmentationConfig.from_yaml(package_data_file("config/robots/cpu_rover.yaml"))
+    params = parameter_file.read(package_data_file("config/robots/cpu_rover.yaml"))
     for name in ("model_path", "latency_table"):
         source = resolve_package_file(getattr(params.engine, name), f"engine.{name}")
         shutil.copyfile(source, folder / source.name)

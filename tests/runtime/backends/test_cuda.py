@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from mess_ros.config import SegmentationConfig
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.data.datasets import DatasetSpec, build_dataset
 from mess_ros.package_files import package_data_file
 from mess_ros.runtime.backends import ONNXRUNTIME, TENSORRT, TORCH, runtime_available
@@ -32,7 +32,7 @@ BOUNDS = {"fp32": (0.999, 0.99), "fp16": (0.995, 0.97)}
 @pytest.fixture(scope="module")
 def rover(tmp_path_factory: pytest.TempPathFactory) -> SegmentationConfig:
     folder = tmp_path_factory.mktemp("rover")
-    params = SegmentationConfig.from_yaml(package_data_file("config/robots/cpu_rover.yaml"))
+    params = parameter_file.read(package_data_file("config/robots/cpu_rover.yaml"))
     source = resolve_model_path(params.engine.model_path)
     shutil.copyfile(source, folder / source.name)
     params.engine.model_path = str(folder / source.name)
