@@ -48,7 +48,7 @@ setup(
             "mess_convert = mess_ros.train.cli:convert_main",
             "mess_profile = mess_ros.deploy.cli:profile_main",
             "mess_configure = mess_ros.deploy.cli:configure_main",
-            "mess_evaluate = mess_ros.eval.cli:evaluate_main",
+            "mess_evaluate = mess_ros.ros.evaluate:main",
             "mess_bag = mess_ros.eval.bag_cli:main",
         ],
     },

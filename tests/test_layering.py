@@ -108,6 +108,19 @@ def test_only_mess_ros_ros_imports_rclpy_or_ros_messages() -> None:
     assert found == []
 
 
+def test_nothing_below_the_ros_glue_imports_it() -> None:
+    """The ROS layer calls down into the tools (live replay into the evaluation command), never
+    the other way round, not even lazily."""
+    found = [
+        f"{module} -> {dependency}"
+        for module in modules()
+        if not in_subpackage(module, "ros")
+        for dependency in sorted(internal_imports(module))
+        if in_subpackage(dependency, "ros")
+    ]
+    assert found == []
+
+
 @pytest.mark.parametrize("subpackage", ["common", "config"])
 def test_bottom_layers_import_neither_torch_nor_rclpy(subpackage: str) -> None:
     found = []

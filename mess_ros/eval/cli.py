@@ -1,19 +1,21 @@
 """``mess_evaluate``: replay a bag offline or through the node, write a report.
 
 Exit statuses and error lines are those of :mod:`mess_ros.eval.cli_common`.
-The live replay (:mod:`mess_ros.ros.live_replay`) is imported only for
-``--live``, so offline evaluation works where ROS is not installed.
+The live replay belongs to the ROS layer, which calls this command with it
+(:mod:`mess_ros.ros.evaluate`, the installed ``mess_evaluate``); this
+module never imports ROS, so offline evaluation works where ROS is not
+installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mess_ros.config import SegmentationConfig, parameter_file
-from mess_ros.console import add_debug_option, console_main
+from mess_ros.console import add_debug_option
 from mess_ros.data.labels import LabelSet, get_label_set
 from mess_ros.errors import MessError
 from mess_ros.eval.cli_common import (
@@ -30,6 +32,10 @@ from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.report import ground_truth_notes, markdown_summary, write_report
 from mess_ros.eval.results import Evaluation
 from mess_ros.eval.runs import RunSpec, build_runs
+
+LiveReplay = Callable[[argparse.Namespace, list[RunSpec], LabelSet, dict[str, str]], Evaluation]
+"""``--live``: replays the bag through the node and scores its masks (the parsed arguments,
+the configurations, the label set, the topics); given by the ROS layer."""
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
@@ -126,7 +132,7 @@ def _live_labels(args: argparse.Namespace, specs: Sequence[RunSpec]) -> LabelSet
     return LabelSet.from_dict(checkpoint.labels)
 
 
-def _evaluate(args: argparse.Namespace) -> Evaluation:
+def _evaluate(args: argparse.Namespace, live: LiveReplay | None) -> Evaluation:
     if args.max_frames is not None and args.max_frames <= 0:
         raise EvalError(f"--max-frames must be positive, got {args.max_frames}")
     if args.examples < 0:
@@ -147,35 +153,26 @@ def _evaluate(args: argparse.Namespace) -> Evaluation:
             max_frames=args.max_frames,
         )
         return evaluate_offline(args.bag, specs, options, **topics)
-    from mess_ros.ros.live_replay import LiveOptions, evaluate_live
-
-    live_options = LiveOptions(
-        rate=args.rate,
-        clock=args.clock,
-        start_node=not args.node_running,
-        node_name=args.node,
-        namespace=args.namespace,
-        domain_id=args.domain_id,
-        startup_timeout_s=args.startup_timeout,
-        examples=args.examples,
-        max_frames=args.max_frames,
-        progress=not args.quiet,
-        log_dir=args.out / "node_logs",
-    )
-    labels = _live_labels(args, specs)
-    return evaluate_live(args.bag, specs, labels, live_options, **topics)
+    if live is None:
+        raise EvalError(
+            "--live replays the bag through the node and needs ROS 2: run the installed "
+            "mess_evaluate (mess_ros.ros.evaluate)"
+        )
+    return live(args, specs, _live_labels(args, specs), topics)
 
 
-@console_main("mess_evaluate")
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    """``mess_evaluate BAG --out DIR [--model M] [--params-file P] [--compare ...] [--live]``."""
+def evaluate_command(argv: Sequence[str] | None = None, live: LiveReplay | None = None) -> int:
+    """``mess_evaluate BAG --out DIR [--model M] [--params-file P] [--compare ...] [--live]``.
+
+    ``live`` runs ``--live`` (without it, ``--live`` is refused with the reason).
+    """
     parser = _evaluate_parser()
     args = parse(parser, argv)
     if isinstance(args, int):
         return args
     prog = parser.prog
     try:
-        evaluation = _evaluate(args)
+        evaluation = _evaluate(args, live)
         files = write_report(evaluation, args.out)
     except LiveError as err:
         return fail(prog, err, EXIT_FAILED)

@@ -16,7 +16,7 @@ from mess_ros.data.sample import Sample
 from mess_ros.eval.bag_cli import main as bag_main
 from mess_ros.eval.bag_reader import load_frames
 from mess_ros.eval.bag_writer import write_bag
-from mess_ros.eval.cli import evaluate_main
+from mess_ros.eval.cli import evaluate_command
 from mess_ros.eval.cli_common import EXIT_BAD_INPUT, EXIT_OK
 
 SMALL = ["--height", "48", "--width", "64", "--quiet"]
@@ -42,7 +42,7 @@ def test_bag_then_evaluate(
     model = base_config.engine.model_path
     base_config.engine.model_path = ""
     out = tmp_path / "report"
-    status = evaluate_main(
+    status = evaluate_command(
         [
             str(bag),
             "--model",
@@ -107,7 +107,7 @@ def test_bag_bad_input(
 
 def test_help_returns_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert bag_main(["--help"]) == EXIT_OK
-    assert evaluate_main(["--help"]) == EXIT_OK
+    assert evaluate_command(["--help"]) == EXIT_OK
     assert "--compare" in capsys.readouterr().out
 
 
@@ -147,7 +147,7 @@ def test_evaluate_bad_input(
 ) -> None:
     bag = make_bag(tmp_path, small_bag)  # type: ignore[operator]
     argv = [str(bag), "--model", str(checkpoint_path), "--out", str(tmp_path / "r"), "--quiet"]
-    assert evaluate_main([*argv, *extra]) == EXIT_BAD_INPUT
+    assert evaluate_command([*argv, *extra]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.startswith("mess_evaluate: error: ")
     assert message in err
@@ -155,15 +155,26 @@ def test_evaluate_bad_input(
     assert not (tmp_path / "r" / "report.json").exists()
 
 
+def test_live_without_the_ros_replay_says_where_it_lives(
+    tmp_path: Path, small_bag: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(small_bag), "--live", "--out", str(tmp_path / "r"), "--quiet"]
+    assert evaluate_command(argv) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "--live replays the bag through the node and needs ROS 2" in err
+    assert "mess_ros.ros.evaluate" in err
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
 def test_evaluate_missing_model_and_bad_params_file(
     tmp_path: Path, small_bag: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = ["--out", str(tmp_path / "r"), "--quiet"]
-    assert evaluate_main([str(small_bag), "--model", str(tmp_path / "no.pt"), *out]) == 2
+    assert evaluate_command([str(small_bag), "--model", str(tmp_path / "no.pt"), *out]) == 2
     assert "no.pt does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("/**:\n  ros__parameters:\n    policy:\n      name: warp\n")
-    assert evaluate_main([str(small_bag), "--params-file", str(bad), *out]) == 2
+    assert evaluate_command([str(small_bag), "--params-file", str(bad), *out]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "policy.name" in err
 
@@ -185,11 +196,11 @@ def test_foreign_ground_truth_is_warned_about_and_strict_fails(
     bag = tmp_path / "foreign.mcap"
     write_bag(bag, changed)
     argv = [str(bag), "--params-file", str(params_file(tmp_path, base_config)), "--quiet"]
-    assert evaluate_main([*argv, "--out", str(tmp_path / "lenient")]) == EXIT_OK
+    assert evaluate_command([*argv, "--out", str(tmp_path / "lenient")]) == EXIT_OK
     err = capsys.readouterr().err
     assert "warning: ground truth: 3 of 8 frames have ground truth with class ids [77]" in err
     assert "3 of 8 frames" in (tmp_path / "lenient" / "report.md").read_text()
-    status = evaluate_main([*argv, "--strict", "--out", str(tmp_path / "strict")])
+    status = evaluate_command([*argv, "--strict", "--out", str(tmp_path / "strict")])
     assert status == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "mess_evaluate: error: --strict: 3 frames have ground-truth class ids outside" in err

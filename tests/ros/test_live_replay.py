@@ -21,12 +21,12 @@ from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.data.labels import SYNTHETIC_LABELS
 from mess_ros.data.sample import Sample
 from mess_ros.eval.bag_writer import BagWriteOptions, write_bag
-from mess_ros.eval.cli import evaluate_main
 from mess_ros.eval.errors import EvalError, LiveError
 from mess_ros.eval.messages import COMPRESSED_IMAGE_TYPE
 from mess_ros.eval.offline import OfflineOptions, evaluate_offline
 from mess_ros.eval.results import matched_miou
 from mess_ros.eval.runs import build_runs
+from mess_ros.ros.evaluate import main as evaluate_main
 from mess_ros.ros.live_replay import LiveOptions, evaluate_live
 from mess_ros.ros.processes import start_node
 from tests.eval.builders import EARLY_EXIT, NUM_FRAMES, RATE_HZ
