@@ -32,6 +32,7 @@ batched at all.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -63,7 +64,7 @@ from bench._common import (
     write_json,
 )
 from mess_ros.common.exits import FINAL_EXIT
-from mess_ros.config import parameter_file
+from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.model.messnet import MESSNet
 from mess_ros.package_files import package_data_file
 from mess_ros.runtime.backends import ONNXRUNTIME, runtime_available
@@ -178,10 +179,15 @@ def measure(
 
 
 def frame_breakdown(
-    model: LoadedModel, device: str, threads: int, frame_hw: tuple[int, int], frames: int
+    node_config: SegmentationConfig,
+    model: LoadedModel,
+    device: str,
+    threads: int,
+    frame_hw: tuple[int, int],
+    frames: int,
 ) -> dict[str, Any]:
     """ms per frame of the node's engine at the camera's size: preprocessing, network, output."""
-    config = parameter_file.read(package_data_file("config/default.yaml"))
+    config = copy.deepcopy(node_config)
     config.engine.model_path = str(model.path)
     config.engine.device = device
     config.engine.num_threads = threads
@@ -389,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
     frame_hw = parse_hw(args.frame_size)
     print(f"\nwhere a {frame_hw[0]}x{frame_hw[1]} frame's time goes in the node's engine:")
     breakdown = {
-        threads: frame_breakdown(model, args.device, threads, frame_hw, args.frames)
+        threads: frame_breakdown(config, model, args.device, threads, frame_hw, args.frames)
         for threads in (thread_counts if device.type == "cpu" else [most])
     }
     for threads, parts in breakdown.items():
