@@ -288,6 +288,11 @@ class LiveReplay:
                     stamp = time.time_ns()
                 probes.append(client.publish_serialized(restamp(frame.message, stamp), stamp))
                 if client.wait_until(lambda: any(p.exit_info is not None for p in probes), 1.0):
+                    # A later probe still in the node would take its newest-frame slot from the
+                    # replay's first frames: let it finish (one replaced by another never does).
+                    client.wait_until(
+                        lambda: all(p.exit_info is not None for p in probes), self.options.settle_s
+                    )
                     return
                 if time.monotonic() > deadline:
                     raise LiveError(self._not_ready("never answered a frame"))
