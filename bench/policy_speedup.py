@@ -167,7 +167,8 @@ def main(args: argparse.Namespace) -> int:
         table = profile_table(model, args.device, args.profile_repeats, progress)
     choices: dict[str, Choice] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    exit_model_path = args.out.with_name(f"{NAME}.exit_model.json")
+    # Absolute: the engine resolves a relative exit model beside a parameter file.
+    exit_model_path = args.out.resolve().with_name(f"{args.out.stem}.exit_model.json")
     limits = {"miou_margin": args.miou_margin, "max_exits": args.max_exits}
     for decision in DECISIONS:
         choices[decision] = choose_configuration(
