@@ -36,7 +36,6 @@ import copy
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,13 +67,14 @@ from mess_ros.config import SegmentationConfig, parameter_file
 from mess_ros.model.messnet import MESSNet
 from mess_ros.package_files import package_data_file
 from mess_ros.runtime.backends import ONNXRUNTIME, runtime_available
+from mess_ros.runtime.backends.export import export_module, quiet_exporter
 from mess_ros.runtime.backends.ort_executor import session_options
+from mess_ros.runtime.backends.stages import INPUT_NAME
 from mess_ros.runtime.engine import SegmentationEngine
 
 NAME: Final = "batching"
 WORTHWHILE: Final = 0.10
 """Least CPU time per frame batching must save at the cheapest thread count to be worth it."""
-OPSET: Final = 17
 Run = Callable[[np.ndarray[Any, Any]], object]
 
 
@@ -134,24 +134,13 @@ def onnx_runner(path: ExitPath, folder: Path, threads: int, input_hw: tuple[int,
 
     file = folder / f"{path.exit_id.replace(':', '--')}.onnx"
     if not file.exists():
-        example = torch.zeros(1, 3, *input_hw)
-        with warnings.catch_warnings():  # the tracing exporter's notices, as in the node's export
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                path,
-                (example,),
-                str(file),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            )
+        with torch.no_grad(), quiet_exporter():
+            export_module(path, torch.zeros(1, 3, *input_hw), file, dynamic_batch=True)
     options = session_options(ort, threads)
     session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
 
     def run(batch: np.ndarray[Any, Any]) -> object:
-        return session.run(None, {"input": batch})
+        return session.run(None, {INPUT_NAME: batch})
 
     return run
 

@@ -203,17 +203,17 @@ def _export_into(
     bar = tqdm(total=total, desc="exporting stages", unit="stage", disable=_quiet(progress))
     features = torch.zeros(1, 3, *input_hw, device=device, dtype=dtype)
     previous: str | None = None
-    with bar, torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
+    with bar, torch.inference_mode(False), torch.no_grad(), quiet_exporter():
         for point in blocks:
             segment = _Segment(traced, previous, point)
             name = f"segment-{point}.onnx"
-            output = _export_module(segment, features, folder / name)
+            output = export_module(segment, features, folder / name)
             manifest["segments"][point] = _entry(name, features, output)
             features, previous = output, point
             bar.update(1)
             for exit_id in exits_at.get(point, ()):
                 name = f"head-{exit_id.replace(':', '--')}.onnx"
-                logits = _export_module(_Head(traced, exit_id), features, folder / name)
+                logits = export_module(_Head(traced, exit_id), features, folder / name)
                 manifest["heads"][exit_id] = _entry(name, features, logits)
                 bar.update(1)
     return manifest
@@ -242,8 +242,8 @@ def export_fused_segment(
     traced = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
     example = torch.zeros(export.segment(first).input_shape, device=device, dtype=dtype)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
-        _export_module(_Segment(traced, start, end), example, partial)
+    with torch.inference_mode(False), torch.no_grad(), quiet_exporter():
+        export_module(_Segment(traced, start, end), example, partial)
     partial.replace(path)
     return path
 
@@ -254,22 +254,27 @@ def _quiet(progress: bool | None) -> bool | None:
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """Silence the tracer's warnings: the export is checked against torch in the tests."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 
 
-def _export_module(module: nn.Module, example: Tensor, path: Path) -> Tensor:
+def export_module(
+    module: nn.Module, example: Tensor, path: Path, *, dynamic_batch: bool = False
+) -> Tensor:
     """Export ``module`` at ``example``'s shape (TorchScript tracing) and return its output.
 
     The wrapper is put in eval mode first: the exporter restores the mode it
     found, recursively, and a new module's is training, which would switch
     the shared network's batch norms to batch statistics for the next stage.
+    ``dynamic_batch`` leaves the first dimension of the input and the output
+    free, for runs of several frames at once.
     """
     module.eval()
     output: Tensor = module(example)
+    batch_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     try:
         torch.onnx.export(
             module,
@@ -279,6 +284,7 @@ def _export_module(module: nn.Module, example: Tensor, path: Path) -> Tensor:
             opset_version=OPSET,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
+            dynamic_axes=batch_axes,
             do_constant_folding=True,
         )
     except Exception as err:  # the exporter raises many unrelated types
